@@ -1,0 +1,1 @@
+"""coatnet family (being written)."""

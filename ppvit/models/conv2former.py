@@ -1,0 +1,1 @@
+"""conv2former family (being written)."""

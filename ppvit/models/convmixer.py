@@ -1,0 +1,1 @@
+"""convmixer family (being written)."""

@@ -1,0 +1,1 @@
+"""dilateformer family (being written)."""

@@ -1,0 +1,56 @@
+"""Loading pretrained weights into a built model."""
+import logging
+
+import paddle
+
+from ..io import CheckpointError, load_state
+
+logger = logging.getLogger("ppvit")
+
+
+def head_prefixes(model):
+    """Key prefixes of the classifier, which may be re-initialised for another class count."""
+    names = getattr(model, "head_names", ("head",))
+    return tuple(n + "." for n in names)
+
+
+def load_pretrained(model, path_or_state, strict=True):
+    """Load weights into ``model``.
+
+    Head weights whose shapes differ (another class count) are skipped and logged; any other missing,
+    unexpected or mismatched key raises ``CheckpointError`` listing them.
+    """
+    state = load_state(path_or_state) if not isinstance(path_or_state, dict) else path_or_state
+    source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
+    own = model.state_dict()
+    heads = head_prefixes(model)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched, skipped_head = [], []
+    for k, v in own.items():
+        if k in state and tuple(state[k].shape) != tuple(v.shape):
+            if k.startswith(heads):
+                skipped_head.append(k)
+            else:
+                mismatched.append(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}")
+    # a headless checkpoint (e.g. num_classes=0) may also leave the head out
+    head_missing = [k for k in missing if k.startswith(heads)]
+    missing = [k for k in missing if not k.startswith(heads)]
+    if strict and (missing or unexpected or mismatched):
+        parts = []
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
+                parts.append(f"{title} keys: {shown}")
+        raise CheckpointError(
+            f"{source} does not match model {type(model).__name__}: " + "; ".join(parts)
+        )
+    to_load = {k: paddle.to_tensor(state[k], dtype=own[k].dtype) for k in own
+               if k in state and k not in skipped_head and tuple(state[k].shape) == tuple(own[k].shape)}
+    model.set_state_dict(to_load)
+    if skipped_head or head_missing:
+        logger.info("loaded %s; classifier %s re-initialised (class count differs from the checkpoint)",
+                    source, ", ".join(sorted(set(skipped_head + head_missing))))
+    else:
+        logger.info("loaded %s (%d tensors)", source, len(to_load))
+    return model

@@ -1,0 +1,98 @@
+"""Layers shared by every family, written once."""
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+_trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
+_zeros = nn.initializer.Constant(0.0)
+_ones = nn.initializer.Constant(1.0)
+
+
+def trunc_normal_(param, std=0.02):
+    nn.initializer.TruncatedNormal(std=std)(param)
+    return param
+
+
+def zeros_(param):
+    _zeros(param)
+    return param
+
+
+def ones_(param):
+    _ones(param)
+    return param
+
+
+def init_vit_weights(m, conv=False):
+    """The notebooks' ``_init_weights``: trunc-normal(.02) Linear (and, with ``conv``, Conv) weights,
+    zero biases, LayerNorm/GroupNorm to identity."""
+    if isinstance(m, nn.Linear) or (conv and isinstance(m, (nn.Conv1D, nn.Conv2D))):
+        _trunc_normal(m.weight)
+        if m.bias is not None:
+            _zeros(m.bias)
+    elif isinstance(m, (nn.LayerNorm, nn.GroupNorm, LayerNorm2d)):
+        if m.weight is not None:
+            _ones(m.weight)
+        if m.bias is not None:
+            _zeros(m.bias)
+
+
+def drop_path(x, drop_prob=0.0, training=False):
+    """Stochastic depth per sample (the notebooks' ``drop_path``, same math)."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1.0 - drop_prob
+    shape = [x.shape[0]] + [1] * (x.ndim - 1)
+    mask = paddle.floor(keep_prob + paddle.rand(shape, dtype=x.dtype))
+    return x / keep_prob * mask
+
+
+class DropPath(nn.Layer):
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob or 0.0)
+
+    def forward(self, x):
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self):
+        return f"drop_prob={self.drop_prob}"
+
+
+class Mlp(nn.Layer):
+    """fc1 -> act -> drop -> fc2 -> drop (the ViT MLP; keys ``fc1``/``fc2`` as in the notebooks)."""
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        x = self.drop(self.act(self.fc1(x)))
+        return self.drop(self.fc2(x))
+
+
+class LayerNorm2d(nn.Layer):
+    """LayerNorm over the channel axis of an NCHW tensor (001's ``data_format="channels_first"``).
+
+    Parameters are ``weight`` and ``bias`` of shape [C], as in the official Conv2Former/ConvNeXt code.
+    """
+
+    def __init__(self, num_channels, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = self.create_parameter([num_channels], default_initializer=_ones)
+        self.bias = self.create_parameter([num_channels], is_bias=True, default_initializer=_zeros)
+
+    def forward(self, x):
+        # B, C, H, W -> B, H, W, C for the fused kernel, then back
+        x = F.layer_norm(x.transpose([0, 2, 3, 1]), x.shape[1:2], self.weight, self.bias, self.eps)
+        return x.transpose([0, 3, 1, 2])
+
+
+def to_2tuple(x):
+    return tuple(x) if isinstance(x, (list, tuple)) else (x, x)
