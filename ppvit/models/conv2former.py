@@ -1,1 +1,338 @@
-"""conv2former family (being written)."""
+"""Conv2Former: "A Simple Transformer-Style ConvNet for Visual Recognition" (Hou et al., TPAMI 2024).
+
+Two models share the convolutional-modulation block here:
+- ``Conv2FormerCifar`` (``conv2former_n_cifar``): the AI Studio notebook's 32x32 model (seeds/000): a 1x1
+  conv stem, no layer scale, GroupNorm + 2x2 conv downsampling after each stage, a final LayerNorm and a
+  linear head. Its ``state_dict`` keys and shapes are the notebook's, so a notebook ``best_model.pdparams``
+  loads unchanged.
+- ``Conv2Former`` (``conv2former_n/t/s/b/l``): the official architecture (seeds/001 and
+  github.com/HVision-NKU/Conv2Former): a conv/BN stem to 1/4 resolution, LayerNorm + 2x2 conv downsampling,
+  layer scale 1e-6, an 11x11 depthwise kernel and a 1280-wide conv head before the classifier ``pred``.
+  The module tree mirrors the PyTorch code, so official weights convert by the plain rename in
+  ``TORCH_KEY_MAP`` (see ``checkpoint_filter_fn``).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from .helpers import apply_key_map
+from .layers import DropPath, LayerNorm2d, init_vit_weights, trunc_normal_, zeros_
+from .registry import register_model
+
+__all__ = ["Conv2Former", "Conv2FormerCifar", "TORCH_KEY_MAP", "checkpoint_filter_fn"]
+
+
+class MLP(nn.Layer):
+    """Conv MLP: norm -> 1x1 expand -> GELU -> (+ GELU(3x3 depthwise)) -> 1x1 project.
+
+    The notebook's MLP also took a ``drop`` argument that it never used; it is left out so outputs match.
+    """
+
+    def __init__(self, dim, mlp_ratio=4):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm = LayerNorm2d(dim, eps=1e-6)
+        self.fc1 = nn.Conv2D(dim, hidden, 1)
+        self.pos = nn.Conv2D(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Conv2D(hidden, dim, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        x = self.act(self.fc1(self.norm(x)))
+        x = x + self.act(self.pos(x))
+        return self.fc2(x)
+
+
+class SpatialAttention(nn.Layer):
+    """Convolutional modulation: proj(A * V) with A = dwconv_kxk(GELU(1x1(x))) and V = 1x1(x)."""
+
+    # the official code names the modulator ``att``; the notebook names it ``a`` (see ConvMod)
+    modulator_name = "att"
+
+    def __init__(self, dim, kernel_size=11):
+        super().__init__()
+        self.norm = LayerNorm2d(dim, eps=1e-6)
+        setattr(self, self.modulator_name, nn.Sequential(
+            nn.Conv2D(dim, dim, 1),
+            nn.GELU(),
+            nn.Conv2D(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim),
+        ))
+        self.v = nn.Conv2D(dim, dim, 1)
+        self.proj = nn.Conv2D(dim, dim, 1)
+
+    def forward(self, x):
+        x = self.norm(x)
+        x = getattr(self, self.modulator_name)(x) * self.v(x)
+        return self.proj(x)
+
+
+class ConvMod(SpatialAttention):
+    """The notebook's name for the same module; only the checkpoint key of the modulator differs."""
+
+    modulator_name = "a"
+
+
+class Block(nn.Layer):
+    """x + drop_path(gamma1 * attn(x)); x + drop_path(gamma2 * mlp(x)).
+
+    ``layer_scale_init_value=None`` drops the layer scale (the notebook's block); the official block uses 1e-6.
+    """
+
+    def __init__(self, dim, kernel_size=11, mlp_ratio=4.0, drop_path=0.0, layer_scale_init_value=1e-6,
+                 attn_layer=SpatialAttention):
+        super().__init__()
+        self.attn = attn_layer(dim, kernel_size)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.mlp = MLP(dim, mlp_ratio)
+        if layer_scale_init_value is not None:
+            init = nn.initializer.Constant(layer_scale_init_value)
+            self.layer_scale_1 = self.create_parameter([dim], default_initializer=init)
+            self.layer_scale_2 = self.create_parameter([dim], default_initializer=init)
+        else:
+            self.layer_scale_1 = self.layer_scale_2 = None
+
+    def _scale(self, gamma, x):
+        return x if gamma is None else gamma.reshape([1, -1, 1, 1]) * x
+
+    def forward(self, x):
+        x = x + self.drop_path(self._scale(self.layer_scale_1, self.attn(x)))
+        x = x + self.drop_path(self._scale(self.layer_scale_2, self.mlp(x)))
+        return x
+
+
+def _drop_path_rates(drop_path_rate, depths):
+    """Stochastic depth rising linearly over all blocks, split per stage."""
+    rates = np.linspace(0.0, drop_path_rate, sum(depths)).tolist()
+    out, cur = [], 0
+    for d in depths:
+        out.append(rates[cur:cur + d])
+        cur += d
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# the notebook's 32x32 model (seeds/000)
+# --------------------------------------------------------------------------------------------------------
+class BasicLayer(nn.Layer):
+    """One stage of the notebook model: blocks, then (except in the last stage) GroupNorm + 2x2 conv."""
+
+    def __init__(self, dim, depth, out_dim=None, kernel_size=11, mlp_ratio=4.0, drop_path=(), downsample=True):
+        super().__init__()
+        self.blocks = nn.LayerList([
+            Block(dim, kernel_size, mlp_ratio, drop_path[i], layer_scale_init_value=None, attn_layer=ConvMod)
+            for i in range(depth)])
+        if downsample:
+            self.downsample = nn.Sequential(
+                nn.GroupNorm(num_groups=1, num_channels=dim),
+                nn.Conv2D(dim, out_dim or dim * 2, kernel_size=2, stride=2, bias_attr=False),
+            )
+        else:
+            self.downsample = None
+
+    def forward(self, x):
+        for blk in self.blocks:
+            x = blk(x)
+        if self.downsample is not None:
+            x = self.downsample(x)  # B, 2C, H/2, W/2
+        return x
+
+
+class Conv2FormerCifar(nn.Layer):
+    """The notebook's Conv2Former: full-resolution 1x1 stem, for 32x32 inputs (any size works).
+
+    Keys: ``layers.{i}.blocks.{j}.attn.{norm,a.0,a.2,v,proj}``, ``...mlp.{norm,fc1,pos,fc2}``,
+    ``layers.{i}.downsample.{0,1}``, ``fc1`` (stem), ``norm``, ``head``.
+    """
+
+    def __init__(self, num_classes=10, depths=(2, 2, 8, 2), dims=(64, 128, 256, 512), mlp_ratio=2,
+                 kernel_size=11, in_chans=3, drop_rate=0.0, drop_path_rate=0.1):
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_features = dims[-1]
+        self.pos_drop = nn.Dropout(p=drop_rate)
+        dpr = _drop_path_rates(drop_path_rate, depths)
+        last = len(depths) - 1
+        self.layers = nn.LayerList([
+            BasicLayer(dims[i], depths[i], dims[i + 1] if i < last else None, kernel_size, mlp_ratio, dpr[i],
+                       downsample=i < last)
+            for i in range(len(depths))])
+        # registered after the stages, as in the notebook, so state_dict order matches too
+        self.fc1 = nn.Conv2D(in_chans, dims[0], 1)
+        self.norm = LayerNorm2d(dims[-1], eps=1e-6)
+        self.avgpool = nn.AdaptiveAvgPool2D(1)
+        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(lambda m: init_vit_weights(m, conv=True))
+
+    def no_weight_decay(self):
+        return set()
+
+    def reset_classifier(self, num_classes):
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            init_vit_weights(self.head)
+
+    def forward_features(self, x):
+        x = self.pos_drop(self.fc1(x))
+        for layer in self.layers:
+            x = layer(x)
+        x = self.avgpool(self.norm(x))  # B, C, 1, 1
+        return x.flatten(1)  # B, C
+
+    def forward_head(self, x, pre_logits=False):
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+# --------------------------------------------------------------------------------------------------------
+# the official architecture (seeds/001 + HVision-NKU/Conv2Former models/conv2former.py)
+# --------------------------------------------------------------------------------------------------------
+class Conv2Former(nn.Layer):
+    """Official Conv2Former. Module tree as in PyTorch: ``downsample_layers.{0..3}`` (0 is the stem),
+    ``stages.{i}.{j}`` blocks, ``head`` (1x1 conv to ``head_dim`` + GELU + LayerNorm) and ``pred``."""
+
+    head_names = ("pred",)
+
+    def __init__(self, dims=(96, 192, 384, 768), depths=(3, 3, 9, 3), kernel_size=11, mlp_ratios=4,
+                 num_classes=1000, in_chans=3, head_dim=1280, drop_path_rate=0.0, layer_scale_init_value=1e-6):
+        super().__init__()
+        if isinstance(mlp_ratios, (int, float)):
+            mlp_ratios = [mlp_ratios] * len(dims)
+        self.num_classes = num_classes
+        self.num_features = head_dim
+        half = dims[0] // 2
+        # stem: two 3x3 conv/GELU/BN at 1/2, then a 2x2 stride-2 conv -> 1/4 resolution
+        stem = nn.Sequential(
+            nn.Conv2D(in_chans, half, 3, stride=2, padding=1, bias_attr=False),
+            nn.GELU(),
+            nn.BatchNorm2D(half),
+            nn.Conv2D(half, half, 3, stride=1, padding=1, bias_attr=False),
+            nn.GELU(),
+            nn.BatchNorm2D(half),
+            nn.Conv2D(half, dims[0], 2, stride=2, bias_attr=False),
+        )
+        self.downsample_layers = nn.LayerList([stem] + [
+            nn.Sequential(LayerNorm2d(dims[i], eps=1e-6), nn.Conv2D(dims[i], dims[i + 1], 2, stride=2))
+            for i in range(len(dims) - 1)])
+        dpr = _drop_path_rates(drop_path_rate, depths)
+        self.stages = nn.LayerList([
+            nn.Sequential(*[Block(dims[i], kernel_size, mlp_ratios[i], dpr[i][j], layer_scale_init_value)
+                            for j in range(depths[i])])
+            for i in range(len(dims))])
+        self.head = nn.Sequential(
+            nn.Conv2D(dims[-1], head_dim, 1),
+            nn.GELU(),
+            LayerNorm2d(head_dim, eps=1e-6),
+        )
+        self.pred = nn.Linear(head_dim, num_classes) if num_classes > 0 else nn.Identity()
+        # official init: trunc-normal(.02) for every conv and linear, zero biases; BatchNorm keeps defaults
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Conv2D, nn.Linear)):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                zeros_(m.bias)
+
+    def no_weight_decay(self):
+        # the official recipe (timm optimizer factory) exempts 1-d params by shape, not by name
+        return set()
+
+    def reset_classifier(self, num_classes):
+        self.num_classes = num_classes
+        self.pred = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            self._init_weights(self.pred)
+
+    def forward_features(self, x):
+        for downsample, stage in zip(self.downsample_layers, self.stages):
+            x = stage(downsample(x))
+        x = self.head(x)  # B, head_dim, H/32, W/32
+        return x.mean([-2, -1])  # B, head_dim
+
+    def forward_head(self, x, pre_logits=False):
+        return x if pre_logits else self.pred(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+# PyTorch (official) -> Paddle keys. The module trees are identical, so this is a rename only:
+# BatchNorm running statistics get Paddle's names, the step counter has no Paddle counterpart, and
+# Linear weights are stored [out, in] by PyTorch but [in, out] by Paddle.
+TORCH_KEY_MAP = {
+    "rename": [
+        (r"^module\.", ""),  # checkpoints saved from DistributedDataParallel
+        (r"\.running_mean$", "._mean"),
+        (r"\.running_var$", "._variance"),
+    ],
+    "drop": [r"\.num_batches_tracked$"],
+    "transpose": [r"^pred\.weight$"],  # the only nn.Linear; every other weight is a conv
+}
+
+
+def checkpoint_filter_fn(state_dict, key_map=TORCH_KEY_MAP):
+    """Convert an official PyTorch ``state_dict`` ({name: array-like}) to Paddle keys and layouts."""
+    return apply_key_map(state_dict, key_map)
+
+
+# --------------------------------------------------------------------------------------------------------
+# variants
+# --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Cfg:
+    dims: tuple
+    depths: tuple
+
+
+# widths/depths of the paper's Table (all with an 11x11 kernel and mlp_ratio 4)
+_OFFICIAL = {
+    "n": _Cfg((64, 128, 256, 512), (2, 2, 8, 2)),
+    "t": _Cfg((72, 144, 288, 576), (3, 3, 12, 3)),
+    "s": _Cfg((72, 144, 288, 576), (4, 4, 32, 4)),
+    "b": _Cfg((96, 192, 384, 768), (4, 4, 34, 4)),
+    "l": _Cfg((128, 256, 512, 1024), (4, 4, 48, 4)),
+}
+
+
+def _create(variant, **kwargs):
+    cfg = _OFFICIAL[variant]
+    kwargs.setdefault("dims", cfg.dims)
+    kwargs.setdefault("depths", cfg.depths)
+    return Conv2Former(**kwargs)
+
+
+@register_model
+def conv2former_n_cifar(**kwargs):
+    """The notebook's model: Conv2Former-N widths/depths, mlp_ratio 2, 1x1 stem, CIFAR-10 (32x32)."""
+    return Conv2FormerCifar(**kwargs)
+
+
+@register_model
+def conv2former_n(**kwargs):
+    return _create("n", **kwargs)
+
+
+@register_model
+def conv2former_t(**kwargs):
+    return _create("t", **kwargs)
+
+
+@register_model
+def conv2former_s(**kwargs):
+    return _create("s", **kwargs)
+
+
+@register_model
+def conv2former_b(**kwargs):
+    return _create("b", **kwargs)
+
+
+@register_model
+def conv2former_l(**kwargs):
+    return _create("l", **kwargs)

@@ -54,3 +54,36 @@ def load_pretrained(model, path_or_state, strict=True):
     else:
         logger.info("loaded %s (%d tensors)", source, len(to_load))
     return model
+
+
+def apply_key_map(state_dict, key_map):
+    """Convert a PyTorch ``state_dict`` ({name: array-like}) to Paddle names and layouts with a key map.
+
+    ``key_map`` is data, beside each model (timm's ``checkpoint_filter_fn`` idea): ``drop`` regexes of
+    source keys to leave out, ``rename`` (regex, replacement) pairs applied in order (a replacement may be a
+    function of the match, for index arithmetic), and ``transpose`` regexes of renamed keys whose 2-D
+    values are ``nn.Linear`` weights (PyTorch stores [out, in], Paddle [in, out]). A whole training
+    checkpoint (weights under ``state_dict`` or ``model``) is accepted too. Returns {name: np.ndarray}.
+    """
+    import re
+
+    import numpy as np
+
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state_dict.get(wrapper), dict):
+            state_dict = state_dict[wrapper]
+            break
+    out = {}
+    for key, value in state_dict.items():
+        if any(re.search(p, key) for p in key_map.get("drop", ())):
+            continue
+        new = key
+        for pattern, repl in key_map.get("rename", ()):
+            new = re.sub(pattern, repl, new)
+        value = np.asarray(value)
+        if value.ndim == 2 and any(re.search(p, new) for p in key_map.get("transpose", ())):
+            value = value.T
+        if new in out:
+            raise CheckpointError(f"key map sends two source keys to {new!r} (the second is {key!r})")
+        out[new] = np.ascontiguousarray(value)
+    return out
