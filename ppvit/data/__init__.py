@@ -1,0 +1,15 @@
+"""Data: CIFAR-10 through ``paddle.vision.datasets.Cifar10``, the notebooks' transforms, batch-level
+MixUp/CutMix and the embedded offline ``digits`` dataset (scikit-learn's digits in CIFAR-10 format)."""
+from .errors import DataError
+from .archive import CIFAR10_CLASSES, inspect_cifar_archive, write_cifar_archive
+from .digits import DIGITS_CLASSES, default_digits_path, ensure_digits_archive
+from .transforms import PIPELINES, build_transform, denormalize, mean_std
+from .cifar import CifarDataset, LimitedDataset, build_dataset, default_cifar_path, resolve_cifar_file
+from .mix import BatchMixer, build_batch_mixer
+
+__all__ = [
+    "DataError", "CIFAR10_CLASSES", "DIGITS_CLASSES", "PIPELINES", "BatchMixer", "CifarDataset", "LimitedDataset",
+    "build_batch_mixer", "build_dataset", "build_transform", "default_cifar_path", "default_digits_path",
+    "denormalize", "ensure_digits_archive", "inspect_cifar_archive", "mean_std", "resolve_cifar_file",
+    "write_cifar_archive",
+]
