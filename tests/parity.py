@@ -35,5 +35,7 @@ def check_notebook_parity(ref_model, name, tmp_path, input_shape, atol=1e-5, **k
     return model
 
 
-def count_params(model):
-    return sum(int(np.prod(p.shape)) for p in model.parameters())
+def count_params(model, trainable_only=False):
+    """Parameter count. Paddle keeps BatchNorm running statistics as (non-trainable) parameters;
+    ``trainable_only`` leaves them out, as PyTorch's and the papers' counts do."""
+    return sum(int(np.prod(p.shape)) for p in model.parameters() if not (trainable_only and p.stop_gradient))

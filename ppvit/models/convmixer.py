@@ -1,1 +1,213 @@
-"""convmixer family (being written)."""
+"""ConvMixer: Patches Are All You Need? (Trockman & Kolter, ICLR 2022).
+
+The network of shared/seeds/003 and of the official code (locuslab/convmixer, locuslab/convmixer-cifar10):
+a patch-embedding conv, ``depth`` blocks of [residual depthwise conv, pointwise conv], each conv followed
+by the activation and BatchNorm, global average pooling and a Linear classifier. Like the official code,
+the model *is* one flat ``nn.Sequential``, so its state_dict keys are the official ones (``0.weight``,
+``2._mean``, ``3.0.fn.0.weight``, ..., ``{depth + 5}.weight`` for the classifier) and official PyTorch
+checkpoints convert by renaming. ``checkpoint_filter_fn`` also reads timm's layout (``stem``/``blocks``/
+``head``) and the nesting of 003's 280-character version.
+
+``drop_path_rate`` (stochastic depth on the residual depthwise branch) is ppvit's addition: no parameters,
+default 0. Any input size works (at least one patch).
+"""
+import re
+
+import numpy as np
+import paddle.nn as nn
+
+from .helpers import apply_key_map
+from .layers import DropPath
+from .registry import register_model
+
+__all__ = ["ConvMixer", "checkpoint_filter_fn", "torch_key_map"]
+
+
+class Residual(nn.Layer):
+    """``fn(x) + x`` (the official ``Residual``; its only parameters are ``fn``'s, hence the ``.fn.`` keys)."""
+
+    def __init__(self, fn, drop_path=0.0):
+        super().__init__()
+        self.fn = fn
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        return self.drop_path(self.fn(x)) + x
+
+
+class ConvMixer(nn.Sequential):
+    """Flat Sequential: [0] patch conv, [1] act, [2] BN, [3 .. depth+2] blocks, [depth+3] pool,
+    [depth+4] flatten, [depth+5] classifier (``head_names``)."""
+
+    def __init__(self, dim, depth, kernel_size=9, patch_size=7, in_chans=3, num_classes=1000, act_layer=nn.GELU,
+                 drop_path_rate=0.0):
+        dpr = np.linspace(0, drop_path_rate, depth).tolist()
+        blocks = [
+            nn.Sequential(
+                Residual(nn.Sequential(
+                    nn.Conv2D(dim, dim, kernel_size, groups=dim, padding="same"),
+                    act_layer(),
+                    nn.BatchNorm2D(dim),
+                ), drop_path=dpr[i]),
+                nn.Conv2D(dim, dim, 1),
+                act_layer(),
+                nn.BatchNorm2D(dim),
+            )
+            for i in range(depth)
+        ]
+        super().__init__(
+            nn.Conv2D(in_chans, dim, patch_size, stride=patch_size),
+            act_layer(),
+            nn.BatchNorm2D(dim),
+            *blocks,
+            nn.AdaptiveAvgPool2D(1),
+            nn.Flatten(),
+            nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity(),
+        )
+        self.num_features = dim
+        self.num_classes = num_classes
+        self.depth = depth
+        self.head_index = depth + 5
+        self.head_names = (str(self.head_index),)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        # PyTorch's default init, which the official training used: U(+-1/sqrt(fan_in)) for conv and
+        # Linear weights and biases (Paddle's defaults differ: normal convs, Xavier Linear, zero biases)
+        if isinstance(m, (nn.Conv2D, nn.Linear)):
+            w = m.weight
+            fan_in = w.shape[0] if isinstance(m, nn.Linear) else int(np.prod(w.shape[1:]))
+            bound = 1.0 / np.sqrt(fan_in)
+            nn.initializer.Uniform(-bound, bound)(w)
+            if m.bias is not None:
+                nn.initializer.Uniform(-bound, bound)(m.bias)
+
+    def no_weight_decay(self):
+        return set()
+
+    def get_classifier(self):
+        return self[self.head_index]
+
+    def reset_classifier(self, num_classes):
+        self.num_classes = num_classes
+        head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(head)
+        self[str(self.head_index)] = head
+
+    def forward_features(self, x):
+        for layer in list(self._sub_layers.values())[:self.head_index]:
+            x = layer(x)
+        return x  # B, dim (pooled and flattened)
+
+    def forward_head(self, x):
+        return self[self.head_index](x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+# --------------------------------------------------------------------------------------------------------
+# PyTorch -> Paddle keys, for the three layouts of the same network. Every layout: BatchNorm statistics get
+# Paddle's names, the BN step counter is dropped, the classifier (the only nn.Linear) is transposed.
+# --------------------------------------------------------------------------------------------------------
+_COMMON_RENAME = [(r"\.running_mean$", "._mean"), (r"\.running_var$", "._variance")]
+_DROP = [r"\.num_batches_tracked$"]
+
+# how to recognise each layout, and how to read its depth: (marker key, regex capturing a block index)
+_LAYOUTS = {
+    "official": ("0.weight", r"^(\d+)\.0\.fn\.0\.weight$"),  # 003 / locuslab: the flat Sequential (ppvit's own)
+    "timm": ("stem.0.weight", r"^blocks\.(\d+)\.0\.fn\.0\.weight$"),  # timm: stem / blocks / head
+    "compact": ("0.0.weight", r"^(\d+)\.0\.0\.0\.weight$"),  # 003's 280-character ConvMixer(h, d, k, p, n)
+}
+
+
+def torch_key_map(layout, depth):
+    """Key map (drop / rename / transpose, see ``helpers.apply_key_map``) of one layout at one depth."""
+    head = depth + 5
+    rename = {
+        "official": [],
+        "timm": [
+            (r"^stem\.", ""),  # stem.0/stem.2 are 0/2
+            (r"^blocks\.(\d+)\.", lambda m: f"{int(m[1]) + 3}."),
+            (r"^head\.", f"{head}."),
+        ],
+        "compact": [
+            (r"^0\.([02])\.", r"\1."),  # stem S(conv, act, BN) flattened into 0, 1, 2
+            # block S(R(S(dwconv, act, BN)), S(pwconv, act, BN)) at 1..depth
+            (r"^(\d+)\.0\.0\.([02])\.", lambda m: f"{int(m[1]) + 2}.0.fn.{m[2]}."),
+            (r"^(\d+)\.1\.([02])\.", lambda m: f"{int(m[1]) + 2}.{1 if m[2] == '0' else 3}."),
+            (rf"^{depth + 3}\.", f"{head}."),  # classifier
+        ],
+    }[layout]
+    return {
+        "drop": _DROP,
+        "rename": [(r"^module\.", "")] + rename + _COMMON_RENAME,
+        "transpose": [rf"^{head}\.weight$"],
+    }
+
+
+def detect_layout(state_dict):
+    """(layout name, depth) of a PyTorch ConvMixer state_dict."""
+    keys = [re.sub(r"^module\.", "", k) for k in state_dict]
+    for layout, (marker, block) in _LAYOUTS.items():
+        if marker in keys:
+            depth = len({m[1] for m in (re.match(block, k) for k in keys) if m})
+            return layout, depth
+    raise ValueError("not a ConvMixer state_dict: found none of "
+                     + ", ".join(marker for marker, _ in _LAYOUTS.values()))
+
+
+def checkpoint_filter_fn(state_dict, layout=None):
+    """PyTorch ConvMixer ``state_dict`` ({name: array-like}, official, timm or 003-compact layout, detected
+    unless ``layout`` is given) -> {Paddle name: np.ndarray}."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state_dict.get(wrapper), dict):
+            state_dict = state_dict[wrapper]
+            break
+    found, depth = detect_layout(state_dict)
+    return apply_key_map(state_dict, torch_key_map(layout or found, depth))
+
+
+convert_torch_state = checkpoint_filter_fn
+
+
+# --------------------------------------------------------------------------------------------------------
+# variants: (dim, depth, kernel_size, patch_size, activation)
+# --------------------------------------------------------------------------------------------------------
+_CFGS = {
+    "convmixer_1536_20": (1536, 20, 9, 7, nn.GELU),
+    "convmixer_768_32": (768, 32, 7, 7, nn.ReLU),  # the paper's ReLU model
+    "convmixer_1024_20_ks9_p14": (1024, 20, 9, 14, nn.GELU),
+    "convmixer_256_8": (256, 8, 5, 2, nn.GELU),  # locuslab/convmixer-cifar10's defaults (32x32 inputs)
+}
+
+
+def _create(variant, **kwargs):
+    dim, depth, kernel_size, patch_size, act_layer = _CFGS[variant]
+    for key, value in dict(dim=dim, depth=depth, kernel_size=kernel_size, patch_size=patch_size,
+                           act_layer=act_layer).items():
+        kwargs.setdefault(key, value)
+    return ConvMixer(**kwargs)
+
+
+@register_model
+def convmixer_1536_20(**kwargs):
+    return _create("convmixer_1536_20", **kwargs)
+
+
+@register_model
+def convmixer_768_32(**kwargs):
+    return _create("convmixer_768_32", **kwargs)
+
+
+@register_model
+def convmixer_1024_20_ks9_p14(**kwargs):
+    return _create("convmixer_1024_20_ks9_p14", **kwargs)
+
+
+@register_model
+def convmixer_256_8(**kwargs):
+    """The CIFAR-10 ConvMixer-256/8 (k5, p2): 10 classes by default, as locuslab/convmixer-cifar10 trains it."""
+    kwargs.setdefault("num_classes", 10)
+    return _create("convmixer_256_8", **kwargs)
