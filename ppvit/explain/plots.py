@@ -1,0 +1,117 @@
+"""Pictures of LIME explanations: interpretdl's thresholded overlay, superpixel boundaries, and a
+side-by-side figure (image | superpixels | explanation per class) saved as PNG without a display."""
+import os
+
+import numpy as np
+from skimage.segmentation import mark_boundaries
+
+__all__ = ["explanation_mask", "overlay_threshold", "explanation_image", "superpixel_image", "save_rgb",
+           "show_image", "save_lime_figure"]
+
+BOUNDARY_COLOR = (1.0, 1.0, 0.0)  # lime's yellow
+
+
+def explanation_mask(segments, weights, ratio_superpixels=0.2):
+    """1 on the highlighted superpixels: the positive ones among the ``ratio_superpixels`` fraction with the
+    largest ``|weight|`` (interpretdl's ``sp_weights_to_image_explanation``).
+
+    ``weights`` is one class's ``[(segment_id, weight), ...]`` sorted by ``|weight|``. interpretdl takes
+    ``int(ratio * n)`` superpixels, which is 0 for images with fewer than 5 superpixels; at least one is
+    kept here so small (32x32) images still show their strongest positive superpixel.
+    """
+    num = max(1, int(ratio_superpixels * len(weights)))
+    chosen = [sp for sp, w in weights if w > 0][:num]
+    return np.isin(segments, chosen).astype(np.uint8)
+
+
+def overlay_threshold(image, mask):
+    """interpretdl's LIME overlay: the mask in the green channel at 60 %, the image at 40 %."""
+    tint = np.zeros_like(image, dtype=np.uint8)
+    tint[..., 1] = mask.astype(np.uint8) * 255
+    return np.uint8(tint * 0.6 + image * 0.4)
+
+
+def explanation_image(image, segments, weights, ratio_superpixels=0.2, boundaries=True):
+    """The overlay for one class, with the highlighted region outlined (``skimage`` ``mark_boundaries``)
+    when ``boundaries``; ``boundaries=False`` gives exactly interpretdl's picture."""
+    mask = explanation_mask(segments, weights, ratio_superpixels)
+    vis = overlay_threshold(image, mask)
+    if boundaries and mask.any():
+        vis = _to_uint8(mark_boundaries(vis, mask, color=BOUNDARY_COLOR))
+    return vis
+
+
+def superpixel_image(image, segments):
+    """The image with every superpixel outlined."""
+    return _to_uint8(mark_boundaries(image, segments, color=BOUNDARY_COLOR))
+
+
+def _to_uint8(float_image):
+    return np.clip(np.rint(np.asarray(float_image) * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_rgb(path, image):
+    """Write an RGB uint8 image as PNG, atomically."""
+    import matplotlib.image as mpimg
+
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        mpimg.imsave(tmp, np.asarray(image), format="png")
+    return os.fspath(path)
+
+
+def show_image(image):
+    """Display an image in a notebook or GUI; a no-op on non-interactive backends such as Agg."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    if matplotlib.get_backend().lower() in ("agg", "pdf", "ps", "svg", "cairo", "template"):
+        return
+    plt.figure()
+    plt.imshow(image)
+    plt.axis("off")
+    plt.show()
+
+
+def save_lime_figure(path, image, segments, lime_weights, classes=None, probabilities=None, class_names=None,
+                     title=None, ratio_superpixels=0.2, dpi=100, min_display=160):
+    """Save image | superpixels | explanation (one panel per class in ``classes``) as a PNG.
+
+    Images smaller than ``min_display`` pixels are enlarged (nearest neighbour) for the figure only. Uses a
+    bare Agg canvas, so it works headless and leaves pyplot's state alone. Returns ``path``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..io import atomic_path
+
+    classes = list(lime_weights) if classes is None else [int(c) for c in classes]
+    missing = [c for c in classes if c not in lime_weights]
+    if missing:
+        raise KeyError(f"classes {missing} were not explained; explained classes: {list(lime_weights)}")
+    probabilities = probabilities or {}
+
+    # enlarge small (CIFAR-sized) images so one-pixel boundaries do not bury them
+    scale = max(1, -(-min_display // min(image.shape[:2])))
+    if scale > 1:
+        image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+        segments = np.repeat(np.repeat(segments, scale, axis=0), scale, axis=1)
+    panels = [("image", image), (f"superpixels ({int(segments.max()) + 1})", superpixel_image(image, segments))]
+    for c in classes:
+        name = class_names[c] if class_names is not None and c < len(class_names) else f"class {c}"
+        label = f"LIME: {name}" + (f" ({probabilities[c]:.2f})" if c in probabilities else "")
+        panels.append((label, explanation_image(image, segments, lime_weights[c], ratio_superpixels)))
+
+    fig = Figure(figsize=(3.0 * len(panels), 3.5 if title else 3.2), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, (label, picture) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(label, fontsize=10)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return os.fspath(path)
