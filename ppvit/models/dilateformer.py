@@ -1,1 +1,362 @@
-"""dilateformer family (being written)."""
+"""DilateFormer (notebook 004; Jiao et al., "DilateFormer: Multi-Scale Dilated Transformer for Visual
+Recognition", TMM 2023): multi-scale dilated attention in the shallow stages, global attention in the deep
+ones, a conv stem and strided-conv patch merging.
+
+Parameter names and shapes are those of the notebook's ``Dilateformer``, so its ``best_model.pdparams``
+loads unchanged. The dilated attention is the notebook's math computed from shifted views of padded K/V
+instead of ``nn.Unfold`` copies, and without the in-place write that breaks backward on Paddle 3.
+"""
+from functools import partial
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from paddle.autograd import PyLayer
+
+from .layers import DropPath, Mlp, init_vit_weights
+from .registry import register_model
+
+__all__ = ["DilateFormer", "dilate_attention"]
+
+
+class _Shift(PyLayer):
+    """``t[o:o + n]`` along axis 0 whose backward is a zero-pad.
+
+    The forward is the same view as slicing; Paddle's own slice backward is many times slower on CPU than a
+    pad, and ``split`` (fast backward) materialises a copy per call, i.e. the Unfold memory again.
+    """
+
+    @staticmethod
+    def forward(ctx, t, o, n):
+        ctx.pads = (o, t.shape[0] - o - n)
+        return t[o:o + n]
+
+    @staticmethod
+    def backward(ctx, grad):
+        before, after = ctx.pads
+        g = grad.reshape([1, grad.shape[0], -1])  # 1, n, rest: pad the leading axis as a sequence
+        g = F.pad(g, [before, after], data_format="NLC")
+        return g.reshape([before + grad.shape[0] + after] + list(grad.shape[1:]))
+
+
+def _shift(t, o, n):
+    if paddle.in_dynamic_mode() and not t.stop_gradient:
+        return _Shift.apply(t, o, n)
+    return t[o:o + n]  # no gradient, or a static graph (export): a plain slice
+
+
+def dilate_attention(q, k, v, head_dim, dilation=1, kernel_size=3, scale=None, attn_drop=None):
+    """Sliding-window dilated attention on spatial-major tensors.
+
+    q, k, v: [H, W, B, d] with d = heads * head_dim. Each query attends to the ``kernel_size**2`` keys at
+    offsets ``dilation * (-(k-1)/2 .. (k-1)/2)`` around it; positions outside the map are zeros (score 0,
+    value 0), exactly as ``nn.Unfold(padding=dilation*(k-1)//2)`` in the notebook. Returns [H, W, B, d].
+
+    Instead of unfolding K and V (k*k copies), K and V are zero-padded once and flattened over (rows, cols):
+    a shift by (i, j) is then a plain offset ``i*Wp + j`` along the flattened axis, i.e. a contiguous view
+    (2-D window slices are strided, and Paddle copies those slowly). Queries sit on the same padded-width
+    grid; the ``2p`` extra columns per row read wrapped-around neighbours and are dropped at the end.
+    """
+    if kernel_size % 2 != 1:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    H, W, _, d = q.shape  # batch stays -1 in reshapes so that a dynamic batch exports
+    heads = d // head_dim
+    scale = scale or head_dim ** -0.5
+    p = dilation * (kernel_size - 1) // 2
+    Wp = W + 2 * p
+    L = H * Wp
+    # pad rows by p above and p+1 below (the extra row keeps the last shifted window in range), cols by p
+    k = F.pad(k, [p, p + 1, p, p, 0, 0, 0, 0]).reshape([(H + 2 * p + 1) * Wp, -1, heads, head_dim])
+    v = F.pad(v, [p, p + 1, p, p, 0, 0, 0, 0]).reshape([(H + 2 * p + 1) * Wp, -1, heads, head_dim])
+    q = F.pad(q, [0, 0, 0, 2 * p, 0, 0, 0, 0]).reshape([L, -1, heads, head_dim])  # on the H x Wp grid
+    offsets = [i * dilation * Wp + j * dilation for i in range(kernel_size) for j in range(kernel_size)]
+    scores = [(q * _shift(k, o, L)).sum(-1) for o in offsets]  # k*k x (L, B, heads)
+    attn = F.softmax(paddle.stack(scores, axis=-1) * scale, axis=-1)  # L, B, heads, k*k
+    if attn_drop is not None:
+        attn = attn_drop(attn)
+    out = None
+    for a, o in zip(paddle.unbind(attn.unsqueeze(-2), axis=-1), offsets):
+        term = a * _shift(v, o, L)  # (L, B, heads, 1) * (L, B, heads, head_dim)
+        out = term if out is None else out + term
+    out = out.reshape([H, Wp, -1, d])
+    # drop the wrapped columns (split, not a slice: its backward is cheap)
+    return paddle.split(out, [W, Wp - W], axis=1)[0] if Wp > W else out  # H, W, B, d
+
+
+class DilateAttention(nn.Layer):
+    """One dilation rate of the multi-scale attention (no parameters; kept for the notebook's structure)."""
+
+    def __init__(self, head_dim, qk_scale=None, attn_drop=0.0, kernel_size=3, dilation=1):
+        super().__init__()
+        self.head_dim = head_dim
+        self.scale = qk_scale or head_dim ** -0.5
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.attn_drop = nn.Dropout(attn_drop)
+
+    def forward(self, q, k, v):
+        # q, k, v: H, W, B, d (spatial-major, unlike the notebook's B, d, H, W)
+        return dilate_attention(q, k, v, self.head_dim, self.dilation, self.kernel_size, self.scale,
+                                self.attn_drop)
+
+
+class MultiDilatelocalAttention(nn.Layer):
+    """Multi-scale dilated attention: heads split into groups, one dilation rate per group."""
+
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0,
+                 kernel_size=3, dilation=(1, 2, 3)):
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.dilation = list(dilation)
+        self.kernel_size = kernel_size
+        self.scale = qk_scale or head_dim ** -0.5
+        self.num_dilation = len(self.dilation)
+        if num_heads % self.num_dilation:
+            raise ValueError(f"num_heads {num_heads} must be a multiple of the number of dilations "
+                             f"{self.num_dilation}")
+        # a 1x1 conv as in the notebook (its checkpoint key and [3C, C, 1, 1] shape); applied as a linear
+        self.qkv = nn.Conv2D(dim, dim * 3, 1, bias_attr=qkv_bias)
+        self.dilate_attention = nn.LayerList(
+            [DilateAttention(head_dim, qk_scale, attn_drop, kernel_size, r) for r in self.dilation])
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x):
+        _, H, W, C = x.shape
+        # spatial-major so that every shifted neighbourhood is a contiguous view (see dilate_attention)
+        x = x.transpose([1, 2, 0, 3])  # H, W, B, C
+        # the 1x1 conv is a linear over channels: no NCHW round trip
+        weight = self.qkv.weight.reshape([3 * C, C]).t()
+        qkv = F.linear(x, weight, self.qkv.bias)  # H, W, B, 3C laid out as (3, num_dilation, C/num_dilation)
+        n = self.num_dilation
+        # q_0..q_n-1, k_0.., v_0..: views (unbind, whose backward is one stack; slices' backward is slow)
+        parts = paddle.unbind(qkv.reshape([H, W, -1, 3 * n, C // n]), axis=3)  # each H, W, B, C/n
+        outs = [attn(parts[g], parts[n + g], parts[2 * n + g])
+                for g, attn in enumerate(self.dilate_attention)]  # each H, W, B, C/n
+        # group-major channels, as the notebook's output; concat, never a write into the input
+        x = paddle.concat(outs, axis=-1).transpose([2, 0, 1, 3])  # B, H, W, C
+        return self.proj_drop(self.proj(x))
+
+
+class DilateBlock(nn.Layer):
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0, attn_drop=0.0,
+                 drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, kernel_size=3,
+                 dilation=(1, 2, 3)):
+        super().__init__()
+        self.pos_embed = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)  # conditional position encoding
+        self.norm1 = norm_layer(dim)
+        self.attn = MultiDilatelocalAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                              attn_drop=attn_drop, kernel_size=kernel_size, dilation=dilation)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    def forward(self, x):
+        x = x + self.pos_embed(x)
+        x = x.transpose([0, 2, 3, 1])  # B, H, W, C
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x.transpose([0, 3, 1, 2])  # B, C, H, W
+
+
+class GlobalAttention(nn.Layer):
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias_attr=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        qkv = self.qkv(x).reshape([-1, H * W, 3, self.num_heads, C // self.num_heads])
+        q, k, v = qkv.transpose([2, 0, 3, 1, 4]).unbind(0)  # each B, heads, N, head_dim
+        attn = F.softmax((q @ k.transpose([0, 1, 3, 2])) * self.scale, axis=-1)
+        attn = self.attn_drop(attn)
+        x = (attn @ v).transpose([0, 2, 1, 3]).reshape([-1, H, W, C])
+        return self.proj_drop(self.proj(x))
+
+
+class GlobalBlock(nn.Layer):
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0, attn_drop=0.0,
+                 drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.pos_embed = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = norm_layer(dim)
+        self.attn = GlobalAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                    attn_drop=attn_drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    def forward(self, x):
+        x = x + self.pos_embed(x)
+        x = x.transpose([0, 2, 3, 1])  # B, H, W, C
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x.transpose([0, 3, 1, 2])  # B, C, H, W
+
+
+class PatchEmbed(nn.Layer):
+    """Conv stem: four 3x3 convs (strides 1, 2, 1, 2), BN + GELU between, to stride 4."""
+
+    def __init__(self, img_size=224, in_chans=3, hidden_dim=16, patch_size=4, embed_dim=96):
+        super().__init__()
+        self.img_size = None if img_size is None else (img_size, img_size)
+        self.patch_size = (patch_size, patch_size)  # the stem is fixed at stride 4; kept for the signature
+        self.proj = nn.Sequential(
+            nn.Conv2D(in_chans, hidden_dim, 3, stride=1, padding=1, bias_attr=False),
+            nn.BatchNorm2D(hidden_dim),
+            nn.GELU(),
+            nn.Conv2D(hidden_dim, hidden_dim * 2, 3, stride=2, padding=1, bias_attr=False),
+            nn.BatchNorm2D(hidden_dim * 2),
+            nn.GELU(),
+            nn.Conv2D(hidden_dim * 2, hidden_dim * 4, 3, stride=1, padding=1, bias_attr=False),
+            nn.BatchNorm2D(hidden_dim * 4),
+            nn.GELU(),
+            nn.Conv2D(hidden_dim * 4, embed_dim, 3, stride=2, padding=1, bias_attr=False),
+        )
+
+    def forward(self, x):
+        if self.img_size is not None and tuple(x.shape[2:]) != self.img_size:
+            raise ValueError(f"DilateFormer was built for {self.img_size[0]}x{self.img_size[1]} inputs, got "
+                             f"{x.shape[2]}x{x.shape[3]} (pass img_size= to create_model, or img_size=None)")
+        return self.proj(x)  # B, C, H/4, W/4
+
+
+class PatchMerging(nn.Layer):
+    def __init__(self, in_channels, out_channels, norm_layer=nn.BatchNorm2D):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2D(in_channels, out_channels, 3, stride=2, padding=1),
+            norm_layer(out_channels),
+        )
+
+    def forward(self, x):
+        return self.proj(x)  # B, 2C, H/2, W/2
+
+
+class Dilatestage(nn.Layer):
+    def __init__(self, dim, depth, num_heads, kernel_size, dilation, mlp_ratio=4.0, qkv_bias=True,
+                 qk_scale=None, drop=0.0, attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU,
+                 norm_layer=nn.LayerNorm, downsample=True):
+        super().__init__()
+        dpr = drop_path if isinstance(drop_path, (list, tuple)) else [drop_path] * depth
+        self.blocks = nn.LayerList([
+            DilateBlock(dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, dpr[i], act_layer,
+                        norm_layer, kernel_size, dilation)
+            for i in range(depth)])
+        self.downsample = PatchMerging(dim, dim * 2) if downsample else nn.Identity()
+
+    def forward(self, x):
+        for blk in self.blocks:
+            x = blk(x)
+        return self.downsample(x)
+
+
+class Globalstage(nn.Layer):
+    def __init__(self, dim, depth, num_heads, mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop=0.0,
+                 attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, downsample=True):
+        super().__init__()
+        dpr = drop_path if isinstance(drop_path, (list, tuple)) else [drop_path] * depth
+        self.blocks = nn.LayerList([
+            GlobalBlock(dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, dpr[i], act_layer,
+                        norm_layer)
+            for i in range(depth)])
+        self.downsample = PatchMerging(dim, dim * 2) if downsample else nn.Identity()
+
+    def forward(self, x):
+        for blk in self.blocks:
+            x = blk(x)
+        return self.downsample(x)
+
+
+class DilateFormer(nn.Layer):
+    """The notebook's ``Dilateformer`` (keys and shapes identical). Its ``drop``, ``attn_drop`` and
+    ``drop_path`` arguments are ``drop_rate``, ``attn_drop_rate`` and ``drop_path_rate`` here.
+
+    img_size: the input size the notebook's stem asserts; ``None`` accepts any size.
+    """
+
+    def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dim=96,
+                 depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), kernel_size=3, dilation=(1, 2, 3),
+                 mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0,
+                 drop_path_rate=0.1, norm_layer=None, dilate_attention=(True, True, False, False),
+                 downsamples=(True, True, True, False)):
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
+        norm_layer = norm_layer or partial(nn.LayerNorm, epsilon=1e-6)
+
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                                      embed_dim=embed_dim)
+        # stochastic depth rising linearly over all blocks, as the notebook's paddle.linspace
+        total = sum(depths)
+        dpr = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+        self.stages = nn.LayerList()
+        for i in range(self.num_layers):
+            common = dict(dim=int(embed_dim * 2 ** i), depth=depths[i], num_heads=num_heads[i],
+                          mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                          attn_drop=attn_drop_rate, drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])],
+                          norm_layer=norm_layer, downsample=downsamples[i])
+            if dilate_attention[i]:
+                self.stages.append(Dilatestage(kernel_size=kernel_size, dilation=dilation, **common))
+            else:
+                self.stages.append(Globalstage(**common))
+        self.norm = norm_layer(self.num_features)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(partial(init_vit_weights, conv=True))
+
+    def no_weight_decay(self):
+        return set()
+
+    def reset_classifier(self, num_classes):
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            init_vit_weights(self.head)
+
+    def forward_features(self, x):
+        x = self.patch_embed(x)
+        for stage in self.stages:
+            x = stage(x)
+        x = self.norm(x.flatten(2).transpose([0, 2, 1]))  # B, L, C
+        return x.mean(axis=1)  # B, C (the notebook's AdaptiveAvgPool1D over tokens)
+
+    def forward(self, x):
+        return self.head(self.forward_features(x))
+
+
+_CFGS = {
+    "dilateformer_t": dict(depths=(2, 2, 6, 2), embed_dim=72, num_heads=(3, 6, 12, 24)),
+    "dilateformer_s": dict(depths=(3, 5, 8, 3), embed_dim=72, num_heads=(3, 6, 12, 24)),
+    "dilateformer_b": dict(depths=(4, 8, 10, 3), embed_dim=96, num_heads=(3, 6, 12, 24)),
+}
+
+
+def _create(name, **kwargs):
+    return DilateFormer(**{**_CFGS[name], **kwargs})
+
+
+@register_model
+def dilateformer_t(**kwargs):
+    """DilateFormer-T, 17.2M parameters (the notebook's trained model)."""
+    return _create("dilateformer_t", **kwargs)
+
+
+@register_model
+def dilateformer_s(**kwargs):
+    """DilateFormer-S, 24.1M parameters."""
+    return _create("dilateformer_s", **kwargs)
+
+
+@register_model
+def dilateformer_b(**kwargs):
+    """DilateFormer-B, 47.4M parameters."""
+    return _create("dilateformer_b", **kwargs)
