@@ -1,5 +1,6 @@
 """Loading pretrained weights into a built model."""
 import logging
+import warnings
 
 import paddle
 
@@ -47,7 +48,9 @@ def load_pretrained(model, path_or_state, strict=True):
         )
     to_load = {k: paddle.to_tensor(state[k], dtype=own[k].dtype) for k in own
                if k in state and k not in skipped_head and tuple(state[k].shape) == tuple(own[k].shape)}
-    model.set_state_dict(to_load)
+    with warnings.catch_warnings():  # the skipped head is reported below, once
+        warnings.filterwarnings("ignore", message="Skip loading for")
+        model.set_state_dict(to_load)
     if skipped_head or head_missing:
         logger.info("loaded %s; classifier %s re-initialised (class count differs from the checkpoint)",
                     source, ", ".join(sorted(set(skipped_head + head_missing))))
