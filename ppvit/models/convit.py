@@ -266,3 +266,21 @@ def convit_small(**kwargs):
 def convit_base(**kwargs):
     """ConViT-B: 16 heads x 48 = 768 wide, 12 blocks (10 GPSA), 86.54M parameters."""
     return _create_convit(num_heads=16, **kwargs)
+
+
+# PyTorch -> Paddle keys. facebookresearch/convit and timm's ``convit.py`` share this module tree and
+# these names, so their checkpoints convert by the same rename: Linear weights are transposed (PyTorch
+# stores [out, in], Paddle [in, out]). Both keep ``rel_indices`` as a plain attribute, out of the
+# state_dict; a checkpoint that does carry it has it dropped (ppvit builds it from the patch grid).
+TORCH_KEY_MAP = {
+    "drop": [r"\.rel_indices$"],
+    "rename": [(r"^module\.", "")],  # saved from DistributedDataParallel
+    "transpose": [r"\.attn\.(qk|v|qkv|proj|pos_proj)\.weight$", r"\.mlp\.fc[12]\.weight$", r"^head\.weight$"],
+}
+
+
+def checkpoint_filter_fn(state_dict, key_map=TORCH_KEY_MAP):
+    """Official/timm PyTorch ConViT ``state_dict`` ({name: array-like}) -> {Paddle name: np.ndarray}."""
+    from .helpers import apply_key_map
+
+    return apply_key_map(state_dict, key_map)

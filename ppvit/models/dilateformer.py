@@ -360,3 +360,25 @@ def dilateformer_s(**kwargs):
 def dilateformer_b(**kwargs):
     """DilateFormer-B, 47.4M parameters."""
     return _create("dilateformer_b", **kwargs)
+
+
+# PyTorch (JIAOJIAYUASD/dilateformer, default options) -> Paddle keys. The notebook kept the official
+# module tree and names, so this is a rename: BatchNorm statistics get Paddle's names, the BN step counter
+# is dropped, and the Linear weights are transposed (the dilated attention's ``qkv`` is a 1x1 conv, 4-D,
+# and stays as it is; the global attention's ``qkv`` is a Linear).
+TORCH_KEY_MAP = {
+    "drop": [r"\.num_batches_tracked$"],
+    "rename": [
+        (r"^module\.", ""),  # saved from DistributedDataParallel
+        (r"\.running_mean$", "._mean"),
+        (r"\.running_var$", "._variance"),
+    ],
+    "transpose": [r"\.attn\.(qkv|proj)\.weight$", r"\.mlp\.fc[12]\.weight$", r"^head\.weight$"],
+}
+
+
+def checkpoint_filter_fn(state_dict, key_map=TORCH_KEY_MAP):
+    """Official PyTorch DilateFormer ``state_dict`` ({name: array-like}) -> {Paddle name: np.ndarray}."""
+    from .helpers import apply_key_map
+
+    return apply_key_map(state_dict, key_map)
