@@ -1,0 +1,140 @@
+"""Run checkpoints: the notebooks' ``best_model``/``final_model`` files and a resumable ``latest``.
+
+``latest.pdstate`` alone holds everything a resume needs (model, optimizer, scheduler, epoch/step, best
+metric, history, python/numpy/paddle RNG state), so a single atomic rename commits a checkpoint and a
+kill at any moment leaves the previous one whole. ``latest.pdparams``/``latest.pdopt`` are the same
+weights and optimizer in the notebooks' format, for loading as ``pretrained_model``.
+"""
+import os
+import random
+
+import numpy as np
+import paddle
+
+from ..io import CheckpointError, atomic_path, save_state
+
+LATEST = "latest"
+STATE_VERSION = 1
+
+
+def unwrap(model):
+    """The layer inside ``paddle.DataParallel``."""
+    return getattr(model, "_layers", model)
+
+
+def save_weights(model, optimizer, prefix):
+    """``prefix.pdparams`` + ``prefix.pdopt``, as the notebooks wrote them (each atomically)."""
+    save_state(unwrap(model).state_dict(), prefix + ".pdparams")
+    save_state(optimizer.state_dict(), prefix + ".pdopt")
+
+
+def rng_state():
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "paddle": [s for s in paddle.get_rng_state()]}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    paddle.set_rng_state(state["paddle"])
+
+
+def _param_names(model):
+    """unique parameter name (``linear_3.w_0``) -> structured name (``head.weight``)."""
+    return {p.name: n for n, p in unwrap(model).named_parameters()}
+
+
+def optimizer_state_by_structured_name(optimizer, model):
+    """Optimizer accumulators are keyed by Paddle's process-global unique names (``conv2d_7.w_0_moment1_0``),
+    which depend on what was built before; re-key them by structured name so any process can load them."""
+    by_unique = _param_names(model)
+    out = {}
+    for key, value in optimizer.state_dict().items():
+        owner = max((u for u in by_unique if key.startswith(u + "_")), key=len, default=None)
+        out[("param", by_unique[owner], key[len(owner):]) if owner else ("other", key)] = value
+    return out
+
+
+def optimizer_state_for(model, state):
+    by_structured = {n: p.name for n, p in unwrap(model).named_parameters()}
+    out = {}
+    for key, value in state.items():
+        if key[0] == "param":
+            if key[1] not in by_structured:
+                raise CheckpointError(f"optimizer state names parameter {key[1]!r}, which the model lacks")
+            out[by_structured[key[1]] + key[2]] = value
+        else:
+            out[key[1]] = value
+    return out
+
+
+def save_latest(run_dir, model, optimizer, scheduler, meta, ema=None):
+    """Write ``latest.pdstate`` (the commit point) and the notebook-format ``latest.pdparams/.pdopt``."""
+    prefix = os.path.join(run_dir, LATEST)
+    state = {
+        "version": STATE_VERSION,
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer_state_by_structured_name(optimizer, model),
+        "scheduler": scheduler.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "rng": rng_state(),
+        "meta": meta,
+    }
+    with atomic_path(prefix + ".pdstate") as tmp:
+        paddle.save(state, tmp)
+    save_weights(model, optimizer, prefix)
+
+
+def resolve_checkpoint(path):
+    """``Global.checkpoints`` may name the run folder, the ``latest`` prefix or the ``.pdstate`` file."""
+    path = os.fspath(path)
+    candidates = [path] if path.endswith(".pdstate") else [
+        os.path.join(path, LATEST + ".pdstate"), path + ".pdstate"]
+    for c in candidates:
+        if os.path.isfile(c):
+            return c
+    raise CheckpointError(
+        f"Global.checkpoints: no resumable checkpoint at {path} (looked for {' and '.join(candidates)}); "
+        "give a run folder or its 'latest' prefix")
+
+
+def load_latest(path):
+    """Read a ``.pdstate`` file; any unreadable or foreign file raises CheckpointError."""
+    path = resolve_checkpoint(path)
+    try:
+        state = paddle.load(path)
+    except Exception as e:  # truncated files raise EOFError, UnpicklingError, ValueError, ...
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); it may be "
+                              "truncated") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "meta" not in state:
+        raise CheckpointError(f"{path} is not a ppvit training checkpoint")
+    state["path"] = path
+    return state
+
+
+def load_exact(model, weights, source):
+    """Set every tensor of ``model`` from ``weights``; any missing, unexpected or reshaped key is an error
+    (a resumed run must be the same model, head included)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+                for k, v in own.items() if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+    if missing or unexpected or reshaped:
+        parts = [f"{title} keys: {', '.join(keys[:10])}" + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
+                 for title, keys in (("missing", missing), ("unexpected", unexpected),
+                                     ("shape mismatch", reshaped)) if keys]
+        raise CheckpointError(f"{source} does not match model {type(model).__name__} "
+                              f"(was it trained with another Arch?): " + "; ".join(parts))
+    model.set_state_dict({k: paddle.to_tensor(np.asarray(weights[k]), dtype=v.dtype) for k, v in own.items()})
+
+
+def restore(state, model, optimizer, scheduler, ema=None):
+    """Load a ``load_latest`` state into freshly built objects; the model must match key for key."""
+    load_exact(unwrap(model), state["model"], state["path"])
+    optimizer.set_state_dict(optimizer_state_for(model, state["optimizer"]))
+    scheduler.set_state_dict(state["scheduler"])
+    if ema is not None and state.get("ema") is not None:
+        ema.set_state_dict(state["ema"])
+    set_rng_state(state["rng"])
+    return state["meta"]

@@ -1,0 +1,145 @@
+"""The engine: everything a run needs, assembled from a config in one readable order.
+
+    engine = Engine(load_config("configs/quickstart.yaml"))
+    engine.train()            # or engine.evaluate() with mode="eval"
+
+Nothing is written while the engine is built, so any error found here (missing dataset, mismatched
+checkpoint, ...) leaves an existing run folder untouched.
+"""
+import os
+
+import numpy as np
+import paddle
+
+from ..io import CheckpointError
+from . import checkpoint as ckpt
+from .builder import (ModelEMA, build_device, build_loaders, build_loss, build_model, init_distributed, rank,
+                      seed_everything, world_size)
+from .config import ConfigError, run_dir
+from .logger import History, get_logger
+from .optim import build_optimizer, build_scheduler
+
+
+class Engine:
+    def __init__(self, cfg, mode="train"):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        self.cfg, self.mode = cfg, mode
+        g = cfg["Global"]
+        self.run_dir = run_dir(cfg)
+        self.logger = get_logger()
+
+        # 1. device and processes
+        self.device = build_device(g["device"])
+        init_distributed()
+        self.rank, self.world_size = rank(), world_size()
+        self.is_main = self.rank == 0
+
+        # 2. seed (the model's initial weights are the same on every rank)
+        seed_everything(g["seed"])
+
+        # 3. data
+        self.train_loader, self.eval_loader, self.train_set, self.eval_set = build_loaders(
+            cfg["Data"], g["seed"], mode)
+        self.class_names = list(getattr(self.eval_set, "class_names", None)
+                                or [str(i) for i in range(cfg["Arch"]["num_classes"])])
+        self._check_class_count()
+
+        # 4. model (+ Global.pretrained_model)
+        if mode == "eval" and not g["pretrained_model"]:
+            g["pretrained_model"] = self._default_eval_weights()
+        self.model = build_model(cfg)
+        self._check_input_size()
+
+        # 5. loss
+        self.loss_fn = build_loss(cfg["Loss"])
+        self.eval_loss_fn = self.loss_fn
+
+        self.history = History()
+        self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
+        self.best = {"top1": None, "epoch": None}
+        self.resume_meta = None
+        if mode == "train":
+            self._build_training()
+
+        # 9. data parallel: gradients are all-reduced across ranks (evaluation reduces its own sums)
+        self.train_model = self.model
+        if mode == "train" and self.world_size > 1:
+            self.train_model = paddle.DataParallel(self.model)
+
+    def _build_training(self):
+        cfg, g = self.cfg, self.cfg["Global"]
+        from ..data import build_batch_mixer
+
+        # 6. optimizer and per-step schedule (T_max = steps_per_epoch * epochs)
+        self.steps_per_epoch = len(self.train_loader.batch_sampler)
+        self.scheduler = build_scheduler(cfg["Optimizer"], self.steps_per_epoch, g["epochs"])
+        self.optimizer = build_optimizer(cfg["Optimizer"], self.model, self.scheduler)
+        self.mixer = build_batch_mixer(cfg["Data"], cfg["Arch"]["num_classes"])
+        if self.mixer is not None:  # its own stream, saved with the checkpoint (the global one is the loader's)
+            self.mixer.rng = np.random.RandomState((g["seed"] + 1000 * self.rank) % 2**32)
+
+        # 7. AMP (GPU only) and EMA
+        self.use_amp = bool(g["use_amp"]) and self.device == "gpu"
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.use_amp else None
+        self.ema = ModelEMA(self.model, g["ema_decay"]) if g["ema_decay"] else None
+
+        # 8. resume: model, optimizer, scheduler, step, best metric, history and RNG state
+        if g["checkpoints"]:
+            state = ckpt.load_latest(g["checkpoints"])
+            meta = ckpt.restore(state, self.model, self.optimizer, self.scheduler, self.ema)
+            if meta["steps_per_epoch"] != self.steps_per_epoch:
+                raise CheckpointError(
+                    f"{state['path']} was trained with {meta['steps_per_epoch']} steps per epoch, this config "
+                    f"gives {self.steps_per_epoch}: resume with the run's Data.batch_size and Data.limit")
+            self.resume_meta = dict(meta, path=state["path"])
+            self.start_epoch, self.start_batch = meta["epoch"], meta["batch"]
+            self.global_step = meta["global_step"]
+            self.best = dict(meta["best"])
+            self.history = History(meta["history"])
+            if self.mixer is not None and meta.get("mixer_rng") is not None:
+                self.mixer.rng.set_state(meta["mixer_rng"])
+            if self.world_size > 1:  # only rank 0's RNG was saved: give each rank its own stream again
+                seed_everything(g["seed"] + 1000 * self.rank + self.global_step)
+        else:
+            # each rank draws its own augmentation/dropout randomness
+            seed_everything(g["seed"] + 1000 * self.rank)
+
+    def _default_eval_weights(self):
+        best = os.path.join(self.run_dir, "best_model.pdparams")
+        if os.path.isfile(best):
+            return best
+        raise ConfigError(f"Global.pretrained_model is not set and {best} does not exist: give the weights "
+                          "to evaluate with -o Global.pretrained_model=path/to/model.pdparams")
+
+    def _check_class_count(self):
+        n = self.cfg["Arch"]["num_classes"]
+        if len(self.class_names) > n:
+            raise ConfigError(f"Arch.num_classes is {n}, but Data.dataset {self.cfg['Data']['dataset']} has "
+                              f"{len(self.class_names)} classes")
+
+    @paddle.no_grad()
+    def _check_input_size(self):
+        """One eval-mode forward on a test image, so an Arch/Data size mismatch stops before any file is
+        written (and without consuming random numbers)."""
+        image = paddle.to_tensor(self.eval_set[0][0][None])
+        self.model.eval()
+        try:
+            self.model(image)
+        except ValueError as e:
+            d = self.cfg["Data"]
+            raise ConfigError(f"the model does not accept the data: {e} (Data.transform={d['transform']}, "
+                              f"Data.image_size={d['image_size']} give inputs of shape "
+                              f"{list(image.shape[1:])}; match Arch's image size)") from None
+        finally:
+            self.model.train()
+
+    def train(self, until_epoch=None):
+        from .trainer import train
+
+        return train(self, until_epoch)
+
+    def evaluate(self):
+        from .trainer import evaluate_run
+
+        return evaluate_run(self)
