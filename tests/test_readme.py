@@ -1,0 +1,228 @@
+"""Every command in README.md is run here.
+
+Commands run as written, from a scratch folder that links the repository's ``tools/`` and ``configs/``
+(so their outputs never land in the checkout), with ``-o Global.output_dir=...`` pointing into it.
+Where a command would take many minutes on a CPU, the extra ``-o`` overrides it gets are listed beside it
+in ``COMMANDS``. Commands that need hardware or downloads CI does not have say so and are skipped; the README
+marks them the same way.
+"""
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+README = os.path.join(ROOT, "README.md")
+QUICK_START = ("python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && "
+               "python tools/train.py -c configs/quickstart.yaml")
+TEST_COMMAND = "python -m pytest -q tests"
+
+
+def readme_commands():
+    """Shell commands of the README's ```bash blocks (continuation lines joined, comments dropped)."""
+    text = open(README, encoding="utf-8").read()
+    cmds = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        block = block.replace("\\\n", " ")
+        for line in block.splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                cmds.append(" ".join(line.split()))
+    return cmds
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    for name in ("tools", "configs"):
+        os.symlink(os.path.join(ROOT, name), tmp_path / name)
+    return tmp_path
+
+
+def run(cmd, cwd, extra=(), timeout=900):
+    """Run a README command line (``python`` is this interpreter) plus extra arguments."""
+    argv = shlex.split(cmd)
+    if argv[0] == "python":
+        argv[0] = sys.executable
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(argv + list(extra), cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def out(workdir):
+    return [f"-o", f"Global.output_dir={workdir / 'output'}"]
+
+
+def best_top1(run_dir):
+    with open(os.path.join(run_dir, "history.json")) as f:
+        return max(json.load(f)["epochs"]["val_top1"])
+
+
+# ---- the handlers ------------------------------------------------------------------------------------
+def quick_start(workdir):
+    # the venv + pip part is what .ci/run does before the tests; the training part runs here, timed
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
+    assert "python3 -m venv .venv" in ci and ". .venv/bin/activate" in ci and "-r requirements.txt" in ci
+    start = time.time()
+    run("python tools/train.py -c configs/quickstart.yaml", workdir, out(workdir))
+    elapsed = time.time() - start
+    top1 = best_top1(workdir / "output" / "quickstart")
+    assert elapsed < 300, f"quick start took {elapsed:.0f} s"
+    assert top1 >= 0.90, f"quick start reached only {top1:.3f}"
+
+
+def test_command(workdir):
+    ci = open(os.path.join(ROOT, ".ci", "run")).read().splitlines()
+    assert TEST_COMMAND in [line.strip() for line in ci], ".ci/run must run the README's test command"
+
+
+def train_on_cifar_file(workdir):
+    from ppvit.data import write_cifar_archive
+
+    rng = np.random.default_rng(0)
+    archive = workdir / "cifar-10-python.tar.gz"
+    write_cifar_archive(archive, rng.integers(0, 255, (40, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 40),
+                        rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 20))
+    cmd = ("python tools/train.py -c configs/conv2former_n_cifar.yaml "
+           "-o Data.data_file=/path/to/cifar-10-python.tar.gz").replace("/path/to/cifar-10-python.tar.gz",
+                                                                        str(archive))
+    run(cmd, workdir, out(workdir) + ["-o", "Global.epochs=1", "-o", "Data.batch_size=8",
+                                      "-o", "Data.num_workers=0"])
+    assert (workdir / "output" / "conv2former_n_cifar" / "final_model.pdparams").exists()
+
+
+def train_resume_eval(workdir):
+    run("python tools/train.py -c configs/quickstart.yaml -o Global.epochs=3", workdir, out(workdir))
+    run_dir = workdir / "output" / "quickstart"
+    assert json.load(open(run_dir / "history.json"))["epochs"]["epoch"][-1] == 3
+    # resume the finished 3-epoch run to the config's 10 epochs
+    run("python tools/train.py -c configs/quickstart.yaml -o Global.checkpoints=output/quickstart", workdir,
+        out(workdir))
+    epochs = json.load(open(run_dir / "history.json"))["epochs"]["epoch"]
+    assert epochs == list(range(1, 11)), epochs
+    proc = run("python tools/eval.py -c configs/quickstart.yaml "
+               "-o Global.pretrained_model=output/quickstart/best_model.pdparams", workdir, out(workdir))
+    assert "top-1" in (proc.stdout + proc.stderr).lower() or "top1" in (proc.stdout + proc.stderr).lower()
+
+
+def needs_gpus(workdir):
+    pytest.skip("needs 4 GPUs; its CPU twin (--nproc_per_node 2) runs below")
+
+
+def needs_gpu_wheel(workdir):
+    pytest.skip("installs Paddle's GPU wheel: not for a CPU machine")
+
+
+def cpu_launch(workdir):
+    run("python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c configs/quickstart.yaml",
+        workdir, out(workdir) + ["-o", "Global.epochs=1"])
+    assert (workdir / "output" / "quickstart" / "final_model.pdparams").exists()
+
+
+def _official_file(workdir, model_name, filename):
+    """A full-size checkpoint in the official PyTorch layout (made from a fresh ppvit model by undoing the
+    key map's Linear transposes), saved under the name the README downloads."""
+    import ppvit
+    from ppvit.convert import _family
+    from tests.torch_files import save_torch_zip
+
+    module, _ = _family(model_name)
+    transposed = module.TORCH_KEY_MAP.get("transpose", ())
+    state = {}
+    for k, v in ppvit.create_model(model_name).state_dict().items():
+        v = v.numpy()
+        if v.ndim == 2 and any(re.search(p, k) for p in transposed):
+            v = v.T
+        state[k] = v
+    save_torch_zip(state, workdir / filename)
+    return state
+
+
+def convert(workdir, cmd, model_name, filename, dst):
+    _official_file(workdir, model_name, filename)
+    run(cmd, workdir)
+    from ppvit.io import load_state
+
+    import ppvit
+    assert set(load_state(workdir / dst)) == set(ppvit.create_model(model_name).state_dict())
+
+
+def convert_convit(workdir):
+    convert(workdir, COMMANDS_CONVERT_CONVIT, "convit_tiny", "convit_tiny.pth", "pretrained/convit_tiny.safetensors")
+
+
+def convert_dilateformer(workdir):
+    convert(workdir, COMMANDS_CONVERT_DILATE, "dilateformer_t", "dilateformer_tiny.pth",
+            "pretrained/dilateformer_t.safetensors")
+
+
+FT_SMOKE = ["-o", "Data.dataset=digits", "-o", "Data.limit=8", "-o", "Global.epochs=1", "-o", "Data.batch_size=4",
+            "-o", "Data.eval_batch_size=8", "-o", "Data.num_workers=0"]
+
+
+def fine_tune(workdir, config, model_name, filename, convert_cmd, dst):
+    convert(workdir, convert_cmd, model_name, filename, dst)
+    proc = run(f"python tools/train.py -c configs/{config}", workdir, out(workdir) + FT_SMOKE)
+    assert "re-initialised" in proc.stdout + proc.stderr
+    assert (workdir / "output" / config.replace(".yaml", "") / "final_model.pdparams").exists()
+
+
+def fine_tune_convit(workdir):
+    fine_tune(workdir, "convit_tiny_ft.yaml", "convit_tiny", "convit_tiny.pth", COMMANDS_CONVERT_CONVIT,
+              "pretrained/convit_tiny.safetensors")
+
+
+def fine_tune_dilateformer(workdir):
+    fine_tune(workdir, "dilateformer_t_ft.yaml", "dilateformer_t", "dilateformer_tiny.pth", COMMANDS_CONVERT_DILATE,
+              "pretrained/dilateformer_t.safetensors")
+
+
+COMMANDS_CONVERT_CONVIT = ("python tools/convert_weights.py --model convit_tiny --src convit_tiny.pth "
+                           "--dst pretrained/convit_tiny.safetensors")
+COMMANDS_CONVERT_DILATE = ("python tools/convert_weights.py --model dilateformer_t --src dilateformer_tiny.pth "
+                           "--dst pretrained/dilateformer_t.safetensors")
+
+COMMANDS = {
+    QUICK_START: quick_start,
+    TEST_COMMAND: test_command,
+    "python tools/train.py -c configs/conv2former_n_cifar.yaml -o Data.data_file=/path/to/cifar-10-python.tar.gz":
+        train_on_cifar_file,
+    "python tools/train.py -c configs/quickstart.yaml -o Global.epochs=3": train_resume_eval,
+    "python tools/train.py -c configs/quickstart.yaml -o Global.checkpoints=output/quickstart": train_resume_eval,
+    "python tools/eval.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams":
+        train_resume_eval,
+    "pip uninstall -y paddlepaddle && pip install paddlepaddle-gpu==3.3.1 -i "
+    "https://www.paddlepaddle.org.cn/packages/stable/cu126/": needs_gpu_wheel,
+    "python -m paddle.distributed.launch --gpus 0,1,2,3 tools/train.py -c configs/dilateformer_t.yaml": needs_gpus,
+    "python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c configs/quickstart.yaml": cpu_launch,
+    COMMANDS_CONVERT_CONVIT: convert_convit,
+    COMMANDS_CONVERT_DILATE: convert_dilateformer,
+    "python tools/train.py -c configs/convit_tiny_ft.yaml": fine_tune_convit,
+    "python tools/train.py -c configs/dilateformer_t_ft.yaml": fine_tune_dilateformer,
+}
+
+
+def test_every_readme_command_is_covered():
+    cmds = readme_commands()
+    assert QUICK_START in cmds and TEST_COMMAND in cmds
+    unknown = [c for c in cmds if c not in COMMANDS]
+    assert not unknown, f"README commands without a test here: {unknown}"
+    stale = [c for c in COMMANDS if c not in cmds]
+    assert not stale, f"commands tested here but gone from the README: {stale}"
+
+
+# one test per handler (several README lines share the train/resume/eval sequence)
+HANDLERS = list(dict.fromkeys(COMMANDS.values()))
+
+
+@pytest.mark.parametrize("handler", HANDLERS, ids=[h.__name__ for h in HANDLERS])
+def test_readme_command(handler, workdir):
+    handler(workdir)
