@@ -23,7 +23,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .layers import DropPath, Mlp, init_vit_weights, to_2tuple, trunc_normal_
+from .layers import Attention, DropPath, Mlp, init_vit_weights, to_2tuple, trunc_normal_
 from .registry import register_model
 
 __all__ = ["ConViT", "GPSA", "MHSA", "convit_tiny", "convit_small", "convit_base"]
@@ -125,27 +125,8 @@ class GPSA(nn.Layer):
         return self.proj_drop(self.proj(x))
 
 
-class MHSA(nn.Layer):
+class MHSA(Attention):
     """Plain multi-head self-attention (the blocks after ``local_up_to_layer``, with the cls token)."""
-
-    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias_attr=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x):
-        B, N, C = x.shape
-        qkv = self.qkv(x).reshape([B, N, 3, self.num_heads, C // self.num_heads])
-        qkv = qkv.transpose([2, 0, 3, 1, 4])  # 3, B, heads, N, head_dim
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = F.softmax(paddle.matmul(q * self.scale, k, transpose_y=True), axis=-1)  # B, heads, N, N
-        attn = self.attn_drop(attn)
-        x = (attn @ v).transpose([0, 2, 1, 3]).reshape([B, N, C])
-        return self.proj_drop(self.proj(x))
 
 
 class Block(nn.Layer):

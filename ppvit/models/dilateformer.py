@@ -13,7 +13,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
-from .layers import DropPath, Mlp, init_vit_weights
+from .layers import Attention, DropPath, Mlp, init_vit_weights
 from .registry import register_model
 
 __all__ = ["DilateFormer", "dilate_attention"]
@@ -140,55 +140,24 @@ class MultiDilatelocalAttention(nn.Layer):
         return self.proj_drop(self.proj(x))
 
 
-class DilateBlock(nn.Layer):
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, kernel_size=3,
-                 dilation=(1, 2, 3)):
-        super().__init__()
-        self.pos_embed = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)  # conditional position encoding
-        self.norm1 = norm_layer(dim)
-        self.attn = MultiDilatelocalAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                              attn_drop=attn_drop, kernel_size=kernel_size, dilation=dilation)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
-
-    def forward(self, x):
-        x = x + self.pos_embed(x)
-        x = x.transpose([0, 2, 3, 1])  # B, H, W, C
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x.transpose([0, 3, 1, 2])  # B, C, H, W
-
-
-class GlobalAttention(nn.Layer):
-    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = qk_scale or (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias_attr=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+class GlobalAttention(Attention):
+    """Multi-head self-attention over all positions of a [B, H, W, C] map (the last two stages)."""
 
     def forward(self, x):
         B, H, W, C = x.shape
-        qkv = self.qkv(x).reshape([-1, H * W, 3, self.num_heads, C // self.num_heads])
-        q, k, v = qkv.transpose([2, 0, 3, 1, 4]).unbind(0)  # each B, heads, N, head_dim
-        attn = F.softmax((q @ k.transpose([0, 1, 3, 2])) * self.scale, axis=-1)
-        attn = self.attn_drop(attn)
-        x = (attn @ v).transpose([0, 2, 1, 3]).reshape([-1, H, W, C])
-        return self.proj_drop(self.proj(x))
+        return super().forward(x.reshape([-1, H * W, C])).reshape([-1, H, W, C])
 
 
-class GlobalBlock(nn.Layer):
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm):
+class Block(nn.Layer):
+    """Conditional position encoding (3x3 depthwise conv), then pre-norm attention and MLP residuals on a
+    [B, C, H, W] map; ``attn`` is the stage's attention (multi-scale dilated or global)."""
+
+    def __init__(self, dim, attn, mlp_ratio=4.0, drop=0.0, drop_path=0.0, act_layer=nn.GELU,
+                 norm_layer=nn.LayerNorm):
         super().__init__()
         self.pos_embed = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = norm_layer(dim)
-        self.attn = GlobalAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                                    attn_drop=attn_drop)
+        self.attn = attn
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
@@ -240,33 +209,25 @@ class PatchMerging(nn.Layer):
         return self.proj(x)  # B, 2C, H/2, W/2
 
 
-class Dilatestage(nn.Layer):
-    def __init__(self, dim, depth, num_heads, kernel_size, dilation, mlp_ratio=4.0, qkv_bias=True,
-                 qk_scale=None, drop=0.0, attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU,
-                 norm_layer=nn.LayerNorm, downsample=True):
-        super().__init__()
-        dpr = drop_path if isinstance(drop_path, (list, tuple)) else [drop_path] * depth
-        self.blocks = nn.LayerList([
-            DilateBlock(dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, dpr[i], act_layer,
-                        norm_layer, kernel_size, dilation)
-            for i in range(depth)])
-        self.downsample = PatchMerging(dim, dim * 2) if downsample else nn.Identity()
+class Stage(nn.Layer):
+    """``depth`` blocks, then patch merging. ``dilation`` given: multi-scale dilated attention (the
+    notebook's ``Dilatestage`` of ``DilateBlock``s); ``None``: global attention (its ``Globalstage``)."""
 
-    def forward(self, x):
-        for blk in self.blocks:
-            x = blk(x)
-        return self.downsample(x)
-
-
-class Globalstage(nn.Layer):
     def __init__(self, dim, depth, num_heads, mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop=0.0,
-                 attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, downsample=True):
+                 attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, downsample=True,
+                 kernel_size=3, dilation=None):
         super().__init__()
         dpr = drop_path if isinstance(drop_path, (list, tuple)) else [drop_path] * depth
+
+        def attention():
+            if dilation is None:
+                return GlobalAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                       attn_drop=attn_drop)
+            return MultiDilatelocalAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                             attn_drop=attn_drop, kernel_size=kernel_size, dilation=dilation)
+
         self.blocks = nn.LayerList([
-            GlobalBlock(dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, dpr[i], act_layer,
-                        norm_layer)
-            for i in range(depth)])
+            Block(dim, attention(), mlp_ratio, drop, dpr[i], act_layer, norm_layer) for i in range(depth)])
         self.downsample = PatchMerging(dim, dim * 2) if downsample else nn.Identity()
 
     def forward(self, x):
@@ -305,10 +266,8 @@ class DilateFormer(nn.Layer):
                           mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
                           attn_drop=attn_drop_rate, drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])],
                           norm_layer=norm_layer, downsample=downsamples[i])
-            if dilate_attention[i]:
-                self.stages.append(Dilatestage(kernel_size=kernel_size, dilation=dilation, **common))
-            else:
-                self.stages.append(Globalstage(**common))
+            self.stages.append(Stage(kernel_size=kernel_size, dilation=dilation if dilate_attention[i] else None,
+                                     **common))
         self.norm = norm_layer(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(partial(init_vit_weights, conv=True))

@@ -76,6 +76,30 @@ class Mlp(nn.Layer):
         return self.drop(self.fc2(x))
 
 
+class Attention(nn.Layer):
+    """Multi-head self-attention over tokens [B, N, C] (keys ``qkv``/``proj``, as ViT, ConViT's MHSA and
+    DilateFormer's global stages name them)."""
+
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias_attr=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape([-1, N, 3, self.num_heads, C // self.num_heads])
+        q, k, v = qkv.transpose([2, 0, 3, 1, 4]).unbind(0)  # each B, heads, N, head_dim
+        # scaling q (B.N.C values) rather than the scores (B.heads.N.N) is the same product, cheaper
+        attn = F.softmax(paddle.matmul(q * self.scale, k, transpose_y=True), axis=-1)  # B, heads, N, N
+        attn = self.attn_drop(attn)
+        x = (attn @ v).transpose([0, 2, 1, 3]).reshape([-1, N, C])
+        return self.proj_drop(self.proj(x))
+
+
 class LayerNorm2d(nn.Layer):
     """LayerNorm over the channel axis of an NCHW tensor (001's ``data_format="channels_first"``).
 
