@@ -1,4 +1,5 @@
-"""The command line shared by tools/train.py and tools/eval.py (PaddleClas's ``-c``/``-o``).
+"""The command line shared by tools/train.py, eval.py, export.py, infer.py and explain.py (PaddleClas's
+``-c``/``-o``).
 
 User errors (config, data, checkpoint) print one line to stderr and exit 2, without a traceback
 (``PPVIT_DEBUG=1`` shows it); a non-finite loss exits 1.
@@ -17,19 +18,26 @@ def parse_args(argv=None, description=None):
 
 
 def main(mode, argv=None):
-    """Run ``mode`` ('train' or 'eval') from command-line arguments; returns the exit code."""
+    """Run ``mode`` ('train', 'eval', 'export', 'infer' or 'explain') from command-line arguments; returns
+    the exit code."""
     args = parse_args(argv, f"ppvit {mode}")
     from .builder import rank
     from .config import load_config
     from .engine import Engine
+    from . import predict
     from .logger import setup_logging
     from .trainer import NonFiniteLossError
 
     setup_logging(console=rank() == 0)  # messages while the engine is built (e.g. weights loaded)
     try:
         cfg = load_config(args.config, args.override)
-        engine = Engine(cfg, mode=mode)
-        engine.train() if mode == "train" else engine.evaluate()
+        if mode in ("train", "eval"):
+            engine = Engine(cfg, mode=mode)
+            engine.train() if mode == "train" else engine.evaluate()
+            if mode == "eval":
+                predict.save_eval_grid(engine)  # notebook 004's show_images: <run dir>/predictions.png
+        else:
+            getattr(predict, mode)(cfg)  # export / infer / explain
     except NonFiniteLossError as e:
         return _fail(e, 1)
     except ValueError as e:  # ConfigError, DataError, CheckpointError and model input-size errors

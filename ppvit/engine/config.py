@@ -107,6 +107,32 @@ SCHEMA = {
         "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]")),
         "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]")),
     },
+    # tools/eval.py, export.py, infer.py, explain.py (ppvit/engine/predict.py)
+    "Eval": {
+        "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
+    },
+    "Export": {
+        "output": Key((str, NONE), None),  # folder; null = <run dir>/inference
+        "onnx": Key(bool, True),  # also <prefix>.onnx where paddle2onnx is installed
+    },
+    "Infer": {
+        "model": Key((str, NONE), None),  # exported prefix, one of its files or its folder; null = <run>/inference
+        "images": Key((str, list, NONE), None),  # image files and/or folders
+        "topk": Key(int, 5, check=POSITIVE),
+        "batch_size": Key(int, 32, check=POSITIVE),
+        "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N in infer_predictions.png; 0 = none
+        "output": Key((str, NONE), None),  # folder of infer.json and the grid; null = the run dir
+    },
+    "Explain": {
+        "indices": Key((int, list), [0]),  # test-set images to explain (when Explain.images is null)
+        "images": Key((str, list, NONE), None),  # image files and/or folders instead of test images
+        "top_k": Key(int, 1, check=POSITIVE),  # predicted classes explained (plus the true one of test images)
+        "num_samples": Key(int, 1000, check=(lambda v: v >= 2, ">= 2")),
+        "batch_size": Key(int, 50, check=POSITIVE),
+        "model": Key((str, NONE), None),  # an exported model: run LIME through Paddle Inference with it
+        "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and use that
+        "output": Key((str, NONE), None),  # folder of the PNGs; null = <run dir>/explain
+    },
 }
 OPEN_SECTIONS = ("Arch",)  # sections whose extra keys are model kwargs
 

@@ -4,3 +4,4 @@ from .lime import (  # noqa: F401
     paddle_predict_fn, predictor_predict_fn, restore_image,
 )
 from .plots import explanation_image, explanation_mask, overlay_threshold, save_lime_figure  # noqa: F401
+from .grid import prediction_grid, save_prediction_grid  # noqa: F401

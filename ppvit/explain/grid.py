@@ -1,0 +1,89 @@
+"""The prediction grid of notebook 004's ``show_images``: images with "pt: predicted / gt: true" titles.
+
+Wrong predictions are marked in red (title and frame), right ones in green; without true labels (image
+files) the titles are black and show the predicted class and its probability.
+"""
+import os
+
+import numpy as np
+
+__all__ = ["prediction_grid", "save_prediction_grid"]
+
+RIGHT, WRONG, UNKNOWN = "tab:green", "tab:red", "black"
+
+
+def _label(names, i):
+    i = int(i)
+    return names[i] if names is not None and 0 <= i < len(names) else str(i)
+
+
+def _as_display(image):
+    """HWC uint8 (0..255) or float (0..1) -> something ``imshow`` shows without clipping warnings."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+        raise ValueError(f"grid images must be HWC, got shape {image.shape} (CHW? use ppvit.data.denormalize)")
+    if np.issubdtype(image.dtype, np.floating):
+        image = np.clip(image, 0.0, 1.0)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    return image
+
+
+def prediction_grid(images, pred, true=None, class_names=None, probs=None, ncols=9, scale=1.5, title=None):
+    """A matplotlib ``Figure`` (Agg canvas, no pyplot state) with one panel per image.
+
+    Args:
+        images: sequence of HWC images, uint8 0..255 or float 0..1 (``ppvit.data.denormalize`` output).
+        pred: predicted class per image.
+        true: true class per image, or None (then nothing is marked wrong).
+        class_names: names indexed by class; missing ones show the index.
+        probs: probability of the predicted class per image, shown when given.
+        ncols: panels per row (the notebook used one row of 18).
+        scale: inches per panel, as the notebook's ``scale``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images for the prediction grid")
+    if len(pred) != n or (true is not None and len(true) != n) or (probs is not None and len(probs) != n):
+        raise ValueError("images, pred, true and probs must have the same length")
+    ncols = max(1, min(int(ncols), n))
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(ncols * scale, nrows * (scale + 0.45) + (0.4 if title else 0)), dpi=100,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, image in enumerate(images):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.imshow(_as_display(image), interpolation="nearest", cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        text = "pt: " + _label(class_names, pred[i])
+        if probs is not None:
+            text += f" ({float(probs[i]):.2f})"
+        color = UNKNOWN
+        if true is not None:
+            text += "\ngt: " + _label(class_names, true[i])
+            color = RIGHT if int(pred[i]) == int(true[i]) else WRONG
+        ax.set_title(text, fontsize=8, color=color)
+        if color == WRONG:  # a thick red frame, visible at a glance in a large grid
+            for spine in ax.spines.values():
+                spine.set_color(WRONG)
+                spine.set_linewidth(3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def save_prediction_grid(path, images, pred, true=None, class_names=None, probs=None, ncols=9, scale=1.5,
+                         title=None):
+    """Write :func:`prediction_grid` as a PNG (atomically); returns ``path``."""
+    from ..io import atomic_path
+
+    fig = prediction_grid(images, pred, true, class_names, probs, ncols, scale, title)
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    os.makedirs(folder, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return os.fspath(path)

@@ -1,0 +1,207 @@
+"""Export to Paddle Inference and classify image files: the predictor must agree with the dygraph model."""
+import json
+import os
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+
+import ppvit
+from ppvit.deploy import (
+    ImageReadError,
+    Predictor,
+    classify_files,
+    export_model,
+    format_result,
+    meta_path,
+    read_meta,
+)
+from ppvit.deploy.predictor import ONEDNN_UNSAFE_OPS, program_ops
+
+COLOURS = ["red", "green", "blue"]
+
+
+class ChannelMeans(paddle.nn.Layer):
+    """logits = 10 * per-channel mean of the input, so an image's dominant colour is its class."""
+
+    num_classes = 3
+
+    def __init__(self):
+        super().__init__()
+        self.scale = paddle.nn.Linear(3, 3)
+        self.scale.weight.set_value(paddle.eye(3) * 10)
+        self.scale.bias.set_value(paddle.zeros([3]))
+
+    def forward(self, x):
+        return self.scale(x.mean(axis=[2, 3]))
+
+
+def _dygraph(model, x):
+    with paddle.no_grad():
+        return model(paddle.to_tensor(x)).numpy()
+
+
+@pytest.fixture
+def colour_model(tmp_path):
+    model = ChannelMeans()
+    prefix = str(tmp_path / "colour" / "inference")
+    info = export_model(model, prefix, 16, {"labels": COLOURS, "model": "channel_means", "config": "c.yaml"})
+    return model, prefix, info
+
+
+def test_export_writes_program_params_and_meta(colour_model):
+    model, prefix, info = colour_model
+    assert os.path.isfile(prefix + ".pdiparams")
+    assert os.path.isfile(os.path.join(os.path.dirname(prefix), info["files"]["program"]))
+    with open(meta_path(prefix), encoding="utf-8") as f:
+        meta = json.load(f)
+    assert meta == info == read_meta(prefix)
+    assert meta["input"]["shape"] == [None, 3, 16, 16]
+    assert meta["image_size"] == [16, 16]
+    assert meta["labels"] == COLOURS and meta["num_classes"] == 3
+    assert meta["model"] == "channel_means" and meta["config"] == "c.yaml"  # extra keys kept as given
+    pp = meta["preprocess"]
+    assert pp["resize"] == [16, 16] and pp["crop"] is None and pp["channel_order"] == "RGB"
+    assert pp["scale"] == pytest.approx(1 / 255)
+    assert pp["mean"] == pytest.approx([0.485, 0.456, 0.406]) and pp["std"] == pytest.approx([0.229, 0.224, 0.225])
+    # no temp files left behind, the model is back in its original mode
+    assert not [f for f in os.listdir(os.path.dirname(prefix)) if f.startswith(".")]
+    assert model.training
+
+
+def test_export_rejects_inconsistent_meta(tmp_path):
+    with pytest.raises(ValueError, match="2 labels"):
+        export_model(ChannelMeans(), str(tmp_path / "m"), 16, {"labels": ["a", "b"]})
+    with pytest.raises(ValueError, match="unknown preprocess keys"):
+        export_model(ChannelMeans(), str(tmp_path / "m"), 16, {"preprocess": {"colour": "RGB"}})
+    with pytest.raises(ValueError, match="exported for"):
+        export_model(ChannelMeans(), str(tmp_path / "m"), 16, {"preprocess": {"resize": 20, "crop": 18}})
+
+
+def test_predictor_matches_dygraph_and_chunks_large_batches(colour_model, tmp_path):
+    model, prefix, _ = colour_model
+    model.eval()
+    x = np.random.rand(7, 3, 16, 16).astype("float32")
+    ref = _dygraph(model, x)
+    # a folder, a prefix and a file of the export all name the same model
+    for where in (prefix, os.path.dirname(prefix), meta_path(prefix)):
+        pred = Predictor(where, device="cpu", threads=1, batch_size=3)  # 7 = 3 + 3 + 1
+        out = pred(x)
+        assert out.shape == (7, 3)
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+    np.testing.assert_allclose(pred.predict_proba(x).sum(1), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[N, 3, 16, 16\].*\[2, 3, 32, 32\]"):
+        pred(np.zeros([2, 3, 32, 32], "float32"))
+    with pytest.raises(FileNotFoundError, match="no exported model"):
+        Predictor(str(tmp_path / "nothing"), device="cpu")
+
+
+def _write_images(folder):
+    """One 20x24 PNG per colour (cv2 writes BGR), plus a JPEG in a sub-folder."""
+    os.makedirs(os.path.join(folder, "sub"), exist_ok=True)
+    paths = []
+    for i, name in enumerate(COLOURS):
+        rgb = np.full([20, 24, 3], 40, np.uint8)
+        rgb[..., i] = 220
+        rgb[:5, :5] = np.random.randint(0, 255, [5, 5, 3])  # some texture, so resizing matters
+        path = os.path.join(folder, f"{name}.png")
+        cv2.imwrite(path, rgb[..., ::-1])
+        paths.append(path)
+    return paths
+
+
+def test_classify_files_top_k_with_class_names(colour_model, tmp_path):
+    model, prefix, _ = colour_model
+    model.eval()
+    paths = _write_images(str(tmp_path / "imgs"))
+    pred = Predictor(prefix, device="cpu")
+    results = classify_files(pred, paths, topk=2)
+    assert [r["path"] for r in results] == paths
+    for r, name in zip(results, COLOURS):
+        assert len(r["topk"]) == 2
+        assert r["topk"][0]["label"] == name  # BGR file -> RGB model input
+        assert r["topk"][0]["class_id"] == COLOURS.index(name)
+        assert r["topk"][0]["score"] >= r["topk"][1]["score"]
+        assert format_result(r).startswith(f"{r['path']}: {name} (")
+
+    # the scores are the dygraph model's softmax on the notebook's eval transform, done independently:
+    # RGB, Resize((16, 16)) with cv2 bilinear, /255, ImageNet mean/std
+    imgs = [cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in paths]
+    x = np.stack([cv2.resize(im, (16, 16), interpolation=cv2.INTER_LINEAR) for im in imgs]).astype("float32")
+    x = ((x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).astype("float32").transpose(0, 3, 1, 2)
+    probs = ppvit.deploy.softmax(_dygraph(model, x))
+    for r, p in zip(results, probs):
+        for t in r["topk"]:
+            assert t["score"] == pytest.approx(p[t["class_id"]], abs=1e-5)
+
+    # a folder expands to its image files, sorted
+    folder = classify_files(pred, [str(tmp_path / "imgs")], topk=1)
+    assert [r["path"] for r in folder] == sorted(paths)
+
+
+def test_classify_files_non_image_is_a_clear_error(colour_model, tmp_path):
+    _, prefix, _ = colour_model
+    pred = Predictor(prefix, device="cpu")
+    good = _write_images(str(tmp_path / "imgs"))[0]
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not an image")
+    with pytest.raises(ImageReadError, match="notes.png.*not an image"):
+        classify_files(pred, [good, str(bad)])
+    assert issubclass(ImageReadError, ValueError)
+    with pytest.raises(ImageReadError, match="missing.jpg.*no such file"):
+        classify_files(pred, [str(tmp_path / "missing.jpg")])
+
+
+class PadAllDims(paddle.nn.Layer):
+    """F.pad with one pad per dimension: Paddle 3.3's oneDNN `pad` kernel corrupts memory on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = paddle.nn.Linear(3, 4)
+
+    def forward(self, x):
+        x = x.transpose([2, 3, 0, 1])  # H, W, B, C
+        return self.fc(paddle.nn.functional.pad(x, [1, 2, 1, 1, 0, 0, 0, 0]).sum(axis=[0, 1]))
+
+
+def test_program_with_onednn_unsafe_op_runs_on_plain_kernels(tmp_path):
+    model = PadAllDims()
+    export_model(model, str(tmp_path / "pad"), 6)
+    assert "pad" in program_ops(str(tmp_path / "pad.json"))
+    pred = Predictor(str(tmp_path / "pad"), device="cpu")
+    assert not pred.onednn
+    x = np.random.rand(2, 3, 6, 6).astype("float32")
+    np.testing.assert_allclose(pred(x), _dygraph(model, x), atol=1e-5)
+
+
+# Every notebook model, as small as its constructor allows (dygraph on CPU is slow), exported with a
+# dynamic batch and compared with dygraph in eval mode.
+NOTEBOOK_MODELS = [
+    ("conv2former_n_cifar", {}, 32),
+    ("convit_tiny", {"img_size": 32}, 32),
+    ("convit_small", {"img_size": 32}, 32),
+    ("dilateformer_t", {"img_size": 32}, 32),
+    ("coatnet_0", {"image_size": 32}, 32),
+    ("convmixer_256_8", {}, 32),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,size", NOTEBOOK_MODELS, ids=[m[0] for m in NOTEBOOK_MODELS])
+def test_notebook_model_predictor_matches_dygraph(name, kwargs, size, tmp_path):
+    assert ppvit.models.is_model(name), f"{name} is not registered"
+    model = ppvit.create_model(name, num_classes=10, **kwargs)
+    model.eval()
+    prefix = str(tmp_path / name)
+    export_model(model, prefix, size, {"model": name})
+    x = np.random.rand(3, 3, size, size).astype("float32")
+    ref = _dygraph(model, x)
+    pred = Predictor(prefix, device="cpu", batch_size=2)  # two batch sizes through one predictor
+    out = pred(x)
+    assert out.shape == ref.shape == (3, 10)
+    assert np.abs(out - ref).max() <= 1e-4
+    # oneDNN (the fast path) stays on unless the program holds an op its kernels get wrong
+    if not set(program_ops(os.path.join(str(tmp_path), name + ".json"))) & set(ONEDNN_UNSAFE_OPS):
+        assert pred.onednn
+    # the dygraph model still works after export
+    np.testing.assert_allclose(_dygraph(model, x), ref, atol=1e-6)

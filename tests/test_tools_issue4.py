@@ -1,0 +1,234 @@
+"""tools/export.py, infer.py, explain.py and the prediction grid of tools/eval.py, run as a user runs them:
+from a folder holding ``tools/`` and ``configs/``, on a quick-start model trained for a few seconds on the
+embedded digits data. The README commands of these tools are the ``*_CMD`` strings below, run verbatim."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+
+import ppvit
+from ppvit.data import build_dataset, denormalize
+from ppvit.engine import ConfigError, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+
+TRAIN_CMD = "python tools/train.py -c configs/quickstart.yaml -o Global.epochs=4 -o Data.limit=640"
+EXPORT_CMD = ("python tools/export.py -c configs/quickstart.yaml "
+              "-o Global.pretrained_model=output/quickstart/best_model.pdparams")
+INFER_CMD = "python tools/infer.py -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3"
+EXPLAIN_CMD = ("python tools/explain.py -c configs/quickstart.yaml "
+               "-o Global.pretrained_model=output/quickstart/best_model.pdparams -o 'Explain.indices=[0,3]'")
+EXPLAIN_PREDICTOR_CMD = ("python tools/explain.py -c configs/quickstart.yaml "
+                         "-o Explain.model=output/quickstart/inference -o 'Explain.indices=[0,3]'")
+EVAL_CMD = ("python tools/eval.py -c configs/quickstart.yaml "
+            "-o Global.pretrained_model=output/quickstart/best_model.pdparams")
+N_IMAGES = 4
+
+
+def run(cmd, cwd, *extra):
+    argv = shlex.split(cmd)
+    argv[0] = sys.executable
+    return subprocess.run(argv + list(extra), cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PPVIT_OFFLINE="1"))
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def assert_png(path):
+    assert os.path.isfile(path), path
+    with Image.open(path) as im:
+        assert im.format == "PNG" and min(im.size) >= 100
+        im.load()
+
+
+def test_images(n):
+    """The first ``n`` quick-start test images as RGB uint8 (as the model sees them) and their labels."""
+    cfg = load_config(QUICKSTART)
+    data = build_dataset(cfg["Data"], "test")
+    items = [data[i] for i in range(n)]
+    chw = np.stack([x for x, _ in items])
+    rgb = np.rint(denormalize(chw, cfg["Data"]["transform"]) * 255).astype(np.uint8)
+    return chw, rgb, [int(np.ravel(y)[0]) for _, y in items]
+
+
+test_images.__test__ = False  # a helper, not a test
+
+
+def dygraph_model(work):
+    return ppvit.create_model("convmixer_256_8", num_classes=10, dim=64, depth=4,
+                              pretrained=str(work / "output" / "quickstart" / "best_model.pdparams")).eval()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A user's folder: tools/, configs/, a trained quick-start run, the run exported, a few PNG files."""
+    work = tmp_path_factory.mktemp("issue4")
+    for name in ("tools", "configs"):
+        os.symlink(os.path.join(ROOT, name), work / name)
+    ok(run(TRAIN_CMD, work))
+    proc = ok(run(EXPORT_CMD, work))
+    (work / "export.log").write_text(proc.stdout + proc.stderr)
+    _, rgb, labels = test_images(N_IMAGES)
+    (work / "my_images").mkdir()
+    for i, image in enumerate(rgb):
+        cv2.imwrite(str(work / "my_images" / f"digit{i}.png"), image[:, :, ::-1])  # cv2 writes BGR
+    (work / "labels.json").write_text(json.dumps(labels))
+    return work
+
+
+# --------------------------------------------------------------------------------------------- export
+def test_export_writes_model_and_json_and_predictor_matches_dygraph(work):
+    folder = work / "output" / "quickstart" / "inference"
+    for f in ("inference.json", "inference.pdiparams", "inference.meta.json"):
+        assert (folder / f).is_file(), f
+    meta = json.loads((folder / "inference.meta.json").read_text())
+    assert meta["labels"] == [str(i) for i in range(10)] and meta["model"] == "convmixer_256_8"
+    assert meta["input"]["shape"] == [None, 3, 16, 16]
+    pp = meta["preprocess"]
+    assert pp["resize"] == [16, 16] and pp["channel_order"] == "RGB" and pp["scale"] == pytest.approx(1 / 255)
+    assert "max abs diff" in (work / "export.log").read_text()
+
+    from ppvit.deploy import Predictor
+
+    chw, rgb, _ = test_images(8)
+    with paddle.no_grad():
+        expected = dygraph_model(work)(paddle.to_tensor(chw)).numpy()
+    predictor = Predictor(str(folder), device="cpu")
+    assert np.abs(predictor(chw) - expected).max() <= 1e-4
+    # the exported preprocessing of the RGB image reproduces the eval transform's input
+    pre = np.stack([predictor.preprocess(im, color="RGB") for im in rgb])
+    assert np.abs(pre - chw).max() <= 1e-5
+
+
+def test_export_to_another_folder_and_bad_weights(work, tmp_path):
+    proc = ok(run(EXPORT_CMD, work, "-o", f"Export.output={tmp_path / 'deploy'}", "-o", "Export.onnx=false"))
+    assert (tmp_path / "deploy" / "inference.pdiparams").is_file()
+    assert not (tmp_path / "deploy" / "inference.onnx").exists()
+    assert "exported convmixer_256_8" in proc.stdout
+    bad = run(EXPORT_CMD, work, "-o", "Arch.depth=2", "-o", f"Export.output={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "unexpected keys" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+# ---------------------------------------------------------------------------------------------- infer
+def test_infer_prints_topk_with_class_names(work):
+    proc = ok(run(INFER_CMD, work))
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("my_images")]
+    assert len(lines) == N_IMAGES, proc.stdout
+    chw, _, labels = test_images(N_IMAGES)
+    with paddle.no_grad():
+        probs = paddle.nn.functional.softmax(dygraph_model(work)(paddle.to_tensor(chw)), -1).numpy()
+    for i, line in enumerate(lines):
+        path, tops = line.split(": ", 1)
+        assert path == os.path.join("my_images", f"digit{i}.png")
+        entries = [t.rsplit(" (", 1) for t in tops.split(", ")]
+        assert len(entries) == 3
+        names, scores = [n for n, _ in entries], [float(s.rstrip(")")) for _, s in entries]
+        assert names == [str(c) for c in np.argsort(-probs[i])[:3]]  # class names of the digits dataset
+        assert scores == pytest.approx(np.sort(probs[i])[::-1][:3], abs=2e-3)
+    run_dir = work / "output" / "quickstart"
+    saved = json.loads((run_dir / "infer.json").read_text())
+    assert [r["topk"][0]["class_id"] for r in saved["results"]] == list(np.argmax(probs, 1))
+    assert_png(run_dir / "infer_predictions.png")
+    # a model this briefly trained still gets most digits right: the predictions are real ones
+    assert np.mean(np.argmax(probs, 1) == labels) >= 0.5
+
+
+@pytest.mark.parametrize("what", ["file", "in-list"])
+def test_infer_non_image_is_one_clear_error(work, what):
+    (work / "notes.txt").write_text("not an image")
+    images = "notes.txt" if what == "file" else "[my_images/digit0.png,notes.txt]"
+    proc = run("python tools/infer.py -c configs/quickstart.yaml", work, "-o", f"Infer.images={images}")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "my_images" not in proc.stdout
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "notes.txt" in errors[0] and "not an image" in errors[0], proc.stderr
+
+
+def test_infer_without_images_or_model_names_the_key(work, tmp_path):
+    proc = run("python tools/infer.py -c configs/quickstart.yaml", work)
+    assert proc.returncode == 2 and "Infer.images" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run(INFER_CMD, work, "-o", f"Infer.model={tmp_path / 'none'}")
+    assert proc.returncode == 2 and "Infer.model" in proc.stderr and "tools/export.py" in proc.stderr
+
+
+# -------------------------------------------------------------------------------------------- explain
+def test_explain_writes_lime_figures_deterministically(work, tmp_path):
+    """Same seed, same figures (byte for byte), whether the model runs in dygraph or as the exported
+    predictor; a figure does not depend on the other images asked for."""
+    proc = ok(run(EXPLAIN_CMD, work))
+    assert "LIME" in proc.stderr  # the tqdm bar
+    folder = work / "output" / "quickstart" / "explain"
+    figures = {f: (folder / f).read_bytes() for f in ("lime_test0.png", "lime_test3.png")}
+    for f in figures:
+        assert_png(folder / f)
+    ok(run(EXPLAIN_CMD, work, "-o", f"Explain.output={tmp_path / 'again'}", "-o", "Explain.indices=3"))
+    assert (tmp_path / "again" / "lime_test3.png").read_bytes() == figures["lime_test3.png"]
+    ok(run(EXPLAIN_PREDICTOR_CMD, work, "-o", f"Explain.output={tmp_path / 'predictor'}"))
+    for f, data in figures.items():
+        assert (tmp_path / "predictor" / f).read_bytes() == data
+
+
+def test_explain_image_files_through_predictor(work, tmp_path):
+    out = tmp_path / "files"
+    proc = ok(run("python tools/explain.py -c configs/quickstart.yaml", work, "-o", "Explain.images=my_images",
+                  "-o", "Explain.use_predictor=true", "-o", "Explain.num_samples=100", "-o", "Explain.top_k=2",
+                  "-o", f"Explain.output={out}"))
+    assert "Paddle Inference" in proc.stdout
+    assert sorted(os.listdir(out)) == [f"lime_digit{i}.png" for i in range(N_IMAGES)]
+    for f in os.listdir(out):
+        assert_png(out / f)
+    (work / "notes.txt").write_text("not an image")
+    bad = run("python tools/explain.py -c configs/quickstart.yaml", work, "-o", "Explain.images=notes.txt")
+    assert bad.returncode == 2 and "notes.txt" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run(EXPLAIN_CMD, work, "-o", "Explain.indices=[5000]")
+    assert bad.returncode == 2 and "Explain.indices" in bad.stderr and "360" in bad.stderr
+
+
+# ----------------------------------------------------------------------------------------- eval grid
+def test_eval_writes_prediction_grid(work):
+    proc = ok(run(EVAL_CMD, work, "-o", "Eval.grid_images=12"))
+    png = work / "output" / "quickstart" / "predictions.png"
+    assert "prediction grid" in proc.stdout
+    assert_png(png)
+
+
+def test_grid_marks_wrong_predictions_red():
+    from ppvit.explain import prediction_grid
+
+    _, rgb, labels = test_images(6)
+    pred = list(labels)
+    pred[1] = (labels[1] + 1) % 10
+    fig = prediction_grid(rgb, pred, labels, class_names=[f"d{i}" for i in range(10)], ncols=4)
+    axes = fig.axes
+    assert len(axes) == 6
+    assert axes[1].get_title() == f"pt: d{pred[1]}\ngt: d{labels[1]}"
+    colors = [ax.title.get_color() for ax in axes]
+    assert colors[1] == "tab:red" and all(c == "tab:green" for i, c in enumerate(colors) if i != 1)
+    assert axes[1].spines["top"].get_linewidth() == 3 and axes[0].spines["top"].get_linewidth() < 3
+    # without true labels nothing is marked
+    fig = prediction_grid(rgb[:2], pred[:2], probs=[0.9, 0.5])
+    assert [ax.get_title() for ax in fig.axes] == [f"pt: {pred[0]} (0.90)", f"pt: {pred[1]} (0.50)"]
+    assert {ax.title.get_color() for ax in fig.axes} == {"black"}
+    with pytest.raises(ValueError, match="same length"):
+        prediction_grid(rgb[:2], pred[:3])
+
+
+def test_new_config_sections_are_checked():
+    cfg = load_config(QUICKSTART)
+    assert cfg["Explain"]["indices"] == [0] and cfg["Infer"]["topk"] == 5 and cfg["Eval"]["grid_images"] == 18
+    with pytest.raises(ConfigError, match="unknown key Infer.image.*did you mean images"):
+        load_config(QUICKSTART, ["Infer.image=a.png"])
+    with pytest.raises(ConfigError, match="Explain.num_samples must be >= 2"):
+        load_config(QUICKSTART, ["Explain.num_samples=1"])
