@@ -185,6 +185,16 @@ def fine_tune_dilateformer(workdir):
               "pretrained/dilateformer_t.safetensors")
 
 
+def issue4_tools(workdir):
+    """export/infer/explain: run exactly as written by tests/test_tools_issue4.py (after a short training run
+    and with a folder of images), which checks their outputs; here: that those are the README's lines."""
+    from tests import test_tools_issue4 as t
+
+    cmds = readme_commands()
+    for cmd in (t.EXPORT_CMD, t.INFER_CMD, t.EXPLAIN_CMD, t.EXPLAIN_PREDICTOR_CMD):
+        assert " ".join(cmd.split()) in cmds, cmd
+
+
 COMMANDS_CONVERT_CONVIT = ("python tools/convert_weights.py --model convit_tiny --src convit_tiny.pth "
                            "--dst pretrained/convit_tiny.safetensors")
 COMMANDS_CONVERT_DILATE = ("python tools/convert_weights.py --model dilateformer_t --src dilateformer_tiny.pth "
@@ -206,6 +216,13 @@ COMMANDS = {
     COMMANDS_CONVERT_CONVIT: convert_convit,
     COMMANDS_CONVERT_DILATE: convert_dilateformer,
     "python tools/train.py -c configs/convit_tiny_ft.yaml": fine_tune_convit,
+    "python tools/export.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams":
+        issue4_tools,
+    "python tools/infer.py -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3": issue4_tools,
+    "python tools/explain.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"
+    " -o 'Explain.indices=[0,3]'": issue4_tools,
+    "python tools/explain.py -c configs/quickstart.yaml -o Explain.model=output/quickstart/inference"
+    " -o 'Explain.indices=[0,3]'": issue4_tools,
     "python tools/train.py -c configs/dilateformer_t_ft.yaml": fine_tune_dilateformer,
 }
 
