@@ -195,6 +195,19 @@ def issue4_tools(workdir):
         assert " ".join(cmd.split()) in cmds, cmd
 
 
+def benchmarks(workdir):
+    """The benchmark scripts at toy sizes (their figures in the README come from full-size runs)."""
+    for script, extra in [
+        ("bench_dilateformer_attention.py", ["--size", "14", "--dim", "24", "--heads", "3", "--repeats", "1",
+                                             "--warmup", "0"]),
+        ("bench_convit_gpsa.py", ["--variant", "tiny", "-b", "1", "--iters", "1", "--warmup", "0",
+                                  "--img-size", "64"]),
+        ("bench_predictor.py", ["-m", "conv2former_n_cifar", "-b", "2", "-n", "1", "--warmup", "0"]),
+    ]:
+        proc = run(f"python benchmarks/{script}", ROOT, extra)
+        assert re.search(r"\d+(\.\d+)?x", proc.stdout), proc.stdout  # prints ratios
+
+
 COMMANDS_CONVERT_CONVIT = ("python tools/convert_weights.py --model convit_tiny --src convit_tiny.pth "
                            "--dst pretrained/convit_tiny.safetensors")
 COMMANDS_CONVERT_DILATE = ("python tools/convert_weights.py --model dilateformer_t --src dilateformer_tiny.pth "
@@ -214,6 +227,9 @@ COMMANDS = {
     "python -m paddle.distributed.launch --gpus 0,1,2,3 tools/train.py -c configs/dilateformer_t.yaml": needs_gpus,
     "python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c configs/quickstart.yaml": cpu_launch,
     COMMANDS_CONVERT_CONVIT: convert_convit,
+    "python benchmarks/bench_dilateformer_attention.py": benchmarks,
+    "python benchmarks/bench_convit_gpsa.py": benchmarks,
+    "python benchmarks/bench_predictor.py": benchmarks,
     COMMANDS_CONVERT_DILATE: convert_dilateformer,
     "python tools/train.py -c configs/convit_tiny_ft.yaml": fine_tune_convit,
     "python tools/export.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams":
