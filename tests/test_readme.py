@@ -191,7 +191,7 @@ def issue4_tools(workdir):
     from tests import test_tools_issue4 as t
 
     cmds = readme_commands()
-    for cmd in (t.EXPORT_CMD, t.INFER_CMD, t.EXPLAIN_CMD, t.EXPLAIN_PREDICTOR_CMD):
+    for cmd in (t.EXPORT_CMD, t.INFER_CMD, t.EXPLAIN_CMD, t.EXPLAIN_PREDICTOR_CMD, t.EVAL_PREDICTOR_CMD):
         assert " ".join(cmd.split()) in cmds, cmd
 
 
@@ -237,6 +237,7 @@ COMMANDS = {
     "python tools/infer.py -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3": issue4_tools,
     "python tools/explain.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"
     " -o 'Explain.indices=[0,3]'": issue4_tools,
+    "python tools/eval.py -c configs/quickstart.yaml -o Eval.model=output/quickstart/inference": issue4_tools,
     "python tools/explain.py -c configs/quickstart.yaml -o Explain.model=output/quickstart/inference"
     " -o 'Explain.indices=[0,3]'": issue4_tools,
     "python tools/train.py -c configs/dilateformer_t_ft.yaml": fine_tune_dilateformer,

@@ -30,6 +30,7 @@ EXPLAIN_PREDICTOR_CMD = ("python tools/explain.py -c configs/quickstart.yaml "
                          "-o Explain.model=output/quickstart/inference -o 'Explain.indices=[0,3]'")
 EVAL_CMD = ("python tools/eval.py -c configs/quickstart.yaml "
             "-o Global.pretrained_model=output/quickstart/best_model.pdparams")
+EVAL_PREDICTOR_CMD = "python tools/eval.py -c configs/quickstart.yaml -o Eval.model=output/quickstart/inference"
 N_IMAGES = 4
 
 
@@ -204,6 +205,50 @@ def test_eval_writes_prediction_grid(work):
     assert_png(png)
 
 
+def _eval_result(proc, work):
+    """eval.json of the run just made, and the per-class table (header to the "all" line) of its log."""
+    result = json.loads((work / "output" / "quickstart" / "eval.json").read_text())
+    lines = proc.stdout.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("class "))
+    end = next(i for i, l in enumerate(lines) if l.startswith("all "))
+    return result, lines[start:end + 1]
+
+
+def test_eval_through_predictor_matches_dygraph(work):
+    """tools/eval.py through Paddle Inference (the exported model, or the weights exported on the fly) gives
+    the dygraph evaluation's metrics, per-class table and confusion matrix, and its prediction grid."""
+    run_dir = work / "output" / "quickstart"
+    proc = ok(run(EVAL_CMD, work))
+    dygraph, dy_table = _eval_result(proc, work)
+    assert dygraph["forward"] == "Paddle dygraph" and dygraph["count"] == 360 and len(dy_table) == 12
+    runs = {"exported": (EVAL_PREDICTOR_CMD, []), "on the fly": (EVAL_CMD, ["-o", "Eval.use_predictor=true"])}
+    for how, (cmd, extra) in runs.items():
+        (run_dir / "predictions.png").unlink()
+        proc = ok(run(cmd, work, *extra))
+        result, table = _eval_result(proc, work)
+        assert result["forward"].startswith("Paddle Inference") and "through Paddle Inference" in proc.stdout
+        assert result["count"] == dygraph["count"]
+        assert result["top1"] == dygraph["top1"] and result["top5"] == dygraph["top5"], how
+        assert abs(result["loss"] - dygraph["loss"]) <= 1e-4, (how, result["loss"], dygraph["loss"])
+        assert result["confusion"] == dygraph["confusion"] and table == dy_table, how
+        assert "prediction grid" in proc.stdout
+        assert_png(run_dir / "predictions.png")
+        # whose weights: the exported model's files, or the same Global.pretrained_model
+        expected = os.path.join("output", "quickstart", "inference", "inference") if how == "exported" \
+            else dygraph["weights"]
+        assert result["weights"] == expected, how
+
+
+def test_eval_with_missing_exported_model_is_one_clear_error(work, tmp_path):
+    (work / "output" / "quickstart" / "eval.json").unlink(missing_ok=True)
+    proc = run(EVAL_CMD, work, "-o", f"Eval.model={tmp_path / 'nowhere'}")
+    assert proc.returncode == 2, proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "Eval.model" in errors[0] and "nowhere" in errors[0] and "tools/export.py" in errors[0]
+    assert not (work / "output" / "quickstart" / "eval.json").exists()  # nothing evaluated, nothing written
+
+
 def test_grid_marks_wrong_predictions_red():
     from ppvit.explain import prediction_grid
 
@@ -228,6 +273,7 @@ def test_grid_marks_wrong_predictions_red():
 def test_new_config_sections_are_checked():
     cfg = load_config(QUICKSTART)
     assert cfg["Explain"]["indices"] == [0] and cfg["Infer"]["topk"] == 5 and cfg["Eval"]["grid_images"] == 18
+    assert cfg["Eval"]["model"] is None and cfg["Eval"]["use_predictor"] is False
     with pytest.raises(ConfigError, match="unknown key Infer.image.*did you mean images"):
         load_config(QUICKSTART, ["Infer.image=a.png"])
     with pytest.raises(ConfigError, match="Explain.num_samples must be >= 2"):

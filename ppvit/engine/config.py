@@ -110,6 +110,8 @@ SCHEMA = {
     # tools/eval.py, export.py, infer.py, explain.py (ppvit/engine/predict.py)
     "Eval": {
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
+        "model": Key((str, NONE), None),  # an exported model (prefix, file or folder): run it by Paddle Inference
+        "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and evaluate that
     },
     "Export": {
         "output": Key((str, NONE), None),  # folder; null = <run dir>/inference

@@ -46,7 +46,8 @@ class Engine:
         self._check_class_count()
 
         # 4. model (+ Global.pretrained_model)
-        if mode == "eval" and not g["pretrained_model"]:
+        # (an exported model given as Eval.model brings its own weights)
+        if mode == "eval" and not g["pretrained_model"] and not cfg.get("Eval", {}).get("model"):
             g["pretrained_model"] = self._default_eval_weights()
         self.model = build_model(cfg)
         self._check_input_size()

@@ -9,10 +9,14 @@ from .builder import all_reduce_sum
 def evaluate(model, loader, loss_fn, num_classes, progress=None):
     """Mean loss and top-1/top-5 accuracy (fractions) over every sample of ``loader`` on every rank.
 
+    ``model`` is a ``paddle.nn.Layer`` (put in eval mode for the pass) or any callable mapping an NCHW
+    image tensor to a logits tensor, e.g. a Paddle Inference predictor wrapped by ``predict.eval_forward``.
     Returns a dict with ``loss``, ``top1``, ``top5``, ``count`` and ``confusion`` ([true, predicted] counts).
     """
-    was_training = model.training
-    model.eval()
+    is_layer = isinstance(model, paddle.nn.Layer)
+    was_training = is_layer and model.training
+    if is_layer:
+        model.eval()
     k = min(5, num_classes)
     loss_sum = correct1 = correct5 = count = 0.0
     confusion = np.zeros((num_classes, num_classes), dtype=np.float64)

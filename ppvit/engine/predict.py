@@ -1,8 +1,11 @@
-"""What tools/export.py, infer.py and explain.py do (and the prediction grid of tools/eval.py), from a config.
+"""What tools/export.py, infer.py and explain.py do (and the forward pass and prediction grid of
+tools/eval.py), from a config.
 
-    export(cfg)   Global.pretrained_model -> <run dir>/inference/inference.{json,pdiparams,meta.json}[,onnx]
-    infer(cfg)    Infer.images through the exported model (Paddle Inference): top-k per image, a grid PNG
-    explain(cfg)  LIME figures for test images (Explain.indices) or image files (Explain.images)
+    export(cfg)           Global.pretrained_model -> <run dir>/inference/inference.{json,pdiparams,meta.json}[,onnx]
+    infer(cfg)            Infer.images through the exported model (Paddle Inference): top-k per image, a grid PNG
+    explain(cfg)          LIME figures for test images (Explain.indices) or image files (Explain.images)
+    eval_forward(engine)  what tools/eval.py runs: the dygraph model, or Paddle Inference (Eval.model /
+                          Eval.use_predictor)
 
 User mistakes raise ``ConfigError`` (or another ``ValueError``), which the tools print as one line, exit 2.
 """
@@ -92,6 +95,17 @@ def open_predictor(prefix, device, batch_size, key):
                           "-o Global.pretrained_model=...") from None
 
 
+def predictor_of(model, folder, size, device, batch_size):
+    """``model`` exported (no ONNX, no metadata) to ``folder`` and opened with Paddle Inference: for many
+    forward passes the export pays for itself. ``folder`` must outlive the predictor (it rebuilds from the
+    files if oneDNN fails)."""
+    from ..deploy import Predictor, export_model
+
+    prefix = os.path.join(folder, EXPORT_PREFIX)
+    export_model(model, prefix, size, onnx=False)
+    return Predictor(prefix, device=device, batch_size=batch_size)
+
+
 def _as_list(value, key):
     values = value if isinstance(value, list) else [value]
     if not values:
@@ -169,11 +183,76 @@ def infer(cfg):
     return results
 
 
+# ----------------------------------------------------------------------------------------------- eval
+class EvalForward:
+    """tools/eval.py's forward pass: an NCHW float32 tensor -> logits tensor, through the engine's dygraph
+    model or a Paddle Inference predictor. ``how`` says which, ``weights`` where its weights came from."""
+
+    def __init__(self, fn, how, weights, predictor=None, tmp=None):
+        self.fn, self.how, self.weights, self.predictor = fn, how, weights, predictor
+        self._tmp = tmp  # the on-the-fly export's TemporaryDirectory: removed with this object
+
+    def __call__(self, images):
+        return self.fn(images)
+
+
+def eval_forward(engine):
+    """The forward pass of tools/eval.py (built once per engine; the metrics and the grid share it).
+
+    ``Eval.model``: an exported model run by Paddle Inference (its weights, not Global.pretrained_model's).
+    ``Eval.use_predictor``: the engine's model (Global.pretrained_model) exported to a temp folder first.
+    Otherwise the dygraph model itself. Everything downstream of the logits is the same code.
+    """
+    cached = getattr(engine, "_eval_forward", None)
+    if cached is not None:
+        return cached
+    cfg, ev = engine.cfg, engine.cfg["Eval"]
+    device, batch_size = cfg["Global"]["device"], cfg["Data"]["eval_batch_size"]
+    tmp = None
+    if ev["model"]:
+        predictor = open_predictor(ev["model"], device, batch_size, "Eval.model")
+        how, weights = "Paddle Inference", predictor.prefix
+        _check_eval_predictor(cfg, predictor, engine.eval_set[0][0])
+    elif ev["use_predictor"]:
+        tmp = tempfile.TemporaryDirectory(prefix="ppvit-eval-")
+        predictor = predictor_of(engine.model, tmp.name, input_size(cfg), device, batch_size)
+        how, weights = "Paddle Inference (exported on the fly)", cfg["Global"]["pretrained_model"]
+    else:
+        engine._eval_forward = EvalForward(engine.model, "Paddle dygraph", cfg["Global"]["pretrained_model"])
+        return engine._eval_forward
+
+    def run(images):  # the predictor takes and returns numpy
+        return paddle.to_tensor(predictor(images.numpy()))
+
+    engine._eval_forward = EvalForward(run, how, weights, predictor, tmp)
+    return engine._eval_forward
+
+
+def _check_eval_predictor(cfg, predictor, image):
+    """An exported model must take the config's test images and give Arch.num_classes logits; one whose
+    preprocessing differs from Data.transform's is evaluated on inputs it was not exported for (warned)."""
+    shape = tuple(image.shape)
+    if predictor.input_shape and tuple(predictor.input_shape) != shape:
+        raise ConfigError(f"Eval.model: {predictor.prefix} takes inputs of shape {list(predictor.input_shape)}, "
+                          f"the config's test images have shape {list(shape)} (Data.transform="
+                          f"{cfg['Data']['transform']}, Data.image_size={cfg['Data']['image_size']})")
+    n = predictor(np.asarray(image, np.float32)[None]).shape[-1]
+    if n != cfg["Arch"]["num_classes"]:
+        raise ConfigError(f"Eval.model: {predictor.prefix} predicts {n} classes, Arch.num_classes is "
+                          f"{cfg['Arch']['num_classes']}")
+    exported = (predictor.meta or {}).get("preprocess")
+    expected = preprocess_of(cfg)
+    if exported and any(not np.allclose(np.ravel(exported.get(k, np.nan)), np.ravel(expected[k]))
+                        for k in ("scale", "mean", "std")):
+        get_logger().warning(f"Eval.model: {predictor.prefix} was exported with preprocessing {exported}, "
+                             f"this config's Data.transform gives {expected}; the metrics may not be meaningful")
+
+
 # ------------------------------------------------------------------------------------------ eval grid
 @paddle.no_grad()
 def save_eval_grid(engine):
     """tools/eval.py: the first ``Eval.grid_images`` test images with predicted vs true labels (wrong ones
-    red), ``<run dir>/predictions.png``, like notebook 004's ``show_images``."""
+    red), ``<run dir>/predictions.png``, like notebook 004's ``show_images``; through ``eval_forward``."""
     from ..data import denormalize
     from ..explain.grid import save_prediction_grid
 
@@ -182,7 +261,8 @@ def save_eval_grid(engine):
         return None
     images, labels = zip(*(engine.eval_set[i] for i in range(n)))
     engine.model.eval()
-    probs = paddle.nn.functional.softmax(engine.model(paddle.to_tensor(np.stack(images))), axis=-1).numpy()
+    forward = eval_forward(engine)  # the one tools/eval.py's metrics came from
+    probs = paddle.nn.functional.softmax(forward(paddle.to_tensor(np.stack(images))), axis=-1).numpy()
     pred = probs.argmax(axis=1)
     png = save_prediction_grid(
         os.path.join(engine.run_dir, "predictions.png"),
@@ -249,11 +329,7 @@ def explain(cfg):
             model, size = load_model(cfg), input_size(cfg)
             mean, std = lime_mean_std(preprocess_of(cfg))
             if ex["use_predictor"]:  # thousands of forward passes: worth the export
-                from ..deploy import Predictor, export_model
-
-                export_model(model, os.path.join(tmp, EXPORT_PREFIX), size, onnx=False)
-                predictor = Predictor(os.path.join(tmp, EXPORT_PREFIX), device=g["device"],
-                                      batch_size=ex["batch_size"])
+                predictor = predictor_of(model, tmp, size, g["device"], ex["batch_size"])
                 predict_fn = predictor_predict_fn(predictor, mean, std)
                 how = "Paddle Inference (exported on the fly)"
             else:

@@ -234,18 +234,21 @@ def _dump_rank_digest(e):
 
 
 def evaluate_run(engine):
-    """tools/eval.py: loss/top-1/top-5 of ``Global.pretrained_model`` on the test split, a per-class table
-    and a confusion-matrix PNG (``<run dir>/confusion_matrix.png``)."""
+    """tools/eval.py: loss/top-1/top-5 of ``Global.pretrained_model`` (or of the exported ``Eval.model``) on
+    the test split, a per-class table and a confusion-matrix PNG (``<run dir>/confusion_matrix.png``)."""
+    from .predict import eval_forward
+
     e = engine
     log = setup_logging(None, console=e.is_main)
     try:
+        forward = eval_forward(e)  # the dygraph model or a Paddle Inference predictor
         n_batches = len(e.eval_loader)
         with tqdm(total=n_batches, desc="eval", disable=not e.is_main, leave=False, mininterval=1.0) as bar:
-            res = evaluate(e.model, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"], progress=bar)
+            res = evaluate(forward.fn, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"], progress=bar)
         names = e.class_names + [str(i) for i in range(len(e.class_names), res["confusion"].shape[0])]
         table = per_class_table(res["confusion"], names)
         log.info(f"{e.cfg['Arch']['name']} on {e.cfg['Data']['dataset']} test ({res['count']} images), "
-                 f"weights {e.cfg['Global']['pretrained_model']}")
+                 f"weights {forward.weights}, through {forward.how}")
         log.info(f"loss {res['loss']:.4f} | top-1 {100 * res['top1']:.2f}% | top-5 {100 * res['top5']:.2f}%")
         log.info(table)
         if e.is_main:
@@ -254,7 +257,7 @@ def evaluate_run(engine):
             png = os.path.join(out, "confusion_matrix.png")
             plot_confusion_matrix(res["confusion"], names, png)
             result = {k: res[k] for k in ("loss", "top1", "top5", "count")}
-            result.update(weights=e.cfg["Global"]["pretrained_model"], class_names=names,
+            result.update(weights=forward.weights, forward=forward.how, class_names=names,
                           confusion=res["confusion"].tolist())
             _write_text(os.path.join(out, "eval.json"), json.dumps(result, indent=1))
             log.info(f"confusion matrix: {png}")
