@@ -45,6 +45,22 @@ def _shift(t, o, n):
     return t[o:o + n]  # no gradient, or a static graph (export): a plain slice
 
 
+def _pad_hw(t, top, bottom, left, right):
+    """Zero-pad the two leading (H, W) axes of an [H, W, ...] tensor.
+
+    Dygraph: ``F.pad`` with a pad per axis (the generic ``pad`` op; several times faster than pad3d here,
+    forward and backward). Static graph (export): the pad3d op on a [1, 1, H, W, rest] NCDHW view, because
+    Paddle 3.3's oneDNN ``pad`` kernel corrupts memory, and a program holding it has to run without oneDNN
+    (see ppvit/deploy/predictor.py); pad3d's oneDNN kernel is fine (in NCDHW; it fails in NDHWC).
+    """
+    if paddle.in_dynamic_mode():
+        return F.pad(t, [top, bottom, left, right] + [0, 0] * (t.ndim - 2))
+    H, W = t.shape[:2]
+    rest = t.shape[2:]
+    t = F.pad(t.reshape([1, 1, H, W, -1]), [0, 0, left, right, top, bottom], data_format="NCDHW")
+    return t.reshape([H + top + bottom, W + left + right, -1] + rest[1:])  # batch (rest[0]) may be -1
+
+
 def dilate_attention(q, k, v, head_dim, dilation=1, kernel_size=3, scale=None, attn_drop=None):
     """Sliding-window dilated attention on spatial-major tensors.
 
@@ -60,23 +76,24 @@ def dilate_attention(q, k, v, head_dim, dilation=1, kernel_size=3, scale=None, a
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     H, W, _, d = q.shape  # batch stays -1 in reshapes so that a dynamic batch exports
-    heads = d // head_dim
     scale = scale or head_dim ** -0.5
     p = dilation * (kernel_size - 1) // 2
     Wp = W + 2 * p
     L = H * Wp
-    # pad rows by p above and p+1 below (the extra row keeps the last shifted window in range), cols by p
-    k = F.pad(k, [p, p + 1, p, p, 0, 0, 0, 0]).reshape([(H + 2 * p + 1) * Wp, -1, heads, head_dim])
-    v = F.pad(v, [p, p + 1, p, p, 0, 0, 0, 0]).reshape([(H + 2 * p + 1) * Wp, -1, heads, head_dim])
-    q = F.pad(q, [0, 0, 0, 2 * p, 0, 0, 0, 0]).reshape([L, -1, heads, head_dim])  # on the H x Wp grid
+    # pad rows by p above and p+1 below (the extra row keeps the last shifted window in range), cols by p.
+    # Rows are then (position, batch * head): 3-D operands whose only broadcast (weights times values) is
+    # along the last axis; oneDNN's binary kernels are very slow for a broadcast over an inner axis
+    k = _pad_hw(k, p, p + 1, p, p).reshape([(H + 2 * p + 1) * Wp, -1, head_dim])
+    v = _pad_hw(v, p, p + 1, p, p).reshape([(H + 2 * p + 1) * Wp, -1, head_dim])
+    q = _pad_hw(q, 0, 0, 0, 2 * p).reshape([L, -1, head_dim])  # on the H x Wp grid
     offsets = [i * dilation * Wp + j * dilation for i in range(kernel_size) for j in range(kernel_size)]
-    scores = [(q * _shift(k, o, L)).sum(-1) for o in offsets]  # k*k x (L, B, heads)
-    attn = F.softmax(paddle.stack(scores, axis=-1) * scale, axis=-1)  # L, B, heads, k*k
+    scores = [(q * _shift(k, o, L)).sum(-1) for o in offsets]  # k*k x (L, B*heads)
+    attn = F.softmax(paddle.stack(scores, axis=-1) * scale, axis=-1)  # L, B*heads, k*k
     if attn_drop is not None:
         attn = attn_drop(attn)
     out = None
     for a, o in zip(paddle.unbind(attn.unsqueeze(-2), axis=-1), offsets):
-        term = a * _shift(v, o, L)  # (L, B, heads, 1) * (L, B, heads, head_dim)
+        term = a * _shift(v, o, L)  # (L, B*heads, 1) * (L, B*heads, head_dim)
         out = term if out is None else out + term
     out = out.reshape([H, Wp, -1, d])
     # drop the wrapped columns (split, not a slice: its backward is cheap)
@@ -126,18 +143,21 @@ class MultiDilatelocalAttention(nn.Layer):
     def forward(self, x):
         _, H, W, C = x.shape
         # spatial-major so that every shifted neighbourhood is a contiguous view (see dilate_attention)
-        x = x.transpose([1, 2, 0, 3])  # H, W, B, C
-        # the 1x1 conv is a linear over channels: no NCHW round trip
-        weight = self.qkv.weight.reshape([3 * C, C]).t()
-        qkv = F.linear(x, weight, self.qkv.bias)  # H, W, B, 3C laid out as (3, num_dilation, C/num_dilation)
+        x = x.transpose([1, 2, 0, 3]).reshape([H * W, -1, C])  # HW, B, C
+        # the 1x1 conv is a linear over channels: no NCHW round trip. A matmul against the [3C, C] weight
+        # (transpose_y), not F.linear with weight.t(): Paddle 3.3's oneDNN rejects the latter on a 4-D input.
+        # 3-D operands here and in proj: Paddle Inference runs a 4-D fc on its plain (slow) kernel
+        qkv = paddle.matmul(x, self.qkv.weight.reshape([3 * C, C]), transpose_y=True)
+        if self.qkv.bias is not None:
+            qkv = qkv + self.qkv.bias  # HW, B, 3C laid out as (3, num_dilation, C/num_dilation)
         n = self.num_dilation
         # q_0..q_n-1, k_0.., v_0..: views (unbind, whose backward is one stack; slices' backward is slow)
         parts = paddle.unbind(qkv.reshape([H, W, -1, 3 * n, C // n]), axis=3)  # each H, W, B, C/n
         outs = [attn(parts[g], parts[n + g], parts[2 * n + g])
                 for g, attn in enumerate(self.dilate_attention)]  # each H, W, B, C/n
         # group-major channels, as the notebook's output; concat, never a write into the input
-        x = paddle.concat(outs, axis=-1).transpose([2, 0, 1, 3])  # B, H, W, C
-        return self.proj_drop(self.proj(x))
+        x = self.proj_drop(self.proj(paddle.concat(outs, axis=-1).reshape([H * W, -1, C])))  # HW, B, C
+        return x.transpose([1, 0, 2]).reshape([-1, H, W, C])  # B, H, W, C
 
 
 class GlobalAttention(Attention):
@@ -164,10 +184,13 @@ class Block(nn.Layer):
 
     def forward(self, x):
         x = x + self.pos_embed(x)
-        x = x.transpose([0, 2, 3, 1])  # B, H, W, C
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+        _, C, H, W = x.shape
+        # tokens [B, HW, C] rather than a [B, H, W, C] map around the MLP: Paddle Inference runs a 4-D fc
+        # on its plain CPU kernel instead of oneDNN's (several times slower)
+        x = x.flatten(2).transpose([0, 2, 1])  # B, HW, C
+        x = x + self.drop_path(self.attn(self.norm1(x).reshape([-1, H, W, C])).reshape([-1, H * W, C]))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x.transpose([0, 3, 1, 2])  # B, C, H, W
+        return x.transpose([0, 2, 1]).reshape([-1, C, H, W])  # B, C, H, W
 
 
 class PatchEmbed(nn.Layer):
