@@ -131,7 +131,7 @@ def _official_file(workdir, model_name, filename):
     """A full-size checkpoint in the official PyTorch layout (made from a fresh ppvit model by undoing the
     key map's Linear transposes), saved under the name the README downloads."""
     import ppvit
-    from ppvit.convert import _family
+    from ppvit.commands.convert import _family
     from tests.torch_files import save_torch_zip
 
     module, _ = _family(model_name)

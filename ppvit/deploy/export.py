@@ -18,6 +18,7 @@ import tempfile
 
 import paddle
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..io import atomic_path
 
 logger = logging.getLogger("ppvit")
@@ -27,8 +28,6 @@ META_FORMAT = "ppvit.inference"
 META_VERSION = 1
 INPUT_NAME = "x"
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
 
 # What the notebooks' eval transforms do: cv2 backend (RGB arrays from the CIFAR loader), Resize((H, W)),
