@@ -21,12 +21,12 @@ import time
 import numpy as np
 import paddle
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from notebook_reference import load_notebook
 
-import ppvit  # noqa: E402
-from ppvit.models.convit import GPSA  # noqa: E402
-from tests.reference import nb002_convit as nb  # noqa: E402
+import ppvit
+from ppvit.models.convit import GPSA
+
+nb = load_notebook("nb002_convit")
 
 HEADS = {"tiny": 4, "small": 9, "base": 16}
 

@@ -20,17 +20,15 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 from paddle.base import core  # noqa: E402
 
+from notebook_reference import load_notebook  # noqa: E402
 from ppvit.models.dilateformer import MultiDilatelocalAttention, dilate_attention  # noqa: E402
-from reference.nb004_dilateformer import DilateAttention as NotebookCore  # noqa: E402
-from reference.nb004_dilateformer import MultiDilatelocalAttention as NotebookAttention  # noqa: E402
+
+NotebookCore = load_notebook("nb004_dilateformer").DilateAttention
+NotebookAttention = load_notebook("nb004_dilateformer").MultiDilatelocalAttention
 
 
 class NotebookNoInplace(NotebookAttention):

@@ -21,8 +21,6 @@ if not os.environ.get("OMP_NUM_THREADS"):
     except AttributeError:
         os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 

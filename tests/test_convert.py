@@ -309,11 +309,8 @@ def test_shape_mismatch_is_listed(tmp_path):
 
 
 def test_tool_user_errors_exit_2(tmp_path, capsys):
-    sys.path.insert(0, os.path.dirname(TOOL))
-    try:
-        import convert_weights
-    finally:
-        sys.path.remove(os.path.dirname(TOOL))
+    from ppvit.commands.cli import main  # what tools/convert_weights.py and `ppvit convert` run
+
     src = os.path.join(FIXTURES, "convit_official_tiny.pth")
     cases = [
         (["--model", "convit_tiy", "--src", src, "--dst", str(tmp_path / "a.pdparams")], "convit_tiny"),
@@ -322,7 +319,7 @@ def test_tool_user_errors_exit_2(tmp_path, capsys):
          "not found"),
     ]
     for argv, expected in cases:
-        assert convert_weights.main(argv) == 2
+        assert main(["convert"] + argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err, err
     assert not any(p.name.startswith("a.") for p in tmp_path.iterdir())
