@@ -15,7 +15,6 @@ peak above what was allocated before the measured step (weights and input exclud
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ from notebook_reference import load_notebook
 
 import ppvit
 from ppvit.models.convit import GPSA
+from ppvit.utils.device import resolve_device
 
 nb = load_notebook("nb002_convit")
 
@@ -125,8 +125,7 @@ def compare(title, ours, theirs, x, meter, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    gpu = args.device == "gpu" or (args.device == "auto" and paddle.device.is_compiled_with_cuda()
-                                   and paddle.device.cuda.device_count() > 0)
+    gpu = resolve_device(args.device)[0] == "gpu"
     paddle.set_device("gpu" if gpu else "cpu")
     meter = Meter(gpu)
     paddle.seed(0)

@@ -10,7 +10,6 @@ their logits.
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 

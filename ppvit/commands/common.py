@@ -5,7 +5,6 @@ User mistakes raise ``ConfigError`` (or another ``ValueError``), which the CLI p
 """
 import os
 
-import numpy as np
 import paddle
 
 from ..engine.builder import build_device, build_model, check_input_size, seed_everything

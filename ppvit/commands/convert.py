@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from ..io import compare_state_dict, save_state, state_dict_mismatch_message
+from ..io import CheckpointError, compare_state_dict, save_state, state_dict_mismatch_message
 from ..io.torch_checkpoint import ConversionError, read_checkpoint
 
 __all__ = ["ConversionError", "read_checkpoint", "convert_state_dict", "build_model", "convert_checkpoint",
