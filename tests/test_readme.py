@@ -189,10 +189,11 @@ def fine_tune_dilateformer(workdir):
               "pretrained/dilateformer_t.safetensors")
 
 
-def issue4_tools(workdir):
-    """export/infer/explain: run exactly as written by tests/test_tools_issue4.py (after a short training run
-    and with a folder of images), which checks their outputs; here: that those are the README's lines."""
-    from tests import test_tools_issue4 as t
+def export_infer_explain_tools(workdir):
+    """export/infer/explain: run exactly as written by tests/test_export_infer_explain_tools.py (after a short
+    training run and with a folder of images), which checks their outputs; here: that those are the README's
+    lines."""
+    from tests import test_export_infer_explain_tools as t
 
     cmds = readme_commands()
     for cmd in (t.EXPORT_CMD, t.INFER_CMD, t.EXPLAIN_CMD, t.EXPLAIN_PREDICTOR_CMD, t.EVAL_PREDICTOR_CMD):
@@ -217,6 +218,7 @@ COMMANDS_CONVERT_CONVIT = ("python tools/convert_weights.py --model convit_tiny 
 COMMANDS_CONVERT_DILATE = ("python tools/convert_weights.py --model dilateformer_t --src dilateformer_tiny.pth "
                            "--dst pretrained/dilateformer_t.safetensors")
 
+TOOLS = export_infer_explain_tools
 COMMANDS = {
     QUICK_START: quick_start,
     TEST_COMMAND: test_command,
@@ -237,13 +239,13 @@ COMMANDS = {
     COMMANDS_CONVERT_DILATE: convert_dilateformer,
     "python tools/train.py -c configs/convit_tiny_ft.yaml": fine_tune_convit,
     "python tools/export.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams":
-        issue4_tools,
-    "python tools/infer.py -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3": issue4_tools,
+        TOOLS,
+    "python tools/infer.py -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3": TOOLS,
     "python tools/explain.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"
-    " -o 'Explain.indices=[0,3]'": issue4_tools,
-    "python tools/eval.py -c configs/quickstart.yaml -o Eval.model=output/quickstart/inference": issue4_tools,
+    " -o 'Explain.indices=[0,3]'": TOOLS,
+    "python tools/eval.py -c configs/quickstart.yaml -o Eval.model=output/quickstart/inference": TOOLS,
     "python tools/explain.py -c configs/quickstart.yaml -o Explain.model=output/quickstart/inference"
-    " -o 'Explain.indices=[0,3]'": issue4_tools,
+    " -o 'Explain.indices=[0,3]'": TOOLS,
     "python tools/train.py -c configs/dilateformer_t_ft.yaml": fine_tune_dilateformer,
 }
 

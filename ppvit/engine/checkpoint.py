@@ -11,7 +11,7 @@ import random
 import numpy as np
 import paddle
 
-from ..io import CheckpointError, atomic_path, check_state_dict, save_state
+from ..io import CheckpointError, check_state_dict, save_state
 from .config import ConfigError, run_dir
 
 LATEST = "latest"
@@ -81,8 +81,7 @@ def save_latest(run_dir, model, optimizer, scheduler, meta, ema=None):
         "rng": rng_state(),
         "meta": meta,
     }
-    with atomic_path(prefix + ".pdstate") as tmp:
-        paddle.save(state, tmp)
+    save_state(state, prefix + ".pdstate")
     save_weights(model, optimizer, prefix)
 
 

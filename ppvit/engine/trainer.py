@@ -73,7 +73,7 @@ def _log_header(e, log):
     resumed = f", resumed from {e.resume_meta['path']} at epoch {e.start_epoch + 1} batch {e.start_batch}" \
         if e.resume_meta else ""
     log.info(f"ppvit train: {cfg['Global']['run_name']} | model {cfg['Arch']['name']} "
-             f"({_fmt_count(count_params(e.model))} trainable params) | device {e.device} x{e.world_size}{resumed}")
+             f"({_fmt_count(count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
     log.info(f"data {cfg['Data']['dataset']}: {len(e.train_set)} train / {len(e.eval_set)} test images, "
              f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
              f"{cfg['Optimizer']['name']} lr {cfg['Optimizer']['lr']} ({cfg['Optimizer']['scheduler']}) | "

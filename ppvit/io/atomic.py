@@ -39,6 +39,6 @@ def write_text(path, text):
 
 
 def write_json(path, data, indent=1):
-    """Write ``data`` as strict JSON, atomically. Raises ``ValueError`` (before anything is written) when it
-    holds NaN or an infinity, which JSON cannot represent."""
-    return write_text(path, json.dumps(data, indent=indent, allow_nan=False))
+    """Write ``data`` as strict JSON (UTF-8, non-ASCII kept as is, a final newline), atomically. Raises
+    ``ValueError`` (before anything is written) when it holds NaN or an infinity, which JSON cannot represent."""
+    return write_text(path, json.dumps(data, indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
