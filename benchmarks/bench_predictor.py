@@ -10,7 +10,6 @@ their logits.
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 
@@ -20,8 +19,6 @@ if not os.environ.get("OMP_NUM_THREADS"):
         os.environ["OMP_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
     except AttributeError:
         os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402

@@ -14,7 +14,6 @@ import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # before paddle is imported
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import paddle  # noqa: E402
 
@@ -48,7 +47,7 @@ _PAPER_GMACS = {
     "dilateformer_t": "3.2", "dilateformer_s": "4.8", "dilateformer_b": "10.0",
 }
 
-# table order: the families as DESIGN.md lists them, each from its smallest model up
+# table order: the families in the order of the sources (000-004), each from its smallest model up
 _FAMILIES = ("conv2former", "convit", "coatnet", "convmixer", "dilateformer")
 
 

@@ -7,7 +7,8 @@ import sys
 import pytest
 import yaml
 
-from ppvit.engine import evaluate, load_config
+from ppvit.commands.evaluate import evaluate
+from ppvit.engine import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {

@@ -1,4 +1,4 @@
-"""Registry-wide checks: every name of DESIGN.md is registered, every model trains, pretrained loading."""
+"""Registry-wide checks: every name of the README's zoo is registered, every model trains, pretrained loading."""
 import logging
 
 import numpy as np

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import ppvit
-from ppvit.engine import Engine, evaluate, load_config, train
+from ppvit.commands.evaluate import evaluate
+from ppvit.engine import Engine, load_config, train
 from ppvit.engine.checkpoint import load_latest
 from ppvit.io import load_state
 

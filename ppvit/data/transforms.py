@@ -11,10 +11,9 @@ from typing import Callable
 import numpy as np
 import paddle.vision.transforms as T
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _conv2former_cifar(mode, size):

@@ -107,7 +107,7 @@ SCHEMA = {
         "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]")),
         "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]")),
     },
-    # tools/eval.py, export.py, infer.py, explain.py (ppvit/engine/predict.py)
+    # tools/eval.py, export.py, infer.py, explain.py (ppvit/commands/)
     "Eval": {
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
         "model": Key((str, NONE), None),  # an exported model (prefix, file or folder): run it by Paddle Inference

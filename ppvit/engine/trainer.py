@@ -1,6 +1,5 @@
-"""The training loop (one tqdm bar and one summary line per epoch) and the evaluation run."""
+"""The training loop: one tqdm bar and one summary line per epoch, validation, checkpoints and curves."""
 import hashlib
-import json
 import math
 import os
 import time
@@ -9,13 +8,14 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from ..io import atomic_path
+from ..io import write_json, write_text
+from ..models.profile import count_params
 from . import checkpoint as ckpt
-from .builder import all_reduce_sum
 from .config import dump
-from .evaluator import evaluate, per_class_table
+from .distributed import all_reduce_sum
+from .evaluator import evaluate
 from .logger import close_logging, setup_logging
-from .plots import plot_confusion_matrix, plot_learning_curve
+from .plots import plot_learning_curve
 
 
 class NonFiniteLossError(RuntimeError):
@@ -28,18 +28,8 @@ def _fmt_time(seconds):
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60:02d}:{rem % 60:02d}"
 
 
-def _write_text(path, text):
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-
 def _fmt_count(n):
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
-
-
-def _count_params(model):
-    return sum(int(np.prod(p.shape)) for p in model.parameters())
 
 
 def train(engine, until_epoch=None):
@@ -54,7 +44,7 @@ def train(engine, until_epoch=None):
     try:
         if e.is_main:
             os.makedirs(out, exist_ok=True)
-            _write_text(os.path.join(out, "config.yaml"), dump(e.cfg))
+            write_text(os.path.join(out, "config.yaml"), dump(e.cfg))
         _log_header(e, log)
         stop = g["epochs"] if until_epoch is None else min(until_epoch, g["epochs"])
         for epoch in range(e.start_epoch, stop):
@@ -83,7 +73,7 @@ def _log_header(e, log):
     resumed = f", resumed from {e.resume_meta['path']} at epoch {e.start_epoch + 1} batch {e.start_batch}" \
         if e.resume_meta else ""
     log.info(f"ppvit train: {cfg['Global']['run_name']} | model {cfg['Arch']['name']} "
-             f"({_fmt_count(_count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
+             f"({_fmt_count(count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
     log.info(f"data {cfg['Data']['dataset']}: {len(e.train_set)} train / {len(e.eval_set)} test images, "
              f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
              f"{cfg['Optimizer']['name']} lr {cfg['Optimizer']['lr']} ({cfg['Optimizer']['scheduler']}) | "
@@ -228,39 +218,5 @@ def _dump_rank_digest(e):
         h.update(name.encode())
         h.update(np.ascontiguousarray(value.numpy()).tobytes())
     os.makedirs(folder, exist_ok=True)
-    _write_text(os.path.join(folder, f"rank{e.rank}.json"),
-                json.dumps({"rank": e.rank, "world_size": e.world_size, "sha256": h.hexdigest(),
-                            "global_step": e.global_step}))
-
-
-def evaluate_run(engine):
-    """tools/eval.py: loss/top-1/top-5 of ``Global.pretrained_model`` (or of the exported ``Eval.model``) on
-    the test split, a per-class table and a confusion-matrix PNG (``<run dir>/confusion_matrix.png``)."""
-    from .predict import eval_forward
-
-    e = engine
-    log = setup_logging(None, console=e.is_main)
-    try:
-        forward = eval_forward(e)  # the dygraph model or a Paddle Inference predictor
-        n_batches = len(e.eval_loader)
-        with tqdm(total=n_batches, desc="eval", disable=not e.is_main, leave=False, mininterval=1.0) as bar:
-            res = evaluate(forward.fn, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"], progress=bar)
-        names = e.class_names + [str(i) for i in range(len(e.class_names), res["confusion"].shape[0])]
-        table = per_class_table(res["confusion"], names)
-        log.info(f"{e.cfg['Arch']['name']} on {e.cfg['Data']['dataset']} test ({res['count']} images), "
-                 f"weights {forward.weights}, through {forward.how}")
-        log.info(f"loss {res['loss']:.4f} | top-1 {100 * res['top1']:.2f}% | top-5 {100 * res['top5']:.2f}%")
-        log.info(table)
-        if e.is_main:
-            out = e.run_dir
-            os.makedirs(out, exist_ok=True)
-            png = os.path.join(out, "confusion_matrix.png")
-            plot_confusion_matrix(res["confusion"], names, png)
-            result = {k: res[k] for k in ("loss", "top1", "top5", "count")}
-            result.update(weights=forward.weights, forward=forward.how, class_names=names,
-                          confusion=res["confusion"].tolist())
-            _write_text(os.path.join(out, "eval.json"), json.dumps(result, indent=1))
-            log.info(f"confusion matrix: {png}")
-        return res
-    finally:
-        close_logging()
+    write_json(os.path.join(folder, f"rank{e.rank}.json"),
+               {"rank": e.rank, "world_size": e.world_size, "sha256": h.hexdigest(), "global_step": e.global_step})

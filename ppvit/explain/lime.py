@@ -27,6 +27,9 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import pairwise_distances
 from tqdm import tqdm
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..utils.device import has_gpu
+from ..utils.softmax import softmax as _softmax
 from .plots import explanation_image, save_lime_figure, save_rgb, show_image
 
 __all__ = [
@@ -34,9 +37,8 @@ __all__ = [
     "paddle_predict_fn", "predictor_predict_fn", "load_image", "restore_image",
 ]
 
-# The notebooks normalise with ImageNet statistics, and so does interpretdl's fixed preprocessing.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The notebooks normalise with ImageNet statistics (ppvit.constants), and so does interpretdl's fixed
+# preprocessing.
 
 # interpretdl calls ``quickshift(image, sigma=1)``: scikit-image's defaults plus a light blur.
 QUICKSHIFT_INTERPRETDL = dict(kernel_size=5, max_dist=10, ratio=1.0, sigma=1)
@@ -65,12 +67,6 @@ def _normalize_nchw(images, mean, std):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # N, 3, H, W
 
 
-def _softmax(logits):
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def predictor_predict_fn(predictor, mean=IMAGENET_MEAN, std=IMAGENET_STD, softmax=True):
     """Wrap ``predictor(nchw_float32) -> logits`` (numpy in, numpy out) into a LIME ``predict_fn``.
 
@@ -89,7 +85,7 @@ def predictor_predict_fn(predictor, mean=IMAGENET_MEAN, std=IMAGENET_STD, softma
         out = np.asarray(out, dtype=np.float64)
         if out.ndim != 2:
             raise ValueError(f"the predictor must return a [N, num_classes] array, got shape {out.shape}")
-        return _softmax(out) if softmax else out
+        return _softmax(out, axis=1) if softmax else out
 
     predict_fn.mean, predict_fn.std = mean, std
     return predict_fn
@@ -134,15 +130,12 @@ def load_image(path, resize_to=224, crop_to=None):
     """Read an image file as RGB uint8 HWC: shorter side resized to ``resize_to``, then a centre square
     crop of ``crop_to`` (interpretdl's ``read_image``). ``resize_to=None`` keeps the original size."""
     import cv2
-    from PIL import Image, UnidentifiedImageError
+
+    from ..io.images import read_image
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            img = np.array(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read {path} as an image: {e}") from None
+    img = read_image(path, "RGB")
     if resize_to is not None:
         h, w = img.shape[:2]
         scale = resize_to / min(h, w)
@@ -451,8 +444,7 @@ class LimeImageExplainer:
                                crop_to, visual, save_path):
         device = self.device
         if device is None:
-            import paddle
-            device = "gpu:0" if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() else "cpu"
+            device = "gpu:0" if has_gpu() else "cpu"
         interpreter = self._interpretdl.LIMECVInterpreter(self.model, device=device, random_seed=self.random_seed)
         if hasattr(data, "numpy") and not isinstance(data, np.ndarray):
             data = data.numpy()

@@ -4,7 +4,8 @@ import warnings
 
 import paddle
 
-from ..io import CheckpointError, load_state
+from ..io import (CheckpointError, StateDictDiff, compare_state_dict, load_state, state_dict_mismatch_message,
+                  unwrap_state_dict)
 
 logger = logging.getLogger("ppvit")
 
@@ -21,31 +22,18 @@ def load_pretrained(model, path_or_state, strict=True):
     Head weights whose shapes differ (another class count) are skipped and logged; any other missing,
     unexpected or mismatched key raises ``CheckpointError`` listing them.
     """
-    state = load_state(path_or_state) if not isinstance(path_or_state, dict) else path_or_state
+    state = load_state(path_or_state) if not isinstance(path_or_state, dict) else unwrap_state_dict(path_or_state)
     source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
     own = model.state_dict()
     heads = head_prefixes(model)
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched, skipped_head = [], []
-    for k, v in own.items():
-        if k in state and tuple(state[k].shape) != tuple(v.shape):
-            if k.startswith(heads):
-                skipped_head.append(k)
-            else:
-                mismatched.append(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}")
-    # a headless checkpoint (e.g. num_classes=0) may also leave the head out
-    head_missing = [k for k in missing if k.startswith(heads)]
-    missing = [k for k in missing if not k.startswith(heads)]
-    if strict and (missing or unexpected or mismatched):
-        parts = []
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if keys:
-                shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
-                parts.append(f"{title} keys: {shown}")
-        raise CheckpointError(
-            f"{source} does not match model {type(model).__name__}: " + "; ".join(parts)
-        )
+    diff = compare_state_dict(own, state)
+    # another class count: the head's shapes differ; a headless checkpoint (e.g. num_classes=0) lacks it
+    skipped_head = [k for k, _, _ in diff.mismatched if k.startswith(heads)]
+    head_missing = [k for k in diff.missing if k.startswith(heads)]
+    diff = StateDictDiff([k for k in diff.missing if not k.startswith(heads)], diff.unexpected,
+                         [m for m in diff.mismatched if not m[0].startswith(heads)])
+    if strict and diff:
+        raise CheckpointError(state_dict_mismatch_message(diff, source, type(model).__name__))
     to_load = {k: paddle.to_tensor(state[k], dtype=own[k].dtype) for k in own
                if k in state and k not in skipped_head and tuple(state[k].shape) == tuple(own[k].shape)}
     with warnings.catch_warnings():  # the skipped head is reported below, once
@@ -72,10 +60,7 @@ def apply_key_map(state_dict, key_map):
 
     import numpy as np
 
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
-            break
+    state_dict = unwrap_state_dict(state_dict)
     out = {}
     for key, value in state_dict.items():
         if any(re.search(p, key) for p in key_map.get("drop", ())):
