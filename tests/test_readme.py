@@ -131,10 +131,9 @@ def _official_file(workdir, model_name, filename):
     """A full-size checkpoint in the official PyTorch layout (made from a fresh ppvit model by undoing the
     key map's Linear transposes), saved under the name the README downloads."""
     import ppvit
-    from ppvit.convert import _family
     from tests.torch_files import save_torch_zip
 
-    module, _ = _family(model_name)
+    module = sys.modules[ppvit.get_model_cfg(model_name).checkpoint_filter_fn.__module__]
     transposed = module.TORCH_KEY_MAP.get("transpose", ())
     state = {}
     for k, v in ppvit.create_model(model_name).state_dict().items():

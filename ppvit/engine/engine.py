@@ -121,17 +121,16 @@ class Engine:
 
     @paddle.no_grad()
     def _check_input_size(self):
-        """One eval-mode forward on a test image, so an Arch/Data size mismatch stops before any file is
-        written (and without consuming random numbers)."""
+        """One eval-mode forward on a test image, so an input size the model cannot take (too small for its
+        downsampling, say) stops before any file is written (and without consuming random numbers)."""
         image = paddle.to_tensor(self.eval_set[0][0][None])
         self.model.eval()
         try:
             self.model(image)
         except ValueError as e:
-            d = self.cfg["Data"]
-            raise ConfigError(f"the model does not accept the data: {e} (Data.transform={d['transform']}, "
-                              f"Data.image_size={d['image_size']} give inputs of shape "
-                              f"{list(image.shape[1:])}; match Arch's image size)") from None
+            raise ConfigError(f"the model does not accept the data: {e} (Arch.img_size="
+                              f"{self.cfg['Arch']['img_size']} gives inputs of shape {list(image.shape[1:])}; "
+                              "set another with -o Arch.img_size=...)") from None
         finally:
             self.model.train()
 
