@@ -8,6 +8,7 @@ import pytest
 import ppvit
 from ppvit.io import save_state
 from ppvit.models.coatnet import CoAtNet, checkpoint_filter_fn, relative_position_index
+from ppvit.models.registry import rename_old_kwargs
 from tests.parity import count_params
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -47,7 +48,7 @@ def test_matches_pytorch_source(tmp_path):
 
 def test_relative_index_is_derived_not_stored():
     torch_state, cfg, _, _ = load_fixture("coatnet_tiny64")
-    model = CoAtNet(**cfg)
+    model = CoAtNet(**rename_old_kwargs(cfg))  # 003 spells img_size image_size
     assert not any("relative_index" in k for k in model.state_dict())
     assert not any("relative_index" in k for k in checkpoint_filter_fn(torch_state))
     # ...and it equals the buffer the PyTorch code saves
