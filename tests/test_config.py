@@ -172,7 +172,7 @@ def test_data_image_size_is_refused_with_the_fix():
 def test_arch_image_size_is_the_old_spelling_of_img_size():
     cfg = load_config(None, base=_minimal({"name": "coatnet_0", "image_size": 64}))
     assert cfg["Arch"]["img_size"] == 64 and "image_size" not in cfg["Arch"]
-    with pytest.raises(ConfigError, match="same key"):
+    with pytest.raises(ConfigError, match="Arch: got both image_size= and img_size="):
         load_config(None, base=_minimal({"name": "coatnet_0", "image_size": 64, "img_size": 64}))
 
 

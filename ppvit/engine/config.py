@@ -185,8 +185,8 @@ def validate(cfg):
         given = cfg.get(section) or {}
         if not isinstance(given, dict):
             raise ConfigError(f"config section {section} must be a mapping of keys, got {given!r}")
-        if section == "Arch" and "image_size" in given:  # 003's spelling of img_size
-            given = {("img_size" if k == "image_size" else k): v for k, v in given.items()}
+        if section == "Arch":  # 003's spellings image_size / in_channels, as create_model accepts them
+            given = _timm_names(given)
         out[section] = {}
         for key, value in given.items():
             if key not in keys and section not in OPEN_SECTIONS:
@@ -208,16 +208,22 @@ def validate(cfg):
 
 
 def _check_size_keys(cfg):
-    """One key for the input size: ``Arch.img_size``. The older ``Data.image_size`` and the two spellings of
-    one Arch key together are refused with the fix."""
-    data, arch = cfg.get("Data"), cfg.get("Arch")
+    """One key for the input size: ``Arch.img_size``. The older ``Data.image_size`` is refused with the fix."""
+    data = cfg.get("Data")
     if isinstance(data, dict) and "image_size" in data:
         raise ConfigError(
             f"Data.image_size ({data['image_size']!r}) is no longer a key: the input size is set once, by "
             "Arch.img_size (the model is built for it and the data pipeline resizes to it); write "
             f"Arch.img_size: {data['image_size']!r} in the config or pass -o Arch.img_size={data['image_size']}")
-    if isinstance(arch, dict) and "image_size" in arch and "img_size" in arch:
-        raise ConfigError("Arch.image_size and Arch.img_size are the same key (the input size); keep Arch.img_size")
+
+
+def _timm_names(arch):
+    from ..models.registry import rename_old_kwargs
+
+    try:
+        return rename_old_kwargs(arch)
+    except TypeError as e:
+        raise ConfigError(f"Arch: {e}") from None
 
 
 def _fill_input_size(cfg):
