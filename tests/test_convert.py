@@ -49,7 +49,7 @@ def _conv2former_kwargs(cfg):
 
 
 def _coatnet_kwargs(cfg):
-    return {k: cfg[k] for k in ("image_size", "num_blocks", "channels")}
+    return {"img_size": cfg["image_size"], **{k: cfg[k] for k in ("num_blocks", "channels")}}
 
 
 def _convmixer_kwargs(cfg):
@@ -365,7 +365,7 @@ def test_train_tool_finetunes_from_converted_checkpoint(converted_convit, tmp_pa
                  "Global.device=cpu", "Global.print_interval=1", "Data.dataset=digits",
                  f"Data.data_file={tmp_path / 'digits.tar.gz'}", "Data.limit=8", "Data.batch_size=4",
                  "Data.eval_batch_size=8", "Data.num_workers=0", "Data.transform=basic",
-                 f"Data.image_size={kwargs['img_size']}", "Optimizer.warmup_epochs=0"]
+                 "Optimizer.warmup_epochs=0"]
     overrides += [f"Arch.{k}={v}" for k, v in kwargs.items()]
     cmd = [sys.executable, train, "-c", os.path.join(ROOT, "configs", "convit_tiny_ft.yaml")]
     for o in overrides:

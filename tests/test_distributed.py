@@ -14,11 +14,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {
     "Global": {"device": "cpu", "seed": 3, "epochs": 2, "run_name": "tiny"},
     "Arch": {"name": "conv2former_n_cifar", "num_classes": 10, "dims": [8, 16], "depths": [1, 1],
-             "kernel_size": 3, "drop_path_rate": 0.1},
+             "kernel_size": 3, "drop_path_rate": 0.1, "img_size": 16},
     "Loss": {"name": "LabelSmoothingCrossEntropy", "smoothing": 0.1},
     "Optimizer": {"name": "AdamW", "lr": 0.003, "weight_decay": 0.01},
     # 70 test images: an odd share per rank (35 + 35) and a last eval batch smaller than the others
-    "Data": {"dataset": "digits", "transform": "conv2former_cifar", "image_size": 16, "limit": 70,
+    "Data": {"dataset": "digits", "transform": "conv2former_cifar", "limit": 70,
              "batch_size": 8, "eval_batch_size": 16, "num_workers": 0, "mixup_alpha": 0.2},
 }
 

@@ -28,22 +28,23 @@ logger = logging.getLogger("ppvit")
 OUTPUT_SUFFIXES = (".pdparams", ".safetensors")
 
 
-def _family(model_name):
-    from ..models import registry
+def _filter_fn(model_name):
+    """The ``checkpoint_filter_fn`` of ``model_name``'s cfg (its family's key map)."""
+    from ..models import get_model_cfg
 
-    if not registry.is_model(model_name):
-        raise ConversionError(registry.unknown_model_message(model_name))
-    module = sys.modules[registry._MODELS[model_name].__module__]
-    fn = getattr(module, "checkpoint_filter_fn", None)
+    try:
+        fn = get_model_cfg(model_name).checkpoint_filter_fn
+    except ValueError as e:  # unknown name
+        raise ConversionError(str(e)) from None
     if fn is None:
-        raise ConversionError(f"{model_name}: its family ({module.__name__}) has no PyTorch key map "
-                              "(checkpoint_filter_fn) yet")
-    return module, fn
+        raise ConversionError(f"{model_name} has no PyTorch key map (checkpoint_filter_fn in its cfg): its "
+                              "weights come from ppvit/Paddle only")
+    return fn
 
 
 def convert_state_dict(model_name, torch_state):
     """Apply the key map of ``model_name``'s family: PyTorch names/layouts -> Paddle {name: np.ndarray}."""
-    _, filter_fn = _family(model_name)
+    filter_fn = _filter_fn(model_name)
     try:
         return filter_fn(dict(torch_state))
     except CheckpointError as e:
@@ -54,7 +55,7 @@ def convert_state_dict(model_name, torch_state):
 
 def _head_classes(model, state):
     """Class count of the checkpoint's classifier (Paddle Linear weights are [in, out])."""
-    for name in getattr(model, "head_names", ("head",)):
+    for name in (model.pretrained_cfg["classifier"],):
         w = state.get(f"{name}.weight")
         if w is not None and w.ndim == 2:
             return int(w.shape[1])
@@ -89,7 +90,7 @@ def convert_checkpoint(model_name, src, dst, reader="auto", **model_kwargs):
         raise ConversionError(f"--dst must end with .pdparams or .safetensors, got {dst}")
     if os.path.abspath(src) == os.path.abspath(dst):
         raise ConversionError("--src and --dst are the same file")
-    _family(model_name)  # unknown model / family without key map: fail before reading a big file
+    _filter_fn(model_name)  # unknown model / family without key map: fail before reading a big file
     torch_state = read_checkpoint(src, reader=reader)
     state = convert_state_dict(model_name, torch_state)
     model = build_model(model_name, state, **model_kwargs)

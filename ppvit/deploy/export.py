@@ -18,7 +18,7 @@ import tempfile
 
 import paddle
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..io import write_json
 
 logger = logging.getLogger("ppvit")
@@ -52,8 +52,8 @@ def default_preprocess(input_size):
         "interpolation": "bilinear",
         "channel_order": "RGB",  # channel order the model was trained on (cv2 reads BGR)
         "scale": 1.0 / 255.0,  # pixels are multiplied by this before (x - mean) / std
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(IMAGENET_DEFAULT_MEAN),
+        "std": list(IMAGENET_DEFAULT_STD),
     }
 
 

@@ -84,10 +84,8 @@ def check_input_size(model, input_shape, cfg):
     try:
         model(paddle.zeros([1, *input_shape]))
     except ValueError as e:
-        d = cfg["Data"]
-        raise ConfigError(f"the model does not accept the data: {e} (Data.transform={d['transform']}, "
-                          f"Data.image_size={d['image_size']} give inputs of shape {list(input_shape)}; "
-                          "match Arch's image size)") from None
+        raise ConfigError(f"the model does not accept the data: {e} (Arch.img_size={cfg['Arch'].get('img_size')} "
+                          f"gives inputs of shape {list(input_shape)}; set another with -o Arch.img_size=...)") from None
     finally:
         if was_training:
             model.train()

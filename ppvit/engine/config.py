@@ -76,6 +76,9 @@ SCHEMA = {
     "Arch": {
         "name": Key(str, REQUIRED),
         "num_classes": Key(int, REQUIRED, check=POSITIVE),
+        # the one input-size key: the model is built for it and the data pipeline resizes to it;
+        # null = the model's default (get_model_cfg(Arch.name).input_size)
+        "img_size": Key((int, NONE), None, check=POSITIVE),
         # any other key is passed to the model builder
     },
     "Loss": {
@@ -96,7 +99,6 @@ SCHEMA = {
         "dataset": Key(str, "cifar10", choices=("cifar10", "digits")),
         "data_file": Key((str, NONE), None),
         "transform": Key(str, "conv2former_cifar"),
-        "image_size": Key((int, NONE), None, check=POSITIVE),  # null: the pipeline's own (32 or 224)
         "batch_size": Key(int, REQUIRED, check=POSITIVE),
         "eval_batch_size": Key(int, REQUIRED, check=POSITIVE),
         "num_workers": Key(int, 0, check=NON_NEGATIVE),
@@ -137,6 +139,8 @@ SCHEMA = {
     },
 }
 OPEN_SECTIONS = ("Arch",)  # sections whose extra keys are model kwargs
+# keys of the validated config that no user sets: derived from others by ``validate``
+DERIVED = {("Data", "image_size"): "Arch.img_size"}
 
 
 def _suggest(word, options):
@@ -175,11 +179,14 @@ def validate(cfg):
         if section not in SCHEMA:
             raise ConfigError(f"unknown config section {section!r}{_suggest(section, SCHEMA)}; "
                               f"accepted sections: {', '.join(SCHEMA)}")
+    _check_size_keys(cfg)
     out = {}
     for section, keys in SCHEMA.items():
         given = cfg.get(section) or {}
         if not isinstance(given, dict):
             raise ConfigError(f"config section {section} must be a mapping of keys, got {given!r}")
+        if section == "Arch":  # 003's spellings image_size / in_channels, as create_model accepts them
+            given = _timm_names(given)
         out[section] = {}
         for key, value in given.items():
             if key not in keys and section not in OPEN_SECTIONS:
@@ -196,7 +203,39 @@ def validate(cfg):
             if key not in keys:
                 out[section][key] = value
     _check_model(out["Arch"]["name"])
+    _fill_input_size(out)
     return out
+
+
+def _check_size_keys(cfg):
+    """One key for the input size: ``Arch.img_size``. The older ``Data.image_size`` is refused with the fix."""
+    data = cfg.get("Data")
+    if isinstance(data, dict) and "image_size" in data:
+        raise ConfigError(
+            f"Data.image_size ({data['image_size']!r}) is no longer a key: the input size is set once, by "
+            "Arch.img_size (the model is built for it and the data pipeline resizes to it); write "
+            f"Arch.img_size: {data['image_size']!r} in the config or pass -o Arch.img_size={data['image_size']}")
+
+
+def _timm_names(arch):
+    from ..models.registry import rename_old_kwargs
+
+    try:
+        return rename_old_kwargs(arch)
+    except TypeError as e:
+        raise ConfigError(f"Arch: {e}") from None
+
+
+def _fill_input_size(cfg):
+    """``Arch.img_size`` defaults to the model's cfg; ``Data.image_size`` is derived from it (for the data
+    pipeline and the readers of the validated config), never set by a user."""
+    from ..models import get_model_cfg
+
+    arch = cfg["Arch"]
+    if arch["img_size"] is None:
+        _, h, w = get_model_cfg(arch["name"]).input_size  # every registered default is square
+        arch["img_size"] = h
+    cfg["Data"]["image_size"] = arch["img_size"]
 
 
 def _check_model(name):
@@ -274,9 +313,13 @@ def run_dir(cfg):
 
 
 def model_kwargs(cfg):
-    """Arch keys other than name/num_classes: the model builder's keyword arguments."""
-    return {k: v for k, v in cfg["Arch"].items() if k not in SCHEMA["Arch"]}
+    """Arch keys other than name/num_classes (``img_size`` included): the model builder's keyword arguments."""
+    return {k: v for k, v in cfg["Arch"].items() if k not in ("name", "num_classes")}
 
 
 def dump(cfg):
+    """YAML of a validated config, without the derived keys, so that it loads again as a config."""
+    cfg = copy.deepcopy(cfg)
+    for section, key in DERIVED:
+        cfg.get(section, {}).pop(key, None)
     return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)

@@ -27,13 +27,13 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import pairwise_distances
 from tqdm import tqdm
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..utils.device import has_gpu
 from ..utils.softmax import softmax as _softmax
 from .plots import explanation_image, save_lime_figure, save_rgb, show_image
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "QUICKSHIFT_INTERPRETDL", "QUICKSHIFT_LIME", "LimeImageExplainer",
+    "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "QUICKSHIFT_INTERPRETDL", "QUICKSHIFT_LIME", "LimeImageExplainer",
     "paddle_predict_fn", "predictor_predict_fn", "load_image", "restore_image",
 ]
 
@@ -67,7 +67,7 @@ def _normalize_nchw(images, mean, std):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # N, 3, H, W
 
 
-def predictor_predict_fn(predictor, mean=IMAGENET_MEAN, std=IMAGENET_STD, softmax=True):
+def predictor_predict_fn(predictor, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, softmax=True):
     """Wrap ``predictor(nchw_float32) -> logits`` (numpy in, numpy out) into a LIME ``predict_fn``.
 
     The returned function takes NHWC RGB images on the 0..255 scale, normalises them with ``mean``/``std``,
@@ -91,7 +91,7 @@ def predictor_predict_fn(predictor, mean=IMAGENET_MEAN, std=IMAGENET_STD, softma
     return predict_fn
 
 
-def paddle_predict_fn(model, mean=IMAGENET_MEAN, std=IMAGENET_STD, softmax=True):
+def paddle_predict_fn(model, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, softmax=True):
     """A LIME ``predict_fn`` running a ``paddle.nn.Layer`` (put in eval mode) without gradients."""
     import paddle
 
@@ -150,7 +150,7 @@ def load_image(path, resize_to=224, crop_to=None):
     return np.ascontiguousarray(img)
 
 
-def restore_image(chw, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def restore_image(chw, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
     """Undo the notebooks' normalisation: normalised CHW float -> RGB uint8 HWC (interpretdl's
     ``restore_image``, but clipped and rounded instead of wrapping around on the uint8 cast)."""
     chw = np.asarray(chw, dtype=np.float64)
@@ -222,7 +222,7 @@ class LimeImageExplainer:
     (the binary masks), ``kernel_weights``, ``predictions``, ``intercepts`` and ``explanation`` (the overlay).
     """
 
-    def __init__(self, model, random_seed=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, kernel_width=0.25,
+    def __init__(self, model, random_seed=None, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, kernel_width=0.25,
                  alpha=0.0, hide_color=None, quickshift_kwargs=None, segmentation_fn=None,
                  ratio_superpixels=0.2, progress=True, backend="ppvit", device=None):
         if backend not in _BACKENDS:
@@ -252,7 +252,7 @@ class LimeImageExplainer:
             raise TypeError(f"model must be a paddle.nn.Layer or a callable predict_fn, got {type(model).__name__}")
         if backend == "interpretdl":
             self._interpretdl = _import_interpretdl()
-            if (self.mean, self.std) != (IMAGENET_MEAN, IMAGENET_STD):
+            if (self.mean, self.std) != (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD):
                 warnings.warn("interpretdl always normalises with ImageNet mean/std; the given mean/std are "
                               "ignored by that backend", stacklevel=2)
         self.random_seed = random_seed

@@ -11,8 +11,10 @@ logger = logging.getLogger("ppvit")
 
 
 def head_prefixes(model):
-    """Key prefixes of the classifier, which may be re-initialised for another class count."""
-    names = getattr(model, "head_names", ("head",))
+    """Key prefixes of the classifier, which may be re-initialised for another class count: the
+    ``classifier`` of the model's ``pretrained_cfg`` (set by ``create_model``), else ``head_names``."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    names = (cfg["classifier"],) if cfg else getattr(model, "head_names", ("head",))
     return tuple(n + "." for n in names)
 
 
