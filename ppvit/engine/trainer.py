@@ -9,6 +9,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
+from ..data import skipped_images
 from ..io import atomic_path
 from . import checkpoint as ckpt
 from .builder import all_reduce_sum
@@ -88,6 +89,11 @@ def _log_header(e, log):
              f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
              f"{cfg['Optimizer']['name']} lr {cfg['Optimizer']['lr']} ({cfg['Optimizer']['scheduler']}) | "
              f"{cfg['Global']['epochs']} epochs | outputs {e.run_dir}")
+    for split, dataset in (("train", e.train_set), ("test", e.eval_set)):  # Data.skip_bad_images
+        skipped = skipped_images(dataset)
+        if skipped:
+            log.warning(f"{split}: skipped {len(skipped)} unreadable images: {', '.join(p for p, _ in skipped[:10])}",
+                        extra={"file_only": True})  # the console had it when the data was built
     log.debug("config:\n" + dump(cfg))
 
 
