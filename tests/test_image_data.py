@@ -177,6 +177,39 @@ def test_file_list_mistakes_name_the_line(demo, tmp_path):
         build_dataset(dict(base, class_id_map_file=str(tmp_path / "gaps.txt")), "test")
 
 
+def test_a_missing_listed_file_is_named(demo, tmp_path):
+    lines = open(demo["val_list"]).read() + "gone/nowhere.png 1\n"
+    write(str(tmp_path / "val.txt"), lines.replace("val/", os.path.join(demo["root"], "val") + "/"))
+    data = {"dataset": "filelist", "train_list": demo["train_list"], "val_list": str(tmp_path / "val.txt"),
+            "transform": "basic"}
+    with pytest.raises(DataError, match=r"Data.val_list: 1 of 9 images cannot be read: .*gone/nowhere.png "
+                                        r"\(no such file\)"):
+        build_dataset(data, "test")
+    assert len(build_dataset(dict(data, skip_bad_images=True), "test")) == 8
+
+
+@pytest.mark.parametrize("transform", ["basic", "convit"])  # a cv2 (ndarray) and a PIL pipeline
+def test_images_go_through_the_same_transforms_as_cifar(demo, transform):
+    """A sample is the pipeline applied to the file's RGB pixels, as Cifar10 applies it to its arrays."""
+    import cv2
+    from PIL import Image
+
+    from ppvit.data import build_transform
+    from ppvit.data.transforms import get_pipeline
+
+    data = {"dataset": "folder", "train_dir": demo["train_dir"], "val_dir": demo["val_dir"], "transform": transform,
+            "image_size": 32}
+    ds = build_dataset(data, "test")
+    path, label = ds.samples[5]
+    rgb = cv2.imread(path)[:, :, ::-1].copy()
+    if get_pipeline(transform).backend == "pil":
+        rgb = Image.fromarray(rgb)
+    expected = np.asarray(build_transform(transform, "test", 32)(rgb), np.float32)
+    image, got_label = ds[5]
+    np.testing.assert_array_equal(image, expected)
+    assert int(got_label) == label == 2  # the third class folder (coffee), sorted
+
+
 # ---------------------------------------------------------------------------------------------- bad images
 @pytest.fixture
 def tree_with_a_broken_image(demo, tmp_path):
