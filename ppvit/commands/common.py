@@ -24,9 +24,12 @@ def input_size(cfg):
 
 def class_names(cfg):
     """The dataset's class names, without reading the dataset; indices beyond them are named by number."""
-    from ..data import CIFAR10_CLASSES, DIGITS_CLASSES
+    from ..data import CIFAR10_CLASSES, DIGITS_CLASSES, dataset_class_names
 
-    names = list(DIGITS_CLASSES if cfg["Data"]["dataset"] == "digits" else CIFAR10_CLASSES)
+    if cfg["Data"]["dataset"] in ("folder", "filelist"):  # subfolder names or the class_id_map_file
+        names = dataset_class_names(cfg["Data"])
+    else:
+        names = list(DIGITS_CLASSES if cfg["Data"]["dataset"] == "digits" else CIFAR10_CLASSES)
     n = cfg["Arch"]["num_classes"]
     return (names + [str(i) for i in range(len(names), n)])[:n]
 

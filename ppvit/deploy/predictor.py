@@ -9,14 +9,13 @@ import os
 
 import numpy as np
 
-from ..io.images import ImageReadError, read_image  # noqa: F401  (re-exported by ppvit.deploy)
+from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image  # noqa: F401  (re-exported by ppvit.deploy)
 from ..utils.device import resolve_device
 from ..utils.softmax import softmax  # noqa: F401  (re-exported by ppvit.deploy)
 from .export import read_meta
 
 logger = logging.getLogger("ppvit")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 
 
 # Ops whose oneDNN kernels are unsafe in Paddle 3.3: the generic `pad` op (F.pad with a pad per dimension)

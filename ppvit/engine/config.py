@@ -72,6 +72,7 @@ SCHEMA = {
         "save_interval": Key(int, 0, check=NON_NEGATIVE),
         "use_amp": Key(bool, False),
         "ema_decay": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
+        "use_visualdl": Key(bool, False),  # VisualDL scalars in <run dir>/vdl (pip install visualdl)
     },
     "Arch": {
         "name": Key(str, REQUIRED),
@@ -96,8 +97,18 @@ SCHEMA = {
         "eta_min": Key(float, 0.0, check=NON_NEGATIVE),
     },
     "Data": {
-        "dataset": Key(str, "cifar10", choices=("cifar10", "digits")),
+        "dataset": Key(str, "cifar10", choices=("cifar10", "digits", "folder", "filelist")),
         "data_file": Key((str, NONE), None),
+        # your own images (ppvit/data/folder.py): folder = one subfolder per class; filelist = PaddleClas's
+        # `path label` lines (paths relative to the list's folder) + optional `id name` class_id_map_file
+        "train_dir": Key((str, NONE), None),
+        "val_dir": Key((str, NONE), None),
+        "val_split": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
+        "split_seed": Key(int, 0),  # which images Data.val_split holds out
+        "train_list": Key((str, NONE), None),
+        "val_list": Key((str, NONE), None),
+        "class_id_map_file": Key((str, NONE), None),
+        "skip_bad_images": Key(bool, False),  # drop unreadable images (logged) instead of stopping
         "transform": Key(str, "conv2former_cifar"),
         "batch_size": Key(int, REQUIRED, check=POSITIVE),
         "eval_batch_size": Key(int, REQUIRED, check=POSITIVE),

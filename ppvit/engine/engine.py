@@ -20,6 +20,7 @@ from .ema import ModelEMA
 from .logger import get_logger
 from .state import History
 from .optim import build_optimizer, build_scheduler
+from .vdl import check_visualdl
 
 
 class Engine:
@@ -87,6 +88,7 @@ class Engine:
         self.use_amp = bool(g["use_amp"]) and self.device == "gpu"
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.use_amp else None
         self.ema = ModelEMA(self.model, g["ema_decay"]) if g["ema_decay"] else None
+        check_visualdl(g["use_visualdl"])  # optional package: missing is an error before anything is written
 
         # 8. resume: model, optimizer, scheduler, step, best metric, history and RNG state
         if g["checkpoints"]:

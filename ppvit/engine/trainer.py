@@ -8,6 +8,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
+from ..data import skipped_images
 from ..io import write_json, write_text
 from ..models.profile import count_params
 from . import checkpoint as ckpt
@@ -16,6 +17,7 @@ from .distributed import all_reduce_sum
 from .evaluator import evaluate
 from .logger import close_logging, setup_logging
 from .plots import plot_learning_curve
+from .vdl import open_visualdl
 
 
 class NonFiniteLossError(RuntimeError):
@@ -45,6 +47,7 @@ def train(engine, until_epoch=None):
         if e.is_main:
             os.makedirs(out, exist_ok=True)
             write_text(os.path.join(out, "config.yaml"), dump(e.cfg))
+        e.vdl = open_visualdl(e)  # Global.use_visualdl: <run dir>/vdl on rank 0, else None
         _log_header(e, log)
         stop = g["epochs"] if until_epoch is None else min(until_epoch, g["epochs"])
         for epoch in range(e.start_epoch, stop):
@@ -65,6 +68,8 @@ def train(engine, until_epoch=None):
         _dump_rank_digest(e)
         return e.history.state_dict()
     finally:
+        if getattr(e, "vdl", None) is not None:
+            e.vdl.close()
         close_logging()
 
 
@@ -78,6 +83,11 @@ def _log_header(e, log):
              f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
              f"{cfg['Optimizer']['name']} lr {cfg['Optimizer']['lr']} ({cfg['Optimizer']['scheduler']}) | "
              f"{cfg['Global']['epochs']} epochs | outputs {e.run_dir}")
+    for split, dataset in (("train", e.train_set), ("test", e.eval_set)):  # Data.skip_bad_images
+        skipped = skipped_images(dataset)
+        if skipped:
+            log.warning(f"{split}: skipped {len(skipped)} unreadable images: {', '.join(p for p, _ in skipped[:10])}",
+                        extra={"file_only": True})  # the console had it when the data was built
     log.debug("config:\n" + dump(cfg))
 
 
@@ -126,6 +136,8 @@ def _train_one_epoch(e, epoch, start_batch, log):
         sums["count"] += n
         seen += n
         e.history.add_step(step=e.global_step, epoch=epoch + 1, loss=loss_value, lr=lr)
+        if e.vdl is not None:
+            e.vdl.step(e.global_step, loss_value, lr)
         now = time.perf_counter()
         ips = seen * e.world_size / max(now - t0, 1e-9)
         bar.set_postfix_str(f"loss {loss_value:.4f} lr {lr:.2e} {ips:.1f} img/s", refresh=False)
@@ -175,6 +187,9 @@ def _end_of_epoch(e, epoch, sums, log):
     e.history.add_epoch(epoch=epoch + 1, step=e.global_step, lr=lr, train_loss=train_loss, train_acc=train_acc,
                         val_loss=val and val["loss"], val_top1=val and val["top1"], val_top5=val and val["top5"],
                         time=sums["time"], images_per_sec=count / max(sums["time"], 1e-9))
+    if e.vdl is not None:
+        e.vdl.epoch(epoch + 1, train_loss=train_loss, train_top1=100 * train_acc, lr=lr,
+                    val_loss=val and val["loss"], val_top1=val and 100 * val["top1"], val_top5=val and 100 * val["top5"])
     if e.is_main:
         out = e.run_dir
         if improved:

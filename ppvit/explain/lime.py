@@ -47,8 +47,8 @@ QUICKSHIFT_LIME = dict(kernel_size=4, max_dist=200, ratio=0.2)
 
 INTERPRETDL_RECIPE = (
     "interpretdl 0.8 pins scikit-learn<=0.24 and imports a removed IPython API, so a plain `pip install "
-    "interpretdl` fails on Python >= 3.10. Install it with:\n"
-    "    pip install 'numpy<2' 'scikit-learn==1.1.3' 'ipython<9'\n"
+    "interpretdl` fails on Python >= 3.10. Install it in a venv of its own with:\n"
+    "    pip install -r requirements.txt 'numpy<2' 'scikit-learn==1.1.3' 'ipython<9'\n"
     "    pip install --no-deps interpretdl==0.8.0\n"
     "or use the built-in backend (backend='ppvit'), which follows the same algorithm."
 )

@@ -3,7 +3,10 @@ import os
 
 import numpy as np
 
-__all__ = ["ImageReadError", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image"]
+
+# what counts as an image when a folder is listed (inference inputs, Data.dataset: folder)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 
 
 class ImageReadError(ValueError):
