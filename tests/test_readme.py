@@ -199,7 +199,7 @@ def benchmarks(workdir):
     for script, extra in [
         ("bench_dilateformer_attention.py", ["--size", "14", "--dim", "24", "--heads", "3", "--repeats", "1",
                                              "--warmup", "0"]),
-        ("bench_convit_gpsa.py", ["--variant", "tiny", "-b", "1", "--iters", "1", "--warmup", "0",
+        ("bench_convit_gpsa.py", ["--variants", "tiny", "-b", "1", "--iters", "1", "--warmup", "0",
                                   "--img-size", "64"]),
         ("bench_predictor.py", ["-m", "conv2former_n_cifar", "-b", "2", "-n", "1", "--warmup", "0"]),
     ]:

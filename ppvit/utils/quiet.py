@@ -1,0 +1,43 @@
+"""A quiet Paddle import for programs (the ``ppvit`` command, notebooks, benchmarks), not for the library:
+``import ppvit`` leaves the environment and stderr alone.
+
+    from ppvit.utils import quiet_paddle_import
+    quiet_paddle_import()   # first thing, before anything imports paddle
+"""
+import contextlib
+import io
+import os
+import sys
+import warnings
+
+__all__ = ["quiet_paddle_import", "PADDLE_IMPORT_NOTICES"]
+
+# Paddle's import prints two notices that would greet every run: a ccache hint meant for building C++
+# extensions, and a caution against OMP_NUM_THREADS > 1 aimed at data-parallel OpenBLAS builds (this wheel
+# uses MKL, and the thread count set here is what makes its CPU kernels fast).
+PADDLE_IMPORT_NOTICES = ("No ccache found", "OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY",
+                         "warnings.warn(")
+
+
+def quiet_paddle_import(set_threads=True):
+    """Import Paddle once with its import-time notices filtered out; returns the ``paddle`` module.
+
+    - ``set_threads``: set ``OMP_NUM_THREADS`` to the usable cores when unset (a value the user, or
+      ``paddle.distributed.launch``, set is kept), because Paddle's CPU matrix kernels use one thread
+      otherwise; it only has an effect before Paddle is first imported.
+    - Anything else Paddle writes to stderr while importing is passed through. When Paddle is already
+      imported, nothing happens (its notices, if any, were printed then).
+    - Also silences paddle.nn.BatchNorm's note, on every training step, that it tracks running statistics.
+    """
+    if set_threads and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        os.environ["OMP_NUM_THREADS"] = str(cores or 1)
+    if "paddle" not in sys.modules:
+        buffer = io.StringIO()
+        with contextlib.redirect_stderr(buffer):
+            import paddle  # noqa: F401
+        for line in buffer.getvalue().splitlines():
+            if not any(n in line for n in PADDLE_IMPORT_NOTICES):
+                print(line, file=sys.stderr)
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+    return sys.modules["paddle"]
