@@ -1,4 +1,5 @@
-"""The training loop: one tqdm bar and one summary line per epoch, validation, checkpoints and curves."""
+"""The training loop: a log line every ``Global.print_interval`` steps with a tqdm bar in between, one summary line
+per epoch, validation, checkpoints and curves."""
 import hashlib
 import math
 import os
@@ -145,7 +146,8 @@ def _train_one_epoch(e, epoch, start_batch, log):
         if (batch + 1) % g["print_interval"] == 0 or batch + 1 == spe:
             done = batch + 1 - start_batch
             remaining = (spe - batch - 1) + spe * (epochs - epoch - 1)
-            log.debug(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {lr:.6g} loss {loss_value:.4f} "
+            # console and train.log, as PaddleClas's print_batch_step (the bar shows the steps in between)
+            log.info(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {lr:.6g} loss {loss_value:.4f} "
                       f"ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
         if g["save_interval"] and e.global_step % g["save_interval"] == 0 and batch + 1 < spe:
             sums["time"] += now - t_epoch
