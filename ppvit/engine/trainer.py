@@ -202,7 +202,8 @@ def _end_of_epoch(e, epoch, sums, log):
                        extra={"run": e.cfg["Global"]["run_name"], "best": e.best})
         loss_record, acc_record = e.history.records()
         plot_learning_curve(loss_record, "loss", "Loss", "Training steps", os.path.join(out, "loss_curve.png"))
-        plot_learning_curve(acc_record, "acc", "Accuracy", "Epoch", os.path.join(out, "acc_curve.png"))
+        plot_learning_curve(acc_record, "acc", "Top-1 accuracy (%)", "Epoch", os.path.join(out, "acc_curve.png"),
+                            percent=True)  # in %, as the log lines
     val_text = (f"val loss {val['loss']:.4f} top-1 {100 * val['top1']:.2f}% top-5 {100 * val['top5']:.2f}%"
                 if val is not None else "val --")
     best_text = f"best {100 * e.best['top1']:.2f}% (epoch {e.best['epoch']})" if e.best["top1"] is not None else ""
