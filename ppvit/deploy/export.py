@@ -20,6 +20,7 @@ import paddle
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..io import write_json
+from ..utils.quiet import PADDLE_EXPORT_NOTICES, drop_stderr_lines
 
 logger = logging.getLogger("ppvit")
 
@@ -143,7 +144,8 @@ def export_model(model, out_prefix, input_size, meta=None, onnx=True, opset_vers
     # leaves a half-written program next to an older, valid one.
     tmp_dir = tempfile.mkdtemp(prefix="." + base + ".", dir=folder)
     try:
-        paddle.jit.save(model, os.path.join(tmp_dir, base), input_spec=[spec])
+        with drop_stderr_lines(*PADDLE_EXPORT_NOTICES):  # a glog warning printed on every export
+            paddle.jit.save(model, os.path.join(tmp_dir, base), input_spec=[spec])
         onnx_file = _export_onnx(model, os.path.join(tmp_dir, base), spec, opset_version) if onnx else None
         written = sorted(os.listdir(tmp_dir))
         for name in written:

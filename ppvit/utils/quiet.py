@@ -1,16 +1,22 @@
-"""A quiet Paddle import for programs (the ``ppvit`` command, notebooks, benchmarks), not for the library:
-``import ppvit`` leaves the environment and stderr alone.
+"""Paddle's notices that say nothing to a ppvit user, filtered out:
 
-    from ppvit.utils import quiet_paddle_import
-    quiet_paddle_import()   # first thing, before anything imports paddle
+- ``quiet_paddle_import``: a quiet Paddle import for programs (the ``ppvit`` command, notebooks, benchmarks), not
+  for the library: ``import ppvit`` leaves the environment and stderr alone.
+
+      from ppvit.utils import quiet_paddle_import
+      quiet_paddle_import()   # first thing, before anything imports paddle
+
+- ``drop_stderr_lines``: a block during which given lines written to the process's stderr, by C++ (glog) too,
+  are dropped and the others passed on.
 """
 import contextlib
 import io
 import os
 import sys
+import tempfile
 import warnings
 
-__all__ = ["quiet_paddle_import", "PADDLE_IMPORT_NOTICES"]
+__all__ = ["quiet_paddle_import", "drop_stderr_lines", "PADDLE_IMPORT_NOTICES", "PADDLE_EXPORT_NOTICES"]
 
 # Paddle's import prints two notices that would greet every run: a ccache hint meant for building C++
 # extensions, and a caution against OMP_NUM_THREADS > 1 aimed at data-parallel OpenBLAS builds (this wheel
@@ -41,3 +47,41 @@ def quiet_paddle_import(set_threads=True):
                 print(line, file=sys.stderr)
     warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
     return sys.modules["paddle"]
+
+
+# paddle.jit.save's to_static conversion logs this glog warning on every export (eager_utils.cc, PIR), whatever
+# the model: nothing the user can act on
+PADDLE_EXPORT_NOTICES = ("not support input out tensor for now",)
+
+
+@contextlib.contextmanager
+def drop_stderr_lines(*patterns):
+    """Run the block with file descriptor 2 (stderr, where Paddle's C++ glog writes) sent to a temp file; on
+    exit, pass on every line that contains none of ``patterns`` to ``sys.stderr``, in order.
+
+    The kept lines come out when the block ends rather than as they are written, so keep blocks short (one
+    Paddle call). Without a real file descriptor 2 (an embedding host), the block runs unfiltered.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(True)
+                    if not any(p in line for p in patterns)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
