@@ -134,7 +134,7 @@ def run_table(title, label, rows, args, gpu, table):
 
 
 def _fmt(seconds, peak):
-    time_text = f"{seconds:.1f} s" if seconds >= 2 else f"{seconds * 1e3:.0f} ms"
+    time_text = f"{seconds:.1f} s" if seconds >= 1 else f"{seconds * 1e3:.0f} ms"
     return f"{time_text}, {peak / 2**20:.1f} MiB"
 
 

@@ -39,6 +39,9 @@ def test_every_schema_key_has_a_one_line_meaning():
     keys = {f"{section}.{key}" for section, spec in SCHEMA.items() for key in spec}
     assert keys == set(KEY_DOCS), (keys ^ set(KEY_DOCS))
     assert all(text and "\n" not in text for text in KEY_DOCS.values())
+    from ppvit.data.transforms import PIPELINES
+
+    assert all(name in KEY_DOCS["Data.transform"] for name in PIPELINES)
 
 
 def test_each_verb_help_is_its_own(capsys):

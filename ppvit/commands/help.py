@@ -53,7 +53,8 @@ KEY_DOCS = {
     "Data.val_list": "filelist: 'path label' lines of the validation images",
     "Data.class_id_map_file": "filelist: 'id name' lines naming the classes",
     "Data.skip_bad_images": "leave unreadable images out (logged) instead of stopping",
-    "Data.transform": "the preprocessing/augmentation pipeline (ppvit.data.TRANSFORMS)",
+    "Data.transform": "preprocessing/augmentation pipeline: conv2former_cifar (000), convit (002), dilateformer "
+                      "(004) or basic (resize + normalise)",
     "Data.batch_size": "training images per step (per device)",
     "Data.eval_batch_size": "images per step when evaluating",
     "Data.num_workers": "DataLoader worker processes; 0 = load in the main process",
