@@ -170,6 +170,10 @@ def test_explain_writes_lime_figures_deterministically(work, tmp_path):
     predictor; a figure does not depend on the other images asked for."""
     proc = ok(run(EXPLAIN_CMD, work))
     assert "LIME" in proc.stderr  # the tqdm bar
+    # 16x16 digits have too few superpixels for LIME: one log line per image names the keys that give more
+    advice = [line for line in proc.stdout.splitlines() if "LIME found only" in line]
+    assert len(advice) == 2 and all("-o Explain.kernel_size=2" in line for line in advice), proc.stdout
+    assert "FewSuperpixelsWarning" not in proc.stderr
     folder = work / "output" / "quickstart" / "explain"
     figures = {f: (folder / f).read_bytes() for f in ("lime_test0.png", "lime_test3.png")}
     for f in figures:
