@@ -76,6 +76,10 @@ def test_grids_explain_pred_and_true_and_name_files():
     assert fig._suptitle.get_text() == ("test images\npred: predicted class, true: ground truth; "
                                         "green = right, red (framed) = wrong")
     assert fig.axes[2].get_title() == f"pred: d{pred[2]}\ntrue: d{labels[2]}"
+    fig = prediction_grid(images, pred, labels, probs=[0.5] * 4)  # as tools/eval.py draws it
+    assert fig._suptitle.get_text() == ("pred: predicted class (its probability), true: ground truth; "
+                                        "green = right, red (framed) = wrong")
+    assert fig.axes[2].get_title() == f"pred: {pred[2]} (0.50)\ntrue: {labels[2]}"
     # image files: no truth; their names under the images (long ones shortened)
     names = ["a.png", "b.png", "a_very_long_photo_name_from_a_camera_0001.jpg", "d.png"]
     fig = prediction_grid(images, pred, probs=[0.9] * 4, captions=names, ncols=6, scale=2.4)

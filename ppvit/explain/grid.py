@@ -36,9 +36,8 @@ def _short(text, width=22):
 
 def grid_legend(with_true, with_probs):
     """The line above a grid that explains its titles."""
-    if not with_true:
-        return "pred: predicted class" + (" (its probability)" if with_probs else "")
-    return "pred: predicted class, true: ground truth; green = right, red (framed) = wrong"
+    pred = "pred: predicted class" + (" (its probability)" if with_probs else "")
+    return pred if not with_true else pred + ", true: ground truth; green = right, red (framed) = wrong"
 
 
 def prediction_grid(images, pred, true=None, class_names=None, probs=None, ncols=9, scale=1.5, title=None,
