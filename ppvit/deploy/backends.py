@@ -22,6 +22,7 @@ PADDLE, PADDLE_BF16, ONNXRUNTIME = "paddle", "paddle_bf16", "onnxruntime"
 BACKENDS = (PADDLE, PADDLE_BF16, ONNXRUNTIME)
 AUTO = "auto"
 REDUCED_PRECISION = {PADDLE_BF16: "bf16"}
+LABELS = {PADDLE: "Paddle Inference fp32", PADDLE_BF16: "Paddle Inference bf16", ONNXRUNTIME: "ONNX Runtime fp32"}
 
 # Ops whose oneDNN kernels are unsafe in Paddle 3.3: the generic `pad` op (F.pad with a pad per dimension)
 # corrupts the heap (glibc "malloc assertion failure", or a hang) instead of raising, so a program holding

@@ -9,10 +9,15 @@ does the graph optimisation when it loads the model. The converter's own prints 
 temp file and reach the user only when the conversion fails.
 
 Repairs, each checked afterwards by running the model against dygraph (``export_model`` verifies):
-- paddle2onnx 2.1 reads ``group_norm``'s ``epsilon`` as a float32 attribute, but Paddle 3 stores it as a
-  float64, so the ``InstanceNormalization`` it emits gets garbage (seen: 2.4e-44, -1.3e-27): variance + eps
-  can be <= 0 and the output NaN, which is the Conv2Former (notebook model: GroupNorm downsampling) NaN.
-  The epsilons are copied from the Paddle program.
+- paddle2onnx 2.1 reads float attributes as float32, but Paddle 3's PIR stores some as float64, and the
+  converter then reads garbage (uninitialised or reinterpreted bits) instead of failing:
+  - ``group_norm``'s ``epsilon`` -> the ``InstanceNormalization`` epsilon (seen: 2.4e-44, -1.3e-27, varying
+    run to run): variance + eps can be <= 0 and the output NaN. This is the Conv2Former NaN (the notebook
+    model downsamples with GroupNorm); with a near-zero epsilon the logits are also off by ~1e-4.
+  - ``pad3d``/``pad``'s ``pad_value`` -> the ``Pad`` fill (seen: 1e28): DilateFormer's zero-padded
+    keys/values get garbage and its logits are meaningless.
+  Both values are copied from the Paddle program. (The other float64 attribute in these models, ``full``'s
+  ``value``, converts correctly.)
 - initializers no node uses (the converter leaves some) are dropped, so ONNX Runtime does not warn.
 """
 import contextlib
@@ -78,6 +83,7 @@ def convert(program_file, params_file, opset_version=13):
         raise OnnxExportError(f"paddle2onnx could not convert {program_file}: {detail}")
     model = onnx.load_from_string(model_bytes)
     _fix_group_norm_epsilon(model, program_file)
+    _fix_pad_value(model, program_file)
     _drop_unused_initializers(model)
     return model
 
@@ -103,6 +109,32 @@ def _fix_group_norm_epsilon(model, program_file):
                 node.attribute.remove(attr)
                 break
         node.attribute.append(helper.make_attribute("epsilon", e))
+
+
+def _fix_pad_value(model, program_file):
+    import re
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    from .backends import program_op_list
+
+    values = {}
+    for name, a in program_op_list(program_file):
+        if name in ("pad3d", "pad"):
+            values.setdefault(name, []).append(float(a.get("pad_value") or 0.0))
+    if not values:
+        return
+    for node in model.graph.node:
+        m = re.fullmatch(r"p2o\.pd_op\.(pad3d|pad)\.(\d+)\.0", node.output[0]) if node.op_type == "Pad" else None
+        if not m or int(m.group(2)) >= len(values.get(m.group(1), [])):
+            continue
+        fill = f"ppvit.pad_value.{m.group(1)}.{m.group(2)}"
+        value = np.array(values[m.group(1)][int(m.group(2))], dtype=np.float32)  # the models here pad float32
+        model.graph.initializer.append(numpy_helper.from_array(value, fill))
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = fill
 
 
 def _drop_unused_initializers(model):

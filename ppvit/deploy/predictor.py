@@ -175,6 +175,14 @@ class Predictor:
         return None
 
     @property
+    def backend_label(self):
+        """What runs, for people: "Paddle Inference fp32 (oneDNN)", "ONNX Runtime fp32", ..."""
+        from .backends import LABELS
+
+        label = LABELS[self.backend_name]
+        return label + (" (oneDNN)" if self.onednn else " (GPU)" if self.device == "gpu" else "")
+
+    @property
     def onednn(self):
         """Whether oneDNN kernels run (Paddle Inference backends on CPU)."""
         return bool(getattr(self._engine, "onednn", False))
