@@ -133,12 +133,15 @@ class Predictor:
             if backend not in (AUTO, PADDLE):
                 raise BackendError(f"backend {backend!r} runs on CPU only; on the GPU use 'paddle' or 'auto', "
                                    "or pass device='cpu'")
-            return PADDLE
+            backend = PADDLE  # the program itself, fp32, on CUDA: as verified on CPU
         if not records:  # an export without verification records: the program itself, fp32, as before
             if backend not in (AUTO, PADDLE):
                 raise BackendError(f"backend {backend!r} was not verified for {self.prefix} (its export has no "
                                    "verification records); re-export it with ppvit.deploy.export_model / "
                                    "tools/export.py, or use backend='paddle'")
+            problem = self._changed_files(PADDLE) if self.meta else None
+            if problem:
+                raise BackendError(f"{self.prefix} cannot be served: {problem}")
             return PADDLE
         verified = sorted((n for n, r in records.items() if r.get("verified")),
                           key=lambda n: -float(records[n].get("images_per_s") or 0.0))
