@@ -174,7 +174,7 @@ def infer(cfg):
     os.makedirs(out, exist_ok=True)
     with atomic_path(os.path.join(out, "infer.json")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"model": predictor.prefix, "results": results}, f, indent=1)
+            json.dump({"model": predictor.prefix, "backend": predictor.backend_name, "results": results}, f, indent=1)
     shown = results[:inf["grid_images"]]
     if shown:
         png = save_prediction_grid(
