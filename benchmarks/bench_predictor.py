@@ -10,8 +10,9 @@ Inference fp32 + oneDNN, ``paddle_bf16``, ``onnxruntime`` fp32) where export ver
 ``export_model`` + ``Predictor`` with default arguments (what users get); and where PyTorch is installed and
 a PyTorch re-implementation exists (ConViT and ConViT's timm layout, ConvMixer; from
 scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on the same weights. Every path
-runs once per round, in turn, after warm-up, so a load change on a shared machine hits all alike; the
-table shows medians. Ratios are the ``auto`` path against PyTorch fp32 and against the faster of PyTorch
+runs once per round, in turn, after warm-up, so a load change on a shared machine hits all alike, with a
+pause before each (Paddle's OpenMP threads spin for 200 ms after a call and would slow whatever runs next);
+the table shows medians. Ratios are the ``auto`` path against PyTorch fp32 and against the faster of PyTorch
 fp32/bf16.
 """
 import argparse
@@ -32,6 +33,7 @@ import paddle  # noqa: E402
 
 import ppvit  # noqa: E402
 from ppvit.deploy import Predictor, export_model  # noqa: E402
+from ppvit.deploy.export import ENGINE_SWITCH_PAUSE_S  # noqa: E402
 from ppvit.explain import LimeImageExplainer, predictor_predict_fn  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,6 +116,9 @@ def timed(paths, x, rounds, warmup):
     times = {name: [] for name in paths}
     for _ in range(rounds):
         for name, fn in paths.items():
+            # Paddle's Intel OpenMP threads spin for 200 ms after a call (KMP_BLOCKTIME): let them sleep, or
+            # the next path (PyTorch's own thread pool, ONNX Runtime's) would share the cores with them
+            time.sleep(ENGINE_SWITCH_PAUSE_S)
             t = time.perf_counter()
             fn(x)
             times[name].append(time.perf_counter() - t)

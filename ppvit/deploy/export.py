@@ -235,11 +235,19 @@ def open_backend(name, folder, files, device="cpu", threads=None, label=None):
                          device, device_id, threads, bf16=name == PADDLE_BF16, label=label)
 
 
-def measure(backends, x, min_rounds=3, max_rounds=15, budget_s=4.0):
+# Paddle's Intel OpenMP threads keep spinning for KMP_BLOCKTIME (200 ms) after a call; an engine timed right
+# after one would share the cores with them. A pause when the engine changes lets them sleep first.
+ENGINE_SWITCH_PAUSE_S = 0.25
+
+
+def measure(backends, x, min_rounds=3, max_rounds=10, budget_s=4.0):
     """Images/s of each ``{name: fn}`` on batch ``x``: one warm-up call each (oneDNN builds its kernels for a
     new shape then), then rounds that call every backend once in turn, so a load change on a shared machine
     hits all alike; the median per backend. Rounds: as many as fit ``budget_s``, within the bounds."""
     import time
+
+    def engine(name):
+        return name.split("_")[0]  # paddle / paddle_bf16 share one runtime
 
     first = 0.0
     for fn in backends.values():
@@ -248,11 +256,15 @@ def measure(backends, x, min_rounds=3, max_rounds=15, budget_s=4.0):
         first += time.perf_counter() - t
     rounds = int(min(max_rounds, max(min_rounds, budget_s / max(first, 1e-9))))
     times = {name: [] for name in backends}
+    previous = None
     for _ in range(rounds):
         for name, fn in backends.items():
+            if previous is not None and engine(previous) != engine(name):
+                time.sleep(ENGINE_SWITCH_PAUSE_S)
             t = time.perf_counter()
             fn(x)
             times[name].append(time.perf_counter() - t)
+            previous = name
     return {name: len(x) / float(np.median(ts)) for name, ts in times.items()}
 
 
