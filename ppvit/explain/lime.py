@@ -383,16 +383,24 @@ class LimeImageExplainer:
     def _sample(self, image, segments, num_samples, batch_size):
         """Binary masks over superpixels and the predictions on the images they make.
 
-        When ``predict_fn`` exposes ``prepare``/``run`` (see :func:`predictor_predict_fn`), a worker thread
-        builds and normalises batch i+1 while the model runs batch i (both numpy and the inference engines
-        release the GIL); the results are the same as calling ``predict_fn`` batch by batch.
+        Each distinct mask is classified once. When ``predict_fn`` exposes ``prepare``/``run`` (see
+        :func:`predictor_predict_fn`), a worker thread builds and normalises batch i+1 while the model runs
+        batch i (both numpy and the inference engines release the GIL); the results are the same as calling
+        ``predict_fn`` batch by batch.
         """
         n_features = int(segments.max()) + 1
         fudged = self._fudged_image(image, segments, n_features)
         samples = self.rng.integers(0, 2, size=(num_samples, n_features), dtype=np.int64)
         samples[0, :] = 1  # the unperturbed image anchors the fit
-        on = samples.astype(bool)
-        starts = range(0, num_samples, batch_size)
+        # a mask drawn twice makes the same image: classify each distinct one once (small images have few
+        # superpixels, and 1000 masks over ~10 of them repeat often); rows map back through `inverse`
+        distinct, first, inverse = np.unique(samples.astype(bool), axis=0, return_index=True, return_inverse=True)
+        order = np.argsort(first)  # distinct masks in the order they were drawn (the unperturbed image first)
+        on = distinct[order]
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        inverse = rank[inverse.ravel()]
+        starts = range(0, len(on), batch_size)
         prepare = getattr(self.predict_fn, "prepare", None)
         run = getattr(self.predict_fn, "run", None)
         split = callable(prepare) and callable(run)
@@ -403,7 +411,7 @@ class LimeImageExplainer:
             return (prepare(batch) if split else batch), len(batch)
 
         predictions = []
-        with tqdm(total=num_samples, desc="LIME", unit="img", disable=not self.progress) as bar:
+        with tqdm(total=len(on), desc="LIME", unit="img", disable=not self.progress) as bar:
             if not split or len(starts) == 1:
                 for start in starts:
                     batch, n = build(start)
@@ -420,7 +428,7 @@ class LimeImageExplainer:
                             pending = pool.submit(build, starts[i + 1])
                         predictions.append(self._predict(batch, run, n))
                         bar.update(n)
-        return samples, np.concatenate(predictions, axis=0)
+        return samples, np.concatenate(predictions, axis=0)[inverse]
 
     def _fudged_image(self, image, segments, n_features):
         if self.hide_color is not None:
