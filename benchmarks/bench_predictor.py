@@ -3,7 +3,7 @@ the same model, weights and batch, in one run; and the time of a 1000-sample LIM
 
     PYTHONPATH=. /work/venv-torch/bin/python benchmarks/bench_predictor.py          # the models
     PYTHONPATH=. python benchmarks/bench_predictor.py -m convmixer_256_8:32:64 --rounds 20
-    PYTHONPATH=. python benchmarks/bench_predictor.py --no-lime
+    PYTHONPATH=. python benchmarks/bench_predictor.py --no-lime -m conv2former_n_cifar -b 8 -n 3
 
 Paths timed per model (``NAME:SIZE:BATCH``): Paddle dygraph; the export's backends (``paddle`` = Paddle
 Inference fp32 + oneDNN, ``paddle_bf16``, ``onnxruntime`` fp32) where export verified them; ``auto`` =
@@ -40,6 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the table: model, input side, batch
 DEFAULT_RUNS = ["convit_tiny:224:16", "convmixer_256_8:32:64", "conv2former_n_cifar:32:64"]
 SIZE_ARG = {"convit": "img_size", "dilateformer": "img_size", "coatnet": "image_size"}
+NOTEBOOK_SIZES = {"conv2former_n_cifar": 32, "convmixer_256_8": 32}  # the others: 224
 
 
 # ------------------------------------------------------------------------------------------------- PyTorch
@@ -178,18 +179,23 @@ def bench_lime(folder, runs=3, num_samples=1000, batch_size=None):
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("-m", "--models", nargs="+", default=DEFAULT_RUNS, help="NAME:SIZE:BATCH (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=10, help="timed rounds (every path once per round)")
+    p.add_argument("-m", "--models", nargs="+", default=DEFAULT_RUNS, help="NAME[:SIZE[:BATCH]] (default: %(default)s; size: the notebook's, batch: 64 up to 64x64, else 16)")
+    p.add_argument("-b", "--batch-size", type=int, default=None, help="batch for every model (default: its own)")
+    p.add_argument("--size", type=int, default=None, help="input size for every model (default: its own)")
+    p.add_argument("-n", "--rounds", type=int, default=10, help="timed rounds (every path once per round)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--lime-samples", type=int, default=1000, help="LIME perturbed samples (the issue's 1000)")
+    p.add_argument("--lime-runs", type=int, default=3, help="LIME explanations timed (median)")
     p.add_argument("--no-lime", action="store_true", help="skip the LIME timing")
     args = p.parse_args(argv)
     runs = []
     for spec in args.models:
         name, _, rest = spec.partition(":")
-        size, _, batch = rest.partition(":")
+        size, _, batch = rest.partition(":")  # NAME[:SIZE[:BATCH]]
         if not ppvit.models.is_model(name):
             p.error(ppvit.models.registry.unknown_model_message(name))
-        runs.append((name, int(size or 224), int(batch or 16)))
+        size = args.size or int(size or NOTEBOOK_SIZES.get(name, 224))
+        runs.append((name, size, args.batch_size or int(batch or (64 if size <= 64 else 16))))
 
     paddle.set_device("cpu")
     torch = _torch()
@@ -213,14 +219,17 @@ def main(argv=None):
             torch_fp32 = r["speeds"].get("pytorch fp32")
             torch_best = max((r["speeds"][k] for k in ("pytorch fp32", "pytorch bf16") if k in r["speeds"]),
                              default=None)
-            print(f"  {'path':<16}{'images/s':>10}{'vs torch fp32':>15}{'vs best torch':>15}{'max|diff| to dygraph':>22}")
+            dygraph = r["speeds"]["paddle dygraph"]
+            print(f"  {'path':<16}{'images/s':>10}{'vs dygraph':>12}{'vs torch fp32':>15}{'vs best torch':>15}"
+                  f"{'max|diff| to dygraph':>22}")
             for path, speed in r["speeds"].items():
                 vs32 = f"{speed / torch_fp32:.2f}x" if torch_fp32 else "-"
                 vsbest = f"{speed / torch_best:.2f}x" if torch_best else "-"
-                print(f"  {path:<16}{speed:>10.1f}{vs32:>15}{vsbest:>15}{r['diffs'][path]:>22.2e}")
+                print(f"  {path:<16}{speed:>10.1f}{speed / dygraph:>11.2f}x{vs32:>15}{vsbest:>15}"
+                      f"{r['diffs'][path]:>22.2e}")
         if not args.no_lime:
-            secs, backend, times = bench_lime(folder)
-            print(f"\nLIME, 1000 samples, conv2former_n_cifar 32x32 through Predictor() ({backend}): "
+            secs, backend, times = bench_lime(folder, args.lime_runs, args.lime_samples)
+            print(f"\nLIME, {args.lime_samples} samples, conv2former_n_cifar 32x32 through Predictor() ({backend}): "
                   f"{secs:.2f} s median of {', '.join(f'{t:.2f}' for t in times)}")
     if torch is not None:
         print("\nauto (export_model + Predictor, default arguments) against PyTorch, same batch, same run:")
