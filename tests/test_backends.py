@@ -1,7 +1,6 @@
 """Inference backends: every artefact is verified against dygraph at export, a broken one is not offered (with
 its warning), ``auto`` runs the fastest verified one, bf16 only where the CPU has it, and exporting is offline."""
 import importlib.metadata
-import json
 import logging
 import os
 import sys
