@@ -97,7 +97,7 @@ def open_predictor(prefix, device, batch_size, key, backend="auto"):
         raise ConfigError(f"{key.split('.')[0]}.backend: {e}") from None
 
 
-def predictor_of(model, folder, size, device, batch_size, backend="auto"):
+def predictor_of(model, folder, size, device, batch_size, backend="auto", key="Eval.use_predictor"):
     """``model`` exported to ``folder`` (every backend verified and timed) and opened with ``backend``: for many
     forward passes the export pays for itself. ``folder`` must outlive the predictor (it rebuilds from the
     files if oneDNN fails)."""
@@ -105,7 +105,7 @@ def predictor_of(model, folder, size, device, batch_size, backend="auto"):
 
     prefix = os.path.join(folder, EXPORT_PREFIX)
     export_model(model, prefix, size)
-    return open_predictor(prefix, device, batch_size, "Eval.use_predictor", backend)
+    return open_predictor(prefix, device, batch_size, key, backend)
 
 
 def _as_list(value, key):
@@ -331,7 +331,8 @@ def explain(cfg):
             model, size = load_model(cfg), input_size(cfg)
             mean, std = lime_mean_std(preprocess_of(cfg))
             if ex["use_predictor"]:  # thousands of forward passes: worth the export
-                predictor = predictor_of(model, tmp, size, g["device"], ex["batch_size"], ex["backend"])
+                predictor = predictor_of(model, tmp, size, g["device"], ex["batch_size"], ex["backend"],
+                                         "Explain.use_predictor")
                 predict_fn = predictor_predict_fn(predictor, mean, std)
                 how = f"{predictor.backend_label} (exported on the fly)"
             else:
