@@ -205,7 +205,8 @@ def benchmarks(workdir):
         ("bench_convit_gpsa.py", ["-b", "1", "--iters", "1", "--warmup", "0", "--img-size", "64"],
          ["convit_tiny GPSA (dim 192, 4 heads), forward", "convit_tiny GPSA (dim 192, 4 heads), forward + backward",
           "convit_base GPSA (dim 768, 16 heads), forward", "whole convit_tiny, forward + backward"]),
-        ("bench_predictor.py", ["-m", "conv2former_n_cifar", "-b", "2", "-n", "1", "--warmup", "0"], []),
+        ("bench_predictor.py", ["-m", "conv2former_n_cifar", "-b", "2", "-n", "1", "--warmup", "0",
+                                "--lime-samples", "20", "--lime-runs", "1"], []),
     ]:
         proc = run(f"python benchmarks/{script}", ROOT, extra)
         assert re.search(r"\d+(\.\d+)?x", proc.stdout), proc.stdout  # prints ratios

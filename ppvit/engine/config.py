@@ -58,6 +58,8 @@ def _smoothing(v):
 
 
 NONE = type(None)
+# tools/eval|infer|explain through a predictor; ppvit.deploy.backends names them (not imported: paddle-free)
+BACKENDS = ("auto", "paddle", "paddle_bf16", "onnxruntime")
 POSITIVE = (_positive, "> 0")
 NON_NEGATIVE = (_non_negative, ">= 0")
 
@@ -131,10 +133,13 @@ SCHEMA = {
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
         "model": Key((str, NONE), None),  # an exported model (prefix, file or folder): run it by Paddle Inference
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and evaluate that
+        "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend: auto = fastest verified at export
     },
     "Export": {
         "output": Key((str, NONE), None),  # folder; null = <run dir>/inference
         "onnx": Key(bool, True),  # also <prefix>.onnx where paddle2onnx is installed
+        # the first N test images every backend must classify as dygraph does (>= 99.5% top-1 agreement); 0: off
+        "check_images": Key(int, 256, check=NON_NEGATIVE),
     },
     "Infer": {
         "model": Key((str, NONE), None),  # exported prefix, one of its files or its folder; null = <run>/inference
@@ -143,6 +148,7 @@ SCHEMA = {
         "batch_size": Key(int, 32, check=POSITIVE),
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N in infer_predictions.png; 0 = none
         "output": Key((str, NONE), None),  # folder of infer.json and the grid; null = the run dir
+        "backend": Key(str, "auto", choices=BACKENDS),  # auto | paddle | paddle_bf16 | onnxruntime
     },
     "Explain": {
         "indices": Key((int, list), [0]),  # test-set images to explain (when Explain.images is null)
@@ -152,6 +158,7 @@ SCHEMA = {
         "batch_size": Key(int, 50, check=POSITIVE),
         "model": Key((str, NONE), None),  # an exported model: run LIME through Paddle Inference with it
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and use that
+        "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend (Explain.model / use_predictor)
         "output": Key((str, NONE), None),  # folder of the PNGs; null = <run dir>/explain
         # quickshift superpixels; null = interpretdl's (QUICKSHIFT_INTERPRETDL: 5, 10, 1.0). Smaller kernel_size
         # and max_dist give more superpixels (small images need them: LIME warns below 10)
