@@ -120,3 +120,229 @@ class LayerNorm2d(nn.Layer):
 
 def to_2tuple(x):
     return tuple(x) if isinstance(x, (list, tuple)) else (x, x)
+
+
+# --------------------------------------------------------------------------------------------------------
+# depthwise convolution: the same layer as ``nn.Conv2D(C, C, k, groups=C)``, computed faster on CPU
+# --------------------------------------------------------------------------------------------------------
+# Paddle's dygraph depthwise conv on CPU is a naive loop (an 11x11 kernel on 64x64x32x32 is ~80x slower than
+# PyTorch's), while its matmul and FFT kernels are fast (MKL). ``DepthwiseConv2D`` keeps nn.Conv2D's
+# parameters (``weight`` [C, 1, k, k], ``bias`` [C]) and, in dygraph on CPU, computes the same correlation by
+# whichever exact formulation measured fastest for the shape (``_select_formulation``):
+#   "toeplitz": per channel, the map as a vector times a (HW x HW) matrix gathered from the kernel
+#               (small maps, where the kernel covers most of the map: one batched matmul);
+#   "rows":     a (K.W x W) banded matrix per channel times the K shifted rows of each output row
+#               (small kernels on mid-size maps: one batched matmul, K times fewer products than "toeplitz");
+#   "fft":      correlation by rfft2/irfft2 on an FFT-friendly padded size, with a hand-written backward that
+#               is again two FFT correlations (large kernels on large maps);
+#   "plain":    Paddle's own kernel.
+# Static graphs (paddle.jit.to_static / paddle.jit.save), GPUs and every configuration other than stride 1,
+# dilation 1, an odd square kernel with 'same' zero padding, NCHW and float32 always use Paddle's kernel,
+# so exported programs keep the plain depthwise_conv2d op (oneDNN runs it fast in the predictor).
+import contextlib as _contextlib  # noqa: E402
+import threading as _threading  # noqa: E402
+
+import numpy as _np  # noqa: E402
+from paddle import _C_ops  # noqa: E402  (matmul by the op, not paddle.matmul: FlopCounter patches that)
+
+DEPTHWISE_FORMULATIONS = ("plain", "toeplitz", "rows", "fft")
+_force = _threading.local()
+
+
+@_contextlib.contextmanager
+def depthwise_formulation(name):
+    """Force every ``DepthwiseConv2D`` in this thread to one formulation while the context is active:
+    ``"reference"`` is exactly ``nn.Conv2D``'s forward (Paddle's op and its bias add, as before this layer
+    existed: what tests and benchmarks compare against), ``"auto"`` the shape rule, or one of
+    ``DEPTHWISE_FORMULATIONS``. Raises ValueError for another name."""
+    if name not in DEPTHWISE_FORMULATIONS + ("reference", "auto"):
+        raise ValueError(f"unknown depthwise formulation {name!r}: use one of "
+                         f"{('reference', 'auto') + DEPTHWISE_FORMULATIONS}")
+    previous = getattr(_force, "name", None)
+    _force.name = None if name == "auto" else name
+    try:
+        yield
+    finally:
+        _force.name = previous
+
+
+def _fft_size(n):
+    """Smallest m >= n whose prime factors are 2, 3 and 5 (fast sizes for the FFT)."""
+    while True:
+        m = n
+        for f in (2, 3, 5):
+            while m % f == 0:
+                m //= f
+        if m == 1:
+            return n
+        n += 1
+
+
+_index_cache = {}
+
+
+def _toeplitz_index(h, w, k):
+    """int64 [HW * HW]: entry (q, o) is the kernel tap ky*k + kx that input position q contributes to output
+    position o with, or k*k (a zero appended to the kernel) when q is outside o's window."""
+    key = ("toeplitz", h, w, k)
+    if key not in _index_cache:
+        p = k // 2
+        hq, wq, ho, wo = _np.meshgrid(_np.arange(h), _np.arange(w), _np.arange(h), _np.arange(w), indexing="ij")
+        ky, kx = hq - ho + p, wq - wo + p
+        inside = (ky >= 0) & (ky < k) & (kx >= 0) & (kx < k)
+        _index_cache[key] = paddle.to_tensor(_np.where(inside, ky * k + kx, k * k).reshape(-1).astype("int64"))
+    return _index_cache[key]
+
+
+def _rows_index(h, w, k):
+    """(row index [H*K] into the map with a zero row appended at H, band index [K*W*W] into the kernel with a
+    zero appended at K*K): output row ho reads input rows ho+ky-p; band entry (ky, wq, wo) is tap (ky, wq-wo+p)."""
+    key = ("rows", h, w, k)
+    if key not in _index_cache:
+        p = k // 2
+        ho, ky = _np.meshgrid(_np.arange(h), _np.arange(k), indexing="ij")
+        r = ho + ky - p
+        rows = _np.where((r >= 0) & (r < h), r, h).reshape(-1)
+        kyy, wq, wo = _np.meshgrid(_np.arange(k), _np.arange(w), _np.arange(w), indexing="ij")
+        kx = wq - wo + p
+        band = _np.where((kx >= 0) & (kx < k), kyy * k + kx, k * k).reshape(-1)
+        _index_cache[key] = (paddle.to_tensor(rows.astype("int64")), paddle.to_tensor(band.astype("int64")))
+    return _index_cache[key]
+
+
+def _taps_with_zero(weight):
+    c, k = weight.shape[0], weight.shape[-1]
+    return paddle.concat([weight.reshape([c, k * k]), paddle.zeros([c, 1], weight.dtype)], axis=1)  # C, k*k+1
+
+
+def _dw_plain(x, weight):
+    k = weight.shape[-1]
+    return _C_ops.depthwise_conv2d(x, weight, [1, 1], [k // 2, k // 2], "EXPLICIT", x.shape[1], [1, 1], "NCHW")
+
+
+def _dw_toeplitz(x, weight):
+    B, C, H, W = x.shape
+    k = weight.shape[-1]
+    matrix = paddle.gather(_taps_with_zero(weight), _toeplitz_index(H, W, k), axis=1).reshape([C, H * W, H * W])
+    xt = x.reshape([B, C, H * W]).transpose([1, 0, 2])  # C, B, HW
+    y = _C_ops.matmul(xt, matrix, False, False)  # C, B, HW
+    return y.transpose([1, 0, 2]).reshape([B, C, H, W])
+
+
+def _dw_rows(x, weight):
+    B, C, H, W = x.shape
+    k = weight.shape[-1]
+    rows, band = _rows_index(H, W, k)
+    band = paddle.gather(_taps_with_zero(weight), band, axis=1).reshape([C, k * W, W])  # C, (ky, wq), wo
+    xt = paddle.concat([x.transpose([1, 0, 2, 3]), paddle.zeros([C, B, 1, W], x.dtype)], axis=2)  # C, B, H+1, W
+    shifted = paddle.gather(xt, rows, axis=2).reshape([C, B * H, k * W])  # C, (b, ho), (ky, wq)
+    y = _C_ops.matmul(shifted, band, False, False)  # C, B*H, W
+    return y.reshape([C, B, H, W]).transpose([1, 0, 2, 3])
+
+
+class _FFTCorrelation(paddle.autograd.PyLayer):
+    """y = x correlated with w ('same' zero padding, odd k) through rfft2 on an (Nh, Nw) grid with
+    Nh >= H + k//2: the kernel is flipped and centred on the origin so y is the circular convolution's top-left
+    H x W corner, and Nh >= H + k//2 keeps every wrapped-around tap on zero padding. The backward uses the
+    same identities: dx = irfft2(G conj(V)), dv = irfft2(sum_b G conj(X)), mapped back to the kernel taps."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        B, C, H, W = x.shape
+        k = weight.shape[-1]
+        p = k // 2
+        size = [_fft_size(H + p), _fft_size(W + p)]
+        v = paddle.flip(weight.reshape([1, C, k, k]), [2, 3])
+        v = F.pad(v, [0, size[1] - k, 0, size[0] - k]).reshape([C, *size])
+        v = paddle.roll(v, [-p, -p], [1, 2])  # tap (p, p) at the origin
+        spectrum_v = paddle.fft.rfft2(v)
+        y = paddle.fft.irfft2(paddle.fft.rfft2(x, s=size) * spectrum_v, s=size)[:, :, :H, :W]
+        ctx.save_for_backward(x, spectrum_v)
+        ctx.geometry = (size, k)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, spectrum_v = ctx.saved_tensor()
+        size, k = ctx.geometry
+        B, C, H, W = x.shape
+        p = k // 2
+        spectrum_g = paddle.fft.rfft2(grad, s=size)
+        grad_x = paddle.fft.irfft2(spectrum_g * paddle.conj(spectrum_v), s=size)[:, :, :H, :W]
+        cross = (spectrum_g * paddle.conj(paddle.fft.rfft2(x, s=size))).sum(0)  # C, Nh, Nw/2+1
+        grad_v = paddle.roll(paddle.fft.irfft2(cross, s=size), [p, p], [1, 2])[:, :k, :k]
+        grad_w = paddle.flip(grad_v, [1, 2]).reshape([C, 1, k, k])
+        return grad_x, grad_w
+
+
+def _dw_fft(x, weight):
+    return _FFTCorrelation.apply(x, weight)
+
+
+_FORMULATIONS = {"plain": _dw_plain, "toeplitz": _dw_toeplitz, "rows": _dw_rows, "fft": _dw_fft}
+
+
+def _select_formulation(h, w, k):
+    """The formulation measured fastest (forward + backward) on CPU for an h x w map and a k x k kernel.
+
+    Measured with ``benchmarks/bench_train_speed.py --layer-sweep`` (2 cores, OMP_NUM_THREADS=2, Paddle 3.3,
+    the families' channel counts and training batches): see the table in that script's docstring.
+    """
+    hw = h * w
+    if hw <= _TOEPLITZ_MAX_HW.get(k, 0):
+        return "toeplitz"
+    if k >= 7:
+        return "fft"
+    return "rows" if w <= _ROWS_MAX_W.get(k, 0) else "plain"
+
+
+# largest H*W for which the per-channel matrix product wins, and largest W for the banded-rows product
+_TOEPLITZ_MAX_HW = {3: 64, 5: 64, 7: 256, 9: 256, 11: 256}
+_ROWS_MAX_W = {3: 32, 5: 32}
+
+
+class DepthwiseConv2D(nn.Conv2D):
+    """``nn.Conv2D(in_channels, out_channels, kernel_size, ..., groups=in_channels)`` with the same arguments,
+    parameters (``weight`` [C, 1, k, k], ``bias`` [C]) and state_dict keys, so checkpoints load unchanged.
+
+    Input and output [B, C, H, W]. In dygraph on CPU, for stride 1, dilation 1, an odd square kernel, 'same'
+    zero padding (``padding=k//2`` or ``"same"``), NCHW float32, the correlation is computed by the formulation
+    ``_select_formulation`` picks for the shape; everything else (GPU, static graphs and exported programs,
+    other configurations) is exactly ``nn.Conv2D``. All formulations are the same math as Paddle's op (outputs
+    and gradients agree to float32 rounding, tested in tests/test_dwconv.py); ``depthwise_formulation`` forces
+    one. Raises ValueError unless ``groups == in_channels == out_channels``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=None,
+                 **kwargs):
+        groups = in_channels if groups is None else groups
+        if not (groups == in_channels == out_channels):
+            raise ValueError(f"DepthwiseConv2D needs groups == in_channels == out_channels, got groups={groups}, "
+                             f"in_channels={in_channels}, out_channels={out_channels}; use nn.Conv2D otherwise")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, **kwargs)
+        self._fast_ok = self._same_padding_odd_kernel()
+
+    def _same_padding_odd_kernel(self):
+        kh, kw = self._kernel_size
+        if kh != kw or kh % 2 == 0 or list(self._stride) != [1, 1] or list(self._dilation) != [1, 1]:
+            return False
+        if self._padding_mode != "zeros" or self._data_format != "NCHW":
+            return False
+        if self._padding_algorithm == "SAME":
+            return True
+        pads = list(self._updated_padding)
+        return self._padding_algorithm == "EXPLICIT" and len(pads) in (2, 4) and all(q == kh // 2 for q in pads)
+
+    def forward(self, x):
+        name = getattr(_force, "name", None)
+        if (name == "reference" or not self._fast_ok or not paddle.in_dynamic_mode()
+                or x.dtype != paddle.float32 or not x.place.is_cpu_place()):
+            return super().forward(x)
+        B, C, H, W = x.shape
+        name = name or _select_formulation(H, W, self._kernel_size[0])
+        y = _FORMULATIONS[name](x, self.weight)
+        if self.bias is None:
+            return y
+        # [C, 1] against [B, C, HW] takes Paddle's fast broadcast path; [1, C, 1, 1] against [B, C, H, W]
+        # (what nn.Conv2D does) its slow general one (measured ~15x slower on CPU); the sums are the same
+        return (y.reshape([B, C, H * W]) + self.bias.reshape([C, 1])).reshape([B, C, H, W])
