@@ -181,22 +181,33 @@ def _fft_size(n):
 _index_cache = {}
 
 
-def _toeplitz_index(h, w, k):
-    """int64 [HW * HW]: entry (q, o) is the kernel tap ky*k + kx that input position q contributes to output
-    position o with, or k*k (a zero appended to the kernel) when q is outside o's window."""
+def _one_hot_taps(taps, k):
+    """float32 [k*k, n] with a 1 where entry j of a gathered matrix holds kernel tap ``taps[j]`` (a tap of k*k
+    marks a structural zero). ``weight [C, k*k] @ this`` builds the matrix by a matmul (Paddle's gather and
+    its scatter-add gradient are several times slower on CPU), and ``grad [C, n] @ this.T`` is that
+    product's exact weight gradient: each entry is a sum of the gradient entries of one tap."""
+    one_hot = _np.zeros((k * k, taps.size), dtype="float32")
+    inside = taps < k * k
+    one_hot[taps[inside], _np.nonzero(inside)[0]] = 1.0
+    return paddle.to_tensor(one_hot)
+
+
+def _toeplitz_operator(h, w, k):
+    """[k*k, HW*HW] one-hot: entry (q, o) of a channel's matrix is the tap ky*k + kx by which input position
+    q = (hq, wq) enters output position o = (ho, wo), with ky = hq - ho + k//2, kx = wq - wo + k//2."""
     key = ("toeplitz", h, w, k)
     if key not in _index_cache:
         p = k // 2
         hq, wq, ho, wo = _np.meshgrid(_np.arange(h), _np.arange(w), _np.arange(h), _np.arange(w), indexing="ij")
         ky, kx = hq - ho + p, wq - wo + p
         inside = (ky >= 0) & (ky < k) & (kx >= 0) & (kx < k)
-        _index_cache[key] = paddle.to_tensor(_np.where(inside, ky * k + kx, k * k).reshape(-1).astype("int64"))
+        _index_cache[key] = _one_hot_taps(_np.where(inside, ky * k + kx, k * k).reshape(-1), k)
     return _index_cache[key]
 
 
-def _rows_index(h, w, k):
-    """(row index [H*K] into the map with a zero row appended at H, band index [K*W*W] into the kernel with a
-    zero appended at K*K): output row ho reads input rows ho+ky-p; band entry (ky, wq, wo) is tap (ky, wq-wo+p)."""
+def _rows_operator(h, w, k):
+    """(row index [H*K] into the map with a zero row appended at H, [k*k, K*W*W] one-hot of the banded
+    matrix): output row ho reads input rows ho+ky-p; band entry (ky, wq, wo) is tap (ky, wq - wo + p)."""
     key = ("rows", h, w, k)
     if key not in _index_cache:
         p = k // 2
@@ -206,13 +217,8 @@ def _rows_index(h, w, k):
         kyy, wq, wo = _np.meshgrid(_np.arange(k), _np.arange(w), _np.arange(w), indexing="ij")
         kx = wq - wo + p
         band = _np.where((kx >= 0) & (kx < k), kyy * k + kx, k * k).reshape(-1)
-        _index_cache[key] = (paddle.to_tensor(rows.astype("int64")), paddle.to_tensor(band.astype("int64")))
+        _index_cache[key] = (paddle.to_tensor(rows.astype("int64")), _one_hot_taps(band, k))
     return _index_cache[key]
-
-
-def _taps_with_zero(weight):
-    c, k = weight.shape[0], weight.shape[-1]
-    return paddle.concat([weight.reshape([c, k * k]), paddle.zeros([c, 1], weight.dtype)], axis=1)  # C, k*k+1
 
 
 def _dw_plain(x, weight):
@@ -220,30 +226,94 @@ def _dw_plain(x, weight):
     return _C_ops.depthwise_conv2d(x, weight, [1, 1], [k // 2, k // 2], "EXPLICIT", x.shape[1], [1, 1], "NCHW")
 
 
-def _dw_toeplitz(x, weight):
+def _taps_matrix(weight, operator, shape):
+    c, k = weight.shape[0], weight.shape[-1]
+    return _C_ops.matmul(weight.reshape([c, k * k]), operator, False, False).reshape(shape)
+
+
+def _taps_grad(grad_matrix, operator, weight_shape):
+    c = weight_shape[0]
+    return _C_ops.matmul(grad_matrix.reshape([c, -1]), operator, False, True).reshape(weight_shape)
+
+
+class _ToeplitzCorrelation(paddle.autograd.PyLayer):
+    """Each channel's map as a vector [HW] times its [HW, HW] correlation matrix: y_c = x_c M_c, all channels
+    in one batched matmul [C, B, HW] @ [C, HW, HW]. M is rebuilt in the backward rather than kept (it is
+    HW/k^2 times the kernel's size per channel)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        B, C, H, W = x.shape
+        operator = _toeplitz_operator(H, W, weight.shape[-1])
+        matrix = _taps_matrix(weight, operator, [C, H * W, H * W])  # C, q, o
+        xt = x.reshape([B, C, H * W]).transpose([1, 0, 2])  # C, B, HW
+        ctx.save_for_backward(x, weight)
+        return _C_ops.matmul(xt, matrix, False, False).transpose([1, 0, 2]).reshape([B, C, H, W])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensor()
+        B, C, H, W = x.shape
+        operator = _toeplitz_operator(H, W, weight.shape[-1])
+        matrix = _taps_matrix(weight, operator, [C, H * W, H * W])
+        xt = x.reshape([B, C, H * W]).transpose([1, 0, 2])  # C, B, HW
+        gt = grad.reshape([B, C, H * W]).transpose([1, 0, 2])  # C, B, HW
+        grad_x = _C_ops.matmul(gt, matrix, False, True).transpose([1, 0, 2]).reshape([B, C, H, W])
+        grad_matrix = _C_ops.matmul(xt, gt, True, False)  # C, q, o
+        return grad_x, _taps_grad(grad_matrix, operator, weight.shape)
+
+
+def _shifted_rows(x, rows, k):
+    """[C, B*H, K*W]: for each output row, the K input rows of its window side by side (zeros off the map)."""
+    B, C, H, W = x.shape
+    xt = paddle.concat([x.transpose([1, 0, 2, 3]), paddle.zeros([C, B, 1, W], x.dtype)], axis=2)  # C, B, H+1, W
+    return paddle.gather(xt, rows, axis=2).reshape([C, B * H, k * W])
+
+
+def _rows_forward(x, weight, rows, operator):
     B, C, H, W = x.shape
     k = weight.shape[-1]
-    matrix = paddle.gather(_taps_with_zero(weight), _toeplitz_index(H, W, k), axis=1).reshape([C, H * W, H * W])
-    xt = x.reshape([B, C, H * W]).transpose([1, 0, 2])  # C, B, HW
-    y = _C_ops.matmul(xt, matrix, False, False)  # C, B, HW
-    return y.transpose([1, 0, 2]).reshape([B, C, H, W])
+    band = _taps_matrix(weight, operator, [C, k * W, W])  # C, (ky, wq), wo
+    y = _C_ops.matmul(_shifted_rows(x, rows, k), band, False, False)  # C, B*H, W
+    return y.reshape([C, B, H, W]).transpose([1, 0, 2, 3])
+
+
+class _RowsCorrelation(paddle.autograd.PyLayer):
+    """Output row ho of channel c = [rows ho-p .. ho+p of x_c side by side] @ a banded [K*W, W] matrix per
+    channel (one batched matmul). Backward: dx is the same correlation of the gradient with the flipped
+    kernel ('same' padding, odd k), and the band's gradient is shifted_rows^T @ grad, mapped to the taps."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        B, C, H, W = x.shape
+        rows, operator = _rows_operator(H, W, weight.shape[-1])
+        ctx.save_for_backward(x, weight)
+        return _rows_forward(x, weight, rows, operator)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensor()
+        B, C, H, W = x.shape
+        k = weight.shape[-1]
+        rows, operator = _rows_operator(H, W, k)
+        grad_x = _rows_forward(grad, paddle.flip(weight, [2, 3]), rows, operator)
+        gt = grad.transpose([1, 0, 2, 3]).reshape([C, B * H, W])
+        grad_band = _C_ops.matmul(_shifted_rows(x, rows, k), gt, True, False)  # C, K*W, W
+        return grad_x, _taps_grad(grad_band, operator, weight.shape)
+
+
+def _dw_toeplitz(x, weight):
+    return _ToeplitzCorrelation.apply(x, weight)
 
 
 def _dw_rows(x, weight):
-    B, C, H, W = x.shape
-    k = weight.shape[-1]
-    rows, band = _rows_index(H, W, k)
-    band = paddle.gather(_taps_with_zero(weight), band, axis=1).reshape([C, k * W, W])  # C, (ky, wq), wo
-    xt = paddle.concat([x.transpose([1, 0, 2, 3]), paddle.zeros([C, B, 1, W], x.dtype)], axis=2)  # C, B, H+1, W
-    shifted = paddle.gather(xt, rows, axis=2).reshape([C, B * H, k * W])  # C, (b, ho), (ky, wq)
-    y = _C_ops.matmul(shifted, band, False, False)  # C, B*H, W
-    return y.reshape([C, B, H, W]).transpose([1, 0, 2, 3])
+    return _RowsCorrelation.apply(x, weight)
 
 
 class _FFTCorrelation(paddle.autograd.PyLayer):
     """y = x correlated with w ('same' zero padding, odd k) through rfft2 on an (Nh, Nw) grid with
     Nh >= H + k//2: the kernel is flipped and centred on the origin so y is the circular convolution's top-left
-    H x W corner, and Nh >= H + k//2 keeps every wrapped-around tap on zero padding. The backward uses the
+    H x W corner, and Nh >= max(H + k//2, k) keeps every wrapped-around tap on zero padding. The backward uses the
     same identities: dx = irfft2(G conj(V)), dv = irfft2(sum_b G conj(X)), mapped back to the kernel taps."""
 
     @staticmethod
@@ -251,7 +321,7 @@ class _FFTCorrelation(paddle.autograd.PyLayer):
         B, C, H, W = x.shape
         k = weight.shape[-1]
         p = k // 2
-        size = [_fft_size(H + p), _fft_size(W + p)]
+        size = [_fft_size(max(H + p, k)), _fft_size(max(W + p, k))]
         v = paddle.flip(weight.reshape([1, C, k, k]), [2, 3])
         v = F.pad(v, [0, size[1] - k, 0, size[0] - k]).reshape([C, *size])
         v = paddle.roll(v, [-p, -p], [1, 2])  # tap (p, p) at the origin
