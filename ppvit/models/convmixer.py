@@ -17,7 +17,7 @@ import numpy as np
 import paddle.nn as nn
 
 from .helpers import apply_key_map
-from .layers import DropPath
+from .layers import DepthwiseConv2D, DropPath
 from .registry import register_model
 
 __all__ = ["ConvMixer", "checkpoint_filter_fn", "torch_key_map"]
@@ -45,7 +45,7 @@ class ConvMixer(nn.Sequential):
         blocks = [
             nn.Sequential(
                 Residual(nn.Sequential(
-                    nn.Conv2D(dim, dim, kernel_size, groups=dim, padding="same"),
+                    DepthwiseConv2D(dim, dim, kernel_size, groups=dim, padding="same"),
                     act_layer(),
                     nn.BatchNorm2D(dim),
                 ), drop_path=dpr[i]),

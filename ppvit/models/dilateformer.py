@@ -13,7 +13,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
-from .layers import Attention, DropPath, Mlp, init_vit_weights
+from .layers import Attention, DepthwiseConv2D, DropPath, Mlp, init_vit_weights
 from .registry import register_model
 
 __all__ = ["DilateFormer", "dilate_attention"]
@@ -175,7 +175,7 @@ class Block(nn.Layer):
     def __init__(self, dim, attn, mlp_ratio=4.0, drop=0.0, drop_path=0.0, act_layer=nn.GELU,
                  norm_layer=nn.LayerNorm):
         super().__init__()
-        self.pos_embed = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.pos_embed = DepthwiseConv2D(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = norm_layer(dim)
         self.attn = attn
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
