@@ -175,3 +175,25 @@ def test_static_graph_keeps_paddles_depthwise_op(tmp_path):
     assert sum("depthwise_conv2d" in op for op in ops) == 2, ops
     assert not any(op.endswith(("matmul", "fft_r2c", "fft_c2r", "gather")) for op in ops), ops
     assert_close(loaded(x).numpy(), want, "saved program vs dygraph")
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=1), dict(kernel_size=2, stride=2), dict(kernel_size=3, padding=1),
+                                    dict(kernel_size=3, padding="same", groups=2), dict(kernel_size=1, bias_attr=False)])
+def test_conv2d_fast_bias_is_nn_conv2d(kwargs):
+    """layers.Conv2D adds its bias in Paddle's fast broadcast layout: same outputs and gradients as nn.Conv2D."""
+    paddle.seed(0)
+    layer = layers.Conv2D(4, 6, **kwargs)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 8, 8)).astype("float32")
+    outs = {}
+    for mode in ("reference", "auto"):
+        layer.clear_gradients()
+        xt = paddle.to_tensor(x, stop_gradient=False)
+        with depthwise_formulation(mode):
+            y = layer(xt)
+        (y * y).sum().backward()
+        outs[mode] = [y.numpy(), xt.grad.numpy(), layer.weight.grad.numpy()] + (
+            [layer.bias.grad.numpy()] if layer.bias is not None else [])
+    np.testing.assert_array_equal(outs["auto"][0], outs["reference"][0])
+    for g, r in zip(outs["auto"][1:], outs["reference"][1:]):
+        assert_close(g, r, f"{kwargs} gradient")

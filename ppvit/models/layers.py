@@ -371,7 +371,28 @@ _TOEPLITZ_MAX_HW = {3: 64, 5: 64, 7: 256, 9: 256, 11: 256}
 _ROWS_MAX_W = {3: 32, 5: 32}
 
 
-class DepthwiseConv2D(nn.Conv2D):
+class Conv2D(nn.Conv2D):
+    """``nn.Conv2D`` (same arguments, parameters and state_dict keys) whose bias is added as [B, C, H*W] + [C, 1]
+    rather than nn.Conv2D's [B, C, H, W] + [1, C, 1, 1]: the same additions, but Paddle's CPU kernel takes its
+    fast path for the first layout and a general broadcast loop (~15x slower, measured) for the second, which
+    made the bias add of the 1x1 convs ~15% of a Conv2Former training step. Only NCHW dygraph takes this path;
+    static graphs keep nn.Conv2D's ops."""
+
+    def _add_bias(self, y):
+        if self.bias is None:
+            return y
+        B, C, H, W = y.shape
+        return (y.reshape([B, C, H * W]) + self.bias.reshape([C, 1])).reshape([B, C, H, W])
+
+    def forward(self, x):
+        if (self.bias is None or not paddle.in_dynamic_mode() or self._data_format != "NCHW"
+                or self._padding_mode != "zeros" or getattr(_force, "name", None) == "reference"):
+            return nn.Conv2D.forward(self, x)  # explicit: to_static's rewrite breaks super()
+        return self._add_bias(F.conv2d(x, self.weight, None, self._stride, self._padding, self._dilation,
+                                       self._groups))
+
+
+class DepthwiseConv2D(Conv2D):
     """``nn.Conv2D(in_channels, out_channels, kernel_size, ..., groups=in_channels)`` with the same arguments,
     parameters (``weight`` [C, 1, k, k], ``bias`` [C]) and state_dict keys, so checkpoints load unchanged.
 
@@ -407,12 +428,7 @@ class DepthwiseConv2D(nn.Conv2D):
         name = getattr(_force, "name", None)
         if (name == "reference" or not self._fast_ok or not paddle.in_dynamic_mode()
                 or x.dtype != paddle.float32 or not x.place.is_cpu_place()):
-            return super().forward(x)
+            return Conv2D.forward(self, x)
         B, C, H, W = x.shape
         name = name or _select_formulation(H, W, self._kernel_size[0])
-        y = _FORMULATIONS[name](x, self.weight)
-        if self.bias is None:
-            return y
-        # [C, 1] against [B, C, HW] takes Paddle's fast broadcast path; [1, C, 1, 1] against [B, C, H, W]
-        # (what nn.Conv2D does) its slow general one (measured ~15x slower on CPU); the sums are the same
-        return (y.reshape([B, C, H * W]) + self.bias.reshape([C, 1])).reshape([B, C, H, W])
+        return self._add_bias(_FORMULATIONS[name](x, self.weight))
