@@ -356,19 +356,32 @@ def _select_formulation(h, w, k):
     """The formulation measured fastest (forward + backward) on CPU for an h x w map and a k x k kernel.
 
     Measured with ``benchmarks/bench_train_speed.py --layer-sweep`` (2 cores, OMP_NUM_THREADS=2, Paddle 3.3,
-    the families' channel counts and training batches): see the table in that script's docstring.
+    the families' channel counts and training batches; forward + backward ms of one sweep on a shared
+    machine, so +-30%; "plain" is Paddle's kernel):
+
+    ========================  ======  ========  ======  ======
+    kernel, map, C, B          plain  toeplitz    rows     fft
+    ========================  ======  ========  ======  ======
+    11, 32x32, 64, 32           2681         -     769     460
+    11, 16x16, 128, 32          2290       360     281     348
+    11,  8x8, 256, 32           1910        59     104     213
+    11,  4x4, 512, 32            520        13      66     244
+     5, 16x16, 256, 64           969       717     666     983
+     3, 32x32, 128, 32           427         -     483    1007
+     3, 16x16, 256, 32           209       489     138     401
+     3,  8x8, 512, 32            227        71      77     240
+     3,  4x4, 1024, 32           359        25      55     192
+    ========================  ======  ========  ======  ======
+
+    The matrix product wins while the map is small (H*W <= 64: the kernel covers most of it); beyond that the
+    FFT for large kernels (its cost does not grow with k), the banded rows for small kernels on maps up to
+    16 wide (their cost grows with W), and Paddle's own kernel for small kernels on larger maps.
     """
-    hw = h * w
-    if hw <= _TOEPLITZ_MAX_HW.get(k, 0):
+    if h * w <= 64:
         return "toeplitz"
     if k >= 7:
         return "fft"
-    return "rows" if w <= _ROWS_MAX_W.get(k, 0) else "plain"
-
-
-# largest H*W for which the per-channel matrix product wins, and largest W for the banded-rows product
-_TOEPLITZ_MAX_HW = {3: 64, 5: 64, 7: 256, 9: 256, 11: 256}
-_ROWS_MAX_W = {3: 32, 5: 32}
+    return "rows" if w <= 16 else "plain"
 
 
 class Conv2D(nn.Conv2D):
