@@ -210,10 +210,10 @@ def bench_models(names, repeats, steps):
                 print(f"  {fast} vs {ref}: {secs[ref] / secs[fast]:.2f}x the speed{extra}")
         if name == "convmixer_256_8" and torch is None:
             print("  pytorch eager: skipped (torch is not importable in this Python; run with /work/venv-torch)")
-    print("* ppvit+Conv2D: the other convs' bias added in Paddle's fast layout (layers.Conv2D), not yet used by the "
-          "family files")
         del trainers, variants
         gc.collect()
+    print("* ppvit+Conv2D: the other convs' bias added in Paddle's fast layout (layers.Conv2D), not yet used by the "
+          "family files")
 
 
 def bench_layers(repeats, sweep):
