@@ -176,7 +176,7 @@ def _step_peak(make_trainer):
     return peak
 
 
-def bench_models(names, repeats, steps):
+def bench_models(names, repeats, steps, quick=False):
     try:
         import torch
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -186,6 +186,7 @@ def bench_models(names, repeats, steps):
           "peak = Paddle host allocator peak of one step above the memory live before it)")
     for name in names:
         size, batch, kwargs = MODELS[name]
+        batch = 2 if quick else batch
         makers = {
             "plain conv": lambda: PaddleTrainer(ppvit.create_model(name, **kwargs), size, batch, "reference"),
             "ppvit": lambda: PaddleTrainer(ppvit.create_model(name, **kwargs), size, batch, "auto"),
@@ -216,13 +217,15 @@ def bench_models(names, repeats, steps):
           "family files")
 
 
-def bench_layers(repeats, sweep):
+def bench_layers(repeats, sweep, quick=False):
     print("== DepthwiseConv2D alone: forward / forward+backward ms (median), Paddle's op vs ppvit's choice")
     for k, hw, c, b in LAYER_SHAPES:
+        if quick:
+            c, b = max(c // 32, 1), 1
         paddle.seed(0)
         layer = DepthwiseConv2D(c, c, k, padding=k // 2, groups=c)
         x = paddle.randn([b, c, hw, hw])
-        choice = layers._select_formulation(hw, hw, k)
+        choice = layers._select_formulation(hw, hw, k, b * c)
         modes = ["reference", "auto"] + ([f for f in DEPTHWISE_FORMULATIONS if f != choice] if sweep else [])
 
         def fwd(mode):
@@ -258,12 +261,13 @@ def main():
     parser.add_argument("--steps", type=int, default=1, help="steps per round (the fastest counts)")
     parser.add_argument("--no-layers", action="store_true", help="skip the layer-alone table")
     parser.add_argument("--layer-sweep", action="store_true", help="time every formulation per layer shape")
+    parser.add_argument("--quick", action="store_true", help="toy sizes (batch 2, 1/32 of the channels): a smoke run")
     args = parser.parse_args()
     paddle.set_device("cpu")
     if args.models:
-        bench_models(args.models, args.repeats, args.steps)
+        bench_models(args.models, args.repeats, args.steps, args.quick)
     if not args.no_layers:
-        bench_layers(args.repeats, args.layer_sweep)
+        bench_layers(args.repeats, args.layer_sweep, args.quick)
 
 
 if __name__ == "__main__":

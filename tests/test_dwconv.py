@@ -111,6 +111,9 @@ def test_rule_picks_each_formulation():
     """The shape rule is a table, not a constant: small maps, large kernels and small kernels differ."""
     picks = {layers._select_formulation(h, h, k) for h, k in [(4, 11), (8, 11), (32, 11), (16, 5), (32, 3), (56, 3)]}
     assert picks == set(DEPTHWISE_FORMULATIONS)
+    # tiny work stays on Paddle's kernel (fixed overheads dominate)
+    assert layers._select_formulation(8, 8, 11, maps=2 * 4) == "plain"
+    assert layers._select_formulation(8, 8, 11, maps=32 * 256) == "toeplitz"
 
 
 # every family with depthwise convs, at a small input (ConViT has none: its only conv is the patch embedding)
@@ -132,8 +135,24 @@ def model_run(model, x, mode):
     return logits.numpy(), grads
 
 
+@pytest.fixture
+def rule_at_any_size(monkeypatch):
+    """The shape rule without its small-work cut-off (so small test inputs take the fast formulations);
+    returns the set of formulations the rule picked."""
+    picked = set()
+    select = layers._select_formulation
+
+    def spy(*args):
+        picked.add(select(*args))
+        return select(*args)
+
+    monkeypatch.setattr(layers, "_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "_select_formulation", spy)
+    return picked
+
+
 @pytest.mark.parametrize("name,kwargs,size", FAMILY_MODELS, ids=[m[0] for m in FAMILY_MODELS])
-def test_model_matches_plain_conv(name, kwargs, size):
+def test_model_matches_plain_conv(name, kwargs, size, rule_at_any_size):
     paddle.seed(0)
     model = ppvit.create_model(name, **kwargs)
     model.eval()  # no dropout / drop path, so both passes compute the same function
@@ -145,6 +164,7 @@ def test_model_matches_plain_conv(name, kwargs, size):
     x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype("float32")
     want_logits, want_grads = model_run(model, x, "reference")
     got_logits, got_grads = model_run(model, x, "auto")
+    assert rule_at_any_size - {"plain"}, f"{name}: only Paddle's kernel was picked"
     assert_close(got_logits, want_logits, f"{name} logits")
     assert sorted(got_grads) == sorted(want_grads)
     for key in want_grads:
@@ -159,7 +179,7 @@ def test_flop_count_unchanged():
     assert count_flops(model, (1, 3, 16, 16)) == want
 
 
-def test_static_graph_keeps_paddles_depthwise_op(tmp_path):
+def test_static_graph_keeps_paddles_depthwise_op(tmp_path, rule_at_any_size):
     """paddle.jit.to_static / jit.save record the plain depthwise_conv2d op (oneDNN runs it in the
     predictor), and the saved program computes what the dygraph layer does."""
     paddle.seed(0)
@@ -168,6 +188,7 @@ def test_static_graph_keeps_paddles_depthwise_op(tmp_path):
     model.eval()
     x = paddle.randn([1, 4, 8, 8])
     want = model(x).numpy()  # dygraph: the Toeplitz formulation for both convs
+    assert rule_at_any_size == {"toeplitz"}
     prefix = str(tmp_path / "dw")
     paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None, 4, 8, 8], "float32")])
     loaded = paddle.jit.load(prefix)

@@ -203,6 +203,7 @@ def benchmarks(workdir):
         ("bench_convit_gpsa.py", ["--variant", "tiny", "-b", "1", "--iters", "1", "--warmup", "0",
                                   "--img-size", "64"]),
         ("bench_predictor.py", ["-m", "conv2former_n_cifar", "-b", "2", "-n", "1", "--warmup", "0"]),
+        ("bench_train_speed.py", ["--models", "convmixer_256_8", "--quick", "--repeats", "1"]),
     ]:
         proc = run(f"python benchmarks/{script}", ROOT, extra)
         assert re.search(r"\d+(\.\d+)?x", proc.stdout), proc.stdout  # prints ratios
@@ -230,6 +231,7 @@ COMMANDS = {
     "python benchmarks/bench_dilateformer_attention.py": benchmarks,
     "python benchmarks/bench_convit_gpsa.py": benchmarks,
     "python benchmarks/bench_predictor.py": benchmarks,
+    "python benchmarks/bench_train_speed.py": benchmarks,
     COMMANDS_CONVERT_DILATE: convert_dilateformer,
     "python tools/train.py -c configs/convit_tiny_ft.yaml": fine_tune_convit,
     "python tools/export.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams":

@@ -352,8 +352,14 @@ def _dw_fft(x, weight):
 _FORMULATIONS = {"plain": _dw_plain, "toeplitz": _dw_toeplitz, "rows": _dw_rows, "fft": _dw_fft}
 
 
-def _select_formulation(h, w, k):
-    """The formulation measured fastest (forward + backward) on CPU for an h x w map and a k x k kernel.
+# below this many multiply-adds (B*C*H*W*k*k) Paddle's kernel is as fast as any formulation: the others cost
+# a few ms of fixed overhead (measured with ``bench_train_speed.py --quick``), and tests run at such sizes
+_MIN_MACS = 1 << 20
+
+
+def _select_formulation(h, w, k, maps=None):
+    """The formulation measured fastest (forward + backward) on CPU for ``maps`` (batch x channels) h x w maps
+    and a k x k kernel (``maps=None``: ignore the size of the batch).
 
     Measured with ``benchmarks/bench_train_speed.py --layer-sweep`` (2 cores, OMP_NUM_THREADS=2, Paddle 3.3,
     the families' channel counts and training batches; forward + backward ms of one sweep on a shared
@@ -377,6 +383,8 @@ def _select_formulation(h, w, k):
     FFT for large kernels (its cost does not grow with k), the banded rows for small kernels on maps up to
     16 wide (their cost grows with W), and Paddle's own kernel for small kernels on larger maps.
     """
+    if maps is not None and maps * h * w * k * k < _MIN_MACS:
+        return "plain"
     if h * w <= 64:
         return "toeplitz"
     if k >= 7:
@@ -443,5 +451,5 @@ class DepthwiseConv2D(Conv2D):
                 or x.dtype != paddle.float32 or not x.place.is_cpu_place()):
             return Conv2D.forward(self, x)
         B, C, H, W = x.shape
-        name = name or _select_formulation(H, W, self._kernel_size[0])
+        name = name or _select_formulation(H, W, self._kernel_size[0], B * C)
         return self._add_bias(_FORMULATIONS[name](x, self.weight))
