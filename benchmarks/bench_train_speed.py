@@ -10,6 +10,8 @@ Prints, in one run:
    this layer) vs ppvit's layer (the shape rule), plus the notebook's own Conv2Former (tests/reference, the
    transcribed notebook code) and, when torch is importable, convmixer_256_8 in PyTorch eager; "ppvit+Conv2D"
    also switches the models' other convs to ``layers.Conv2D`` (fast bias add), a preview of wiring it in;
+   wall time gives images/s; process CPU time per step is printed too and is the steadier ratio when other
+   processes share the cores (it leaves out waiting for a core);
 2. the peak memory of one training step: Paddle's host allocator peak above what was allocated before the
    step (``host_memory_stat_peak_value``; on CPU every tensor goes through it, and unlike process RSS it is
    not hidden by memory the allocator keeps from earlier steps), with the layer's cached constants freed first
@@ -146,20 +148,27 @@ class TorchConvMixerTrainer:
 
 
 def _time(fn):
-    t0 = time.perf_counter()
+    """(wall seconds, process CPU seconds) of one call. CPU time (all threads) is the steadier figure when other
+    processes share the cores: it leaves out the time spent waiting for a core."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def _interleaved(variants, repeats, steps):
-    """{name: median seconds per call}, the variants timed in turn ``repeats`` times after one warm-up call."""
+def _interleaved(variants, repeats, steps, cpu=False):
+    """{name: median seconds per call}, the variants timed in turn ``repeats`` times after one warm-up call;
+    with ``cpu=True`` also {name: median process CPU seconds per call}."""
     for fn in variants.values():
         fn()
-    times = {name: [] for name in variants}
+    wall = {name: [] for name in variants}
+    proc = {name: [] for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
-            times[name].append(min(_time(fn) for _ in range(steps)))
-    return {name: float(np.median(t)) for name, t in times.items()}
+            w, c = min((_time(fn) for _ in range(steps)), key=lambda t: t[0])
+            wall[name].append(w)
+            proc[name].append(c)
+    med = {name: float(np.median(t)) for name, t in wall.items()}
+    return (med, {name: float(np.median(t)) for name, t in proc.items()}) if cpu else med
 
 
 def _step_peak(make_trainer):
@@ -200,15 +209,17 @@ def bench_models(names, repeats, steps, quick=False):
         variants = {label: t.step for label, t in trainers.items()}
         if name == "convmixer_256_8" and torch is not None:
             variants["pytorch eager"] = TorchConvMixerTrainer(torch, size, batch).step
-        secs = _interleaved(variants, repeats, steps)
+        secs, cpu = _interleaved(variants, repeats, steps, cpu=True)
         print(f"{name} (batch {batch}, {size}x{size}):")
         for label, s in secs.items():
             mem = f"peak {peaks[label] / 2**20:7.1f} MiB" if label in peaks else ""
-            print(f"  {label:14s} {batch / s:8.2f} img/s  {s * 1e3:8.0f} ms/step  {mem}")
+            print(f"  {label:14s} {batch / s:8.2f} img/s  {s * 1e3:8.0f} ms/step  {cpu[label] * 1e3:8.0f} CPU ms/step  "
+                  f"{mem}")
         for fast in ("ppvit", "ppvit+Conv2D *"):
             for ref in [k for k in secs if not k.startswith("ppvit")]:
                 extra = f", peak memory {peaks[fast] / peaks[ref]:.2f}x" if ref in peaks else ""
-                print(f"  {fast} vs {ref}: {secs[ref] / secs[fast]:.2f}x the speed{extra}")
+                print(f"  {fast} vs {ref}: {secs[ref] / secs[fast]:.2f}x the speed (by CPU time "
+                      f"{cpu[ref] / cpu[fast]:.2f}x){extra}")
         if name == "convmixer_256_8" and torch is None:
             print("  pytorch eager: skipped (torch is not importable in this Python; run with /work/venv-torch)")
         del trainers, variants
