@@ -129,14 +129,14 @@ def to_2tuple(x):
 # PyTorch's), while its matmul and FFT kernels are fast (MKL). ``DepthwiseConv2D`` keeps nn.Conv2D's
 # parameters (``weight`` [C, 1, k, k], ``bias`` [C]) and, in dygraph on CPU, computes the same correlation by
 # whichever exact formulation measured fastest for the shape (``_select_formulation``):
-#   "toeplitz": per channel, the map as a vector times a (HW x HW) matrix gathered from the kernel
-#               (small maps, where the kernel covers most of the map: one batched matmul);
+#   "toeplitz": per channel, the map as a vector times a (HW x HW) matrix built from the kernel taps by a
+#               one-hot matmul (small maps, where the kernel covers most of the map: one batched matmul);
 #   "rows":     a (K.W x W) banded matrix per channel times the K shifted rows of each output row
 #               (small kernels on mid-size maps: one batched matmul, K times fewer products than "toeplitz");
 #   "fft":      correlation by rfft2/irfft2 on an FFT-friendly padded size, with a hand-written backward that
 #               is again two FFT correlations (large kernels on large maps);
-#   "plain":    Paddle's own kernel.
-# Static graphs (paddle.jit.to_static / paddle.jit.save), GPUs and every configuration other than stride 1,
+#   "plain":    Paddle's own kernel (also for small work, where the others' fixed overheads dominate).
+# Each has an exact gradient (hand-written backwards for the three matrix/FFT forms). Static graphs (paddle.jit.to_static / paddle.jit.save), GPUs and every configuration other than stride 1,
 # dilation 1, an odd square kernel with 'same' zero padding, NCHW and float32 always use Paddle's kernel,
 # so exported programs keep the plain depthwise_conv2d op (oneDNN runs it fast in the predictor).
 import contextlib as _contextlib  # noqa: E402
@@ -153,7 +153,7 @@ _force = _threading.local()
 def depthwise_formulation(name):
     """Force every ``DepthwiseConv2D`` in this thread to one formulation while the context is active:
     ``"reference"`` is exactly ``nn.Conv2D``'s forward (Paddle's op and its bias add, as before this layer
-    existed: what tests and benchmarks compare against), ``"auto"`` the shape rule, or one of
+    existed: what tests and benchmarks compare against; it also turns ``Conv2D``'s fast bias add off), ``"auto"`` the shape rule, or one of
     ``DEPTHWISE_FORMULATIONS``. Raises ValueError for another name."""
     if name not in DEPTHWISE_FORMULATIONS + ("reference", "auto"):
         raise ValueError(f"unknown depthwise formulation {name!r}: use one of "
