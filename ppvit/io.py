@@ -8,8 +8,10 @@ import tempfile
 import numpy as np
 import paddle
 
+from .errors import PpvitError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(PpvitError):
     """A weight file that cannot be used: missing, unreadable, or not matching the model."""
 
 

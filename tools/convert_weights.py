@@ -8,7 +8,6 @@ Errors (unreadable file, wrong family, missing keys, shape mismatches) print one
 ``--dst`` is only written when the conversion succeeded.
 """
 import argparse
-import logging
 import sys
 
 import _common  # noqa: F401  (sys.path, before ppvit is imported)
@@ -36,7 +35,11 @@ def main(argv=None):
                              "file) or torch (torch.load with weights_only=True)")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # ppvit's own console handler: logging.basicConfig would do nothing here, because Paddle's import (run by
+    # _common with stderr redirected) already gave the root logger a handler writing into that buffer
+    from ppvit.engine.logger import setup_logging
+
+    setup_logging(console=True)
     from ppvit.convert import convert_checkpoint
     from ppvit.io import CheckpointError
 

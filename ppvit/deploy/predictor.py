@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from ..errors import PpvitError
 from .export import read_meta
 
 logger = logging.getLogger("ppvit")
@@ -22,7 +23,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", "
 ONEDNN_UNSAFE_OPS = ("pad",)
 
 
-class ImageReadError(ValueError):
+class ImageReadError(PpvitError):
     """A file that cannot be read as an image; the message names the file."""
 
 

@@ -1,8 +1,10 @@
 """The command line shared by tools/train.py, eval.py, export.py, infer.py and explain.py (PaddleClas's
 ``-c``/``-o``).
 
-User errors (config, data, checkpoint) print one line to stderr and exit 2, without a traceback
-(``PPVIT_DEBUG=1`` shows it); a non-finite loss exits 1.
+The error contract (ppvit/errors.py): a ``PpvitError`` (config, data, checkpoint: something the user can fix)
+prints one ``error:`` line to stderr and exits 2 (``PPVIT_DEBUG=1`` shows the traceback); a run stopped by a
+non-finite loss or weights exits 1 and Ctrl-C 130, each with one line saying what was kept. Anything else is a
+bug and keeps its traceback.
 """
 import argparse
 import os
@@ -26,6 +28,7 @@ def main(mode, argv=None):
     from .engine import Engine
     from . import predict
     from .logger import setup_logging
+    from ..errors import PpvitError
     from .trainer import NonFiniteLossError
 
     setup_logging(console=rank() == 0)  # messages while the engine is built (e.g. weights loaded)
@@ -40,10 +43,10 @@ def main(mode, argv=None):
             getattr(predict, mode)(cfg)  # export / infer / explain
     except NonFiniteLossError as e:
         return _fail(e, 1)
-    except ValueError as e:  # ConfigError, DataError, CheckpointError and model input-size errors
+    except (PpvitError, FileNotFoundError, PermissionError, IsADirectoryError) as e:  # the user's to fix
         return _fail(e, 2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # training says which checkpoint it kept
+        print(" ".join(str(e).split()) or "interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -1,6 +1,7 @@
 """``train.log`` and the machine-readable history (``history.json``)."""
 import json
 import logging
+import math
 import os
 import sys
 
@@ -52,6 +53,25 @@ def close_logging():
             h.close()
 
 
+def finite_or_null(obj):
+    """``obj`` with every NaN or infinite float replaced by None (JSON's null), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return finite_or_null(obj.tolist())
+    return obj
+
+
+def strict_json(data, indent=1):
+    """Strict JSON text (no NaN/Infinity, which JSON readers other than Python's reject): non-finite numbers
+    become null."""
+    return json.dumps(finite_or_null(data), indent=indent, allow_nan=False)
+
+
 class History:
     """Loss/lr per step and loss/accuracy per epoch; saved as JSON and kept in the resume state."""
 
@@ -84,7 +104,7 @@ class History:
         data = dict(extra or {}, **self.state_dict())
         with atomic_path(path) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
+                f.write(strict_json(data))
 
     def records(self):
         """The notebooks' ``loss_record``/``acc_record`` dicts for ``plot_learning_curve``."""

@@ -18,7 +18,7 @@ import paddle
 
 from .builder import build_device, build_model, seed_everything
 from .config import ConfigError, run_dir
-from .logger import get_logger, setup_logging
+from .logger import get_logger, setup_logging, strict_json
 
 EXPORT_PREFIX = "inference"  # <folder>/inference.json + .pdiparams + .meta.json, as PaddleClas names it
 
@@ -58,7 +58,7 @@ def load_model(cfg):
     build_device(cfg["Global"]["device"])
     seed_everything(cfg["Global"]["seed"])
     cfg["Global"]["pretrained_model"] = weights_path(cfg)
-    model = build_model(cfg)
+    model = build_model(cfg, training=False)  # strict: the head must fit too
     model.eval()
     size = input_size(cfg)
     try:
@@ -88,11 +88,15 @@ def lime_mean_std(preprocess):
 def open_predictor(prefix, device, batch_size, key):
     from ..deploy import Predictor
 
+    from ..provenance import check_export_current
+
     try:
-        return Predictor(prefix, device=device, batch_size=batch_size)
+        predictor = Predictor(prefix, device=device, batch_size=batch_size)
     except FileNotFoundError as e:
         raise ConfigError(f"{key}: {e}; write one with tools/export.py -c CONFIG "
                           "-o Global.pretrained_model=...") from None
+    check_export_current(predictor.prefix, predictor.meta, key)  # never serve an export older than its weights
+    return predictor
 
 
 def predictor_of(model, folder, size, device, batch_size):
@@ -135,8 +139,11 @@ def export(cfg):
     size = input_size(cfg)
     folder = cfg["Export"]["output"] or os.path.join(run_dir(cfg), "inference")
     prefix = os.path.join(folder, EXPORT_PREFIX)
+    from ..provenance import weights_record
+
+    weights = cfg["Global"]["pretrained_model"]
     meta = {"labels": class_names(cfg), "model": cfg["Arch"]["name"], "preprocess": preprocess_of(cfg),
-            "arch": cfg["Arch"], "weights": cfg["Global"]["pretrained_model"],
+            "arch": cfg["Arch"], "weights": os.path.abspath(weights), "source_weights": weights_record(weights),
             "transform": cfg["Data"]["transform"], "dataset": cfg["Data"]["dataset"]}
     info = export_model(model, prefix, size, meta, onnx=cfg["Export"]["onnx"])
 
@@ -172,7 +179,8 @@ def infer(cfg):
     os.makedirs(out, exist_ok=True)
     with atomic_path(os.path.join(out, "infer.json")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"model": predictor.prefix, "results": results}, f, indent=1)
+            f.write(strict_json({"model": predictor.prefix, "source_weights": (predictor.meta or {}).get("source_weights"),
+                                 "results": results}))
     shown = results[:inf["grid_images"]]
     if shown:
         png = save_prediction_grid(
@@ -180,6 +188,7 @@ def infer(cfg):
             [r["topk"][0]["class_id"] for r in shown], class_names=predictor.labels,
             probs=[r["topk"][0]["score"] for r in shown])
         get_logger().info(f"prediction grid: {png}")
+    get_logger().info(f"predictions: {os.path.join(out, 'infer.json')}")
     return results
 
 
@@ -311,6 +320,8 @@ def explain(cfg):
     depend on which other images were asked for.
     """
     from ..explain import LimeImageExplainer, paddle_predict_fn, predictor_predict_fn
+    from ..io import atomic_path
+    from ..provenance import weights_record
 
     ex, g = cfg["Explain"], cfg["Global"]
     log = get_logger()
@@ -325,9 +336,11 @@ def explain(cfg):
             names = predictor.labels or names
             predict_fn = predictor_predict_fn(predictor, *lime_mean_std(predictor.meta["preprocess"]))
             how = f"Paddle Inference ({predictor.prefix})"
+            source, exported = predictor.meta.get("source_weights"), predictor.prefix
         else:
             model, size = load_model(cfg), input_size(cfg)
             mean, std = lime_mean_std(preprocess_of(cfg))
+            source, exported = weights_record(g["pretrained_model"]), None
             if ex["use_predictor"]:  # thousands of forward passes: worth the export
                 predictor = predictor_of(model, tmp, size, g["device"], ex["batch_size"])
                 predict_fn = predictor_predict_fn(predictor, mean, std)
@@ -358,6 +371,13 @@ def explain(cfg):
             explainer.save_figure(path, class_names=names, title=title)
             written.append(path)
             log.info(f"[{n}/{len(items)}] {title} -> {path}")
+        index = os.path.join(out, "explain.json")  # which weights the figures explain
+        with atomic_path(index) as tmp_json:
+            with open(tmp_json, "w", encoding="utf-8") as f:
+                f.write(strict_json({"source_weights": source, "model": exported, "forward": how,
+                                     "num_samples": ex["num_samples"], "seed": g["seed"],
+                                     "figures": [os.path.relpath(p, out) for p in written]}))
+        log.info(f"explanations: {index}")
     return written
 
 

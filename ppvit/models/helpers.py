@@ -15,16 +15,18 @@ def head_prefixes(model):
     return tuple(n + "." for n in names)
 
 
-def load_pretrained(model, path_or_state, strict=True):
+def load_pretrained(model, path_or_state, strict=True, reset_head=True):
     """Load weights into ``model``.
 
-    Head weights whose shapes differ (another class count) are skipped and logged; any other missing,
-    unexpected or mismatched key raises ``CheckpointError`` listing them.
+    reset_head=True (fine-tuning): head weights whose shapes differ (another class count), or that a headless
+    checkpoint lacks, are left freshly initialised and that is logged. reset_head=False (evaluation, export,
+    explanation: no training follows): the head must fit like every other key.
+    Any other missing, unexpected or mismatched key raises ``CheckpointError`` listing them.
     """
     state = load_state(path_or_state) if not isinstance(path_or_state, dict) else path_or_state
     source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
     own = model.state_dict()
-    heads = head_prefixes(model)
+    heads = head_prefixes(model) if reset_head else ()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched, skipped_head = [], []
@@ -43,6 +45,11 @@ def load_pretrained(model, path_or_state, strict=True):
             if keys:
                 shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
                 parts.append(f"{title} keys: {shown}")
+        head = [k for k in own if k.startswith(head_prefixes(model))]
+        if not reset_head and any(k in missing or any(m.startswith(k + ":") for m in mismatched) for k in head):
+            parts.append("the classifier does not fit: weights for another class count (or none) cannot be "
+                         "evaluated, exported or explained; set Arch.num_classes (num_classes) to the weights' class "
+                         "count (only training from Global.pretrained_model re-initialises a head)")
         raise CheckpointError(
             f"{source} does not match model {type(model).__name__}: " + "; ".join(parts)
         )
