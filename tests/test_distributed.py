@@ -50,6 +50,7 @@ def test_two_cpu_processes_train_in_step(tmp_path):
     history = json.loads((run / "history.json").read_text())
     weights = load_state(run / "final_model.pdparams")
     assert any(k.endswith("_mean") for k in weights) and any(k.endswith("_variance") for k in weights)
+    assert ranks[0]["tensors"] == len(weights)  # the digests cover every tensor, running statistics included
     # the logged validation (reduced over both ranks' halves) is what tools/eval.py gets from the saved weights
     res = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "eval.py"), "-c", str(config), "-o",
                           f"Global.output_dir={out}", "-o", f"Global.pretrained_model={run / 'final_model.pdparams'}"],

@@ -84,9 +84,11 @@ def _history(run):
 def test_harmless_changes_are_accepted_and_give_the_uninterrupted_weights(runs):
     """eval batch size, workers, print interval, output folder: the resumed run ends exactly as the straight one."""
     run = _copy(runs, "half", "harmless")
-    ok(tool("train.py", runs["config"], [f"Global.output_dir={runs['out']}", "Global.run_name=harmless",
+    # another run name too: a resume continues in its run's folder
+    ok(tool("train.py", runs["config"], [f"Global.output_dir={runs['out']}", "Global.run_name=elsewhere",
                                          f"Global.checkpoints={run}", "Data.eval_batch_size=7",
                                          "Data.num_workers=1", "Global.print_interval=1"]))
+    assert not os.path.exists(os.path.join(runs["out"], "elsewhere"))
     a, b = load_state(os.path.join(runs["done"], "final_model.pdparams")), load_state(os.path.join(run, "final_model.pdparams"))
     assert a.keys() == b.keys()
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6

@@ -76,7 +76,12 @@ class Engine:
             # a resume is checked against the saved run before anything is built from it or written
             checkpoint = ckpt.load_latest(g["checkpoints"])
             saved = ckpt.read_train_state(checkpoint)
-            plan = plan_resume(saved, cfg, self.steps_per_epoch, os.path.dirname(checkpoint["path"]))
+            folder = os.path.dirname(checkpoint["path"])
+            plan = plan_resume(saved, cfg, self.steps_per_epoch, folder)
+            # a resume continues in its run's folder, whatever Global.output_dir/run_name say now
+            if os.path.abspath(folder) != os.path.abspath(self.run_dir):
+                g["output_dir"], g["run_name"] = os.path.dirname(folder) or ".", os.path.basename(folder)
+                self.run_dir = run_dir(cfg)
         else:
             check_run_folder(cfg, self.run_dir)
         self.state = saved or TrainState(cfg, self.steps_per_epoch)

@@ -9,23 +9,27 @@ import paddle.distributed as dist
 
 from .builder import world_size
 
-_FLOATS = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
+def running_statistics(model):
+    """(name, tensor) of what training changes without gradients: buffers, and the non-trainable parameters
+    Paddle keeps BatchNorm's ``_mean``/``_variance`` in; floating point only, in name order."""
+    found = dict(model.named_buffers())
+    found.update((n, p) for n, p in model.named_parameters() if p.stop_gradient)
+    return [(n, t) for n, t in sorted(found.items()) if paddle.is_floating_point(t)]
 
 
 @paddle.no_grad()
 def sync_buffers(*models):
-    """Average every floating-point buffer of ``models`` across ranks, in place (no-op in one process).
-    Integer buffers (index tables) are the same on every rank and are left alone."""
+    """Average the running statistics of ``models`` across ranks, in place (no-op in one process).
+    Trainable parameters are already identical (their gradients are all-reduced)."""
     n = world_size()
     if n == 1:
         return
     for model in models:
         if model is None:
             continue
-        for _, buf in sorted(model.named_buffers(), key=lambda item: item[0]):
-            if buf.dtype in _FLOATS:
-                dist.all_reduce(buf)
-                paddle.assign(buf / n, buf)
+        for _, value in running_statistics(model):
+            dist.all_reduce(value)
+            paddle.assign(value / n, value)
 
 
 def non_finite_tensors(*models):

@@ -1,5 +1,6 @@
 """Loading pretrained weights into a built model."""
 import logging
+import os
 import warnings
 
 import paddle
@@ -23,6 +24,11 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True):
     explanation: no training follows): the head must fit like every other key.
     Any other missing, unexpected or mismatched key raises ``CheckpointError`` listing them.
     """
+    if not isinstance(path_or_state, (str, os.PathLike, dict)):  # e.g. timm's pretrained=True
+        raise CheckpointError(
+            f"pretrained must be a path to a .pdparams or .safetensors file with Paddle keys, got {path_or_state!r}; "
+            "ppvit downloads no weights (convert an official PyTorch checkpoint with tools/convert_weights.py, "
+            "or pass pretrained=None for random initialisation)")
     state = load_state(path_or_state) if not isinstance(path_or_state, dict) else path_or_state
     source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
     own = model.state_dict()
