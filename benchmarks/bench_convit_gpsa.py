@@ -15,18 +15,18 @@ peak above what was allocated before the measured step (weights and input exclud
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 import paddle
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from notebook_reference import load_notebook
 
-import ppvit  # noqa: E402
-from ppvit.models.convit import GPSA  # noqa: E402
-from tests.reference import nb002_convit as nb  # noqa: E402
+import ppvit
+from ppvit.models.convit import GPSA
+from ppvit.utils.device import resolve_device
+
+nb = load_notebook("nb002_convit")
 
 HEADS = {"tiny": 4, "small": 9, "base": 16}
 
@@ -125,8 +125,7 @@ def compare(title, ours, theirs, x, meter, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    gpu = args.device == "gpu" or (args.device == "auto" and paddle.device.is_compiled_with_cuda()
-                                   and paddle.device.cuda.device_count() > 0)
+    gpu = resolve_device(args.device)[0] == "gpu"
     paddle.set_device("gpu" if gpu else "cpu")
     meter = Meter(gpu)
     paddle.seed(0)

@@ -17,20 +17,18 @@ Peak memory is Paddle's own allocator peak (bytes allocated above what was live 
 """
 import argparse
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+import numpy as np
+import paddle
+from paddle.base import core
 
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-from paddle.base import core  # noqa: E402
+from notebook_reference import load_notebook
+from ppvit.models.dilateformer import MultiDilatelocalAttention, dilate_attention
+from ppvit.utils.device import resolve_device
 
-from ppvit.models.dilateformer import MultiDilatelocalAttention, dilate_attention  # noqa: E402
-from reference.nb004_dilateformer import DilateAttention as NotebookCore  # noqa: E402
-from reference.nb004_dilateformer import MultiDilatelocalAttention as NotebookAttention  # noqa: E402
+NotebookCore = load_notebook("nb004_dilateformer").DilateAttention
+NotebookAttention = load_notebook("nb004_dilateformer").MultiDilatelocalAttention
 
 
 class NotebookNoInplace(NotebookAttention):
@@ -127,8 +125,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     args = p.parse_args(argv)
 
-    gpu = args.device == "gpu" or (args.device == "auto" and paddle.device.is_compiled_with_cuda()
-                                   and paddle.device.cuda.device_count() > 0)
+    gpu = resolve_device(args.device)[0] == "gpu"
     paddle.set_device("gpu" if gpu else "cpu")
     paddle.seed(0)
     kw = dict(dim=args.dim, num_heads=args.heads, qkv_bias=True, dilation=args.dilation)

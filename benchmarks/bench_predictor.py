@@ -10,7 +10,6 @@ their logits.
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 
@@ -21,32 +20,18 @@ if not os.environ.get("OMP_NUM_THREADS"):
     except AttributeError:
         os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 import ppvit  # noqa: E402
 from ppvit.deploy import Predictor, export_model  # noqa: E402
 
-# notebook models and the input size of their notebooks
-NOTEBOOK_MODELS = {
-    "conv2former_n_cifar": 32,
-    "convit_small": 224,
-    "dilateformer_t": 224,
-    "coatnet_0": 224,
-    "convmixer_256_8": 32,
-}
-# the constructor argument that sets the input size, for models built for one size
-SIZE_ARG = {"convit": "img_size", "dilateformer": "img_size", "coatnet": "image_size"}
+# the models the notebooks train (each at its cfg's input size, which is its notebook's)
+NOTEBOOK_MODELS = ["conv2former_n_cifar", "convit_small", "dilateformer_t", "coatnet_0", "convmixer_256_8"]
 
 
 def build(name, size):
-    kwargs = {}
-    family = name.split("_")[0]
-    if family in SIZE_ARG:
-        kwargs[SIZE_ARG[family]] = size
-    model = ppvit.create_model(name, num_classes=10, **kwargs)
+    model = ppvit.create_model(name, num_classes=10, img_size=size)
     model.eval()
     return model
 
@@ -98,7 +83,7 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
-            size = args.size or NOTEBOOK_MODELS.get(name, 224)
+            size = args.size or ppvit.get_model_cfg(name).input_size[1]
             rows.append(bench(name, size, args.batch_size, args.iters, args.warmup, args.threads, folder))
             r = rows[-1]
             print(f"  {name}: dygraph {r['dygraph']:.1f} img/s, predictor {r['predictor']:.1f} img/s", flush=True)

@@ -2,8 +2,8 @@
 
     python scripts/model_zoo.py [--markdown] [--models PATTERN] [--include-norm]
 
-Each model is built with its default class count (1000; 10 for the CIFAR models) and counted at its
-default input size with ``ppvit.models.profile.count_flops`` (one eval forward pass, batch 1): multiply-
+Each model is built with its default class count (1000; 10 for the CIFAR models) and counted at the
+input size of its ``ppvit.get_model_cfg(name)`` with ``ppvit.models.profile.count_flops`` (one eval forward pass, batch 1): multiply-
 accumulates of convolutions, Linear layers and the attention products (matmuls; DilateFormer's dilated
 windows as the paper's matmuls), i.e. the "FLOPs" papers report. Building and running the large models on
 a CPU takes a few minutes in all.
@@ -14,16 +14,11 @@ import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # before paddle is imported
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import paddle  # noqa: E402
 
 import ppvit  # noqa: E402
 from ppvit.models.profile import count_flops, count_params  # noqa: E402
-
-# input sizes that no model attribute tells (the CIFAR-10 models); everything else is read off the model
-# (CoAtNet's image_size, ConViT/DilateFormer's patch_embed.img_size) or is ImageNet's 224
-_DEFAULT_SIZE = {"conv2former_n_cifar": 32, "convmixer_256_8": 32}
 
 # family prefix -> (source document in shared/seeds, paper / official code)
 _SOURCES = {
@@ -48,7 +43,7 @@ _PAPER_GMACS = {
     "dilateformer_t": "3.2", "dilateformer_s": "4.8", "dilateformer_b": "10.0",
 }
 
-# table order: the families as DESIGN.md lists them, each from its smallest model up
+# table order: the families in the order of the sources (000-004), each from its smallest model up
 _FAMILIES = ("conv2former", "convit", "coatnet", "convmixer", "dilateformer")
 
 
@@ -58,23 +53,11 @@ def _source(name):
     return _SOURCES.get(key, ("-", "-"))
 
 
-def input_size(name, model):
-    """(H, W) the model is built for."""
-    if name in _DEFAULT_SIZE:
-        return (_DEFAULT_SIZE[name],) * 2
-    size = getattr(model, "image_size", None)
-    if size is None:
-        size = getattr(getattr(model, "patch_embed", None), "img_size", None)
-    if size is None:
-        return (224, 224)
-    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-
-
 def profile(name, include_norm=False):
     model = ppvit.create_model(name)
-    h, w = input_size(name, model)
+    c, h, w = ppvit.get_model_cfg(name).input_size
     start = time.time()
-    macs, by_kind = count_flops(model, (1, 3, h, w), include_norm=include_norm, by_kind=True)
+    macs, by_kind = count_flops(model, (1, c, h, w), include_norm=include_norm, by_kind=True)
     return dict(name=name, params=count_params(model), macs=macs, by_kind=by_kind, size=(h, w),
                 classes=model.num_classes, seconds=time.time() - start)
 

@@ -1,14 +1,12 @@
 import os
-import sys
 
 import numpy as np
 import paddle
 import pytest
 
+# the repository root is on sys.path through pyproject.toml's [tool.pytest.ini_options] pythonpath
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 paddle.set_device("cpu")
 

@@ -13,9 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # per run on a CPU.
 TINY = {
     "Global": {"device": "cpu", "seed": 3, "epochs": 2, "run_name": "tiny"},
-    "Arch": {"name": "convmixer_256_8", "num_classes": 10, "dim": 16, "depth": 2},
+    "Arch": {"name": "convmixer_256_8", "num_classes": 10, "dim": 16, "depth": 2, "img_size": 16},
     "Optimizer": {"name": "AdamW", "lr": 0.01, "weight_decay": 0.005},
-    "Data": {"dataset": "digits", "transform": "basic", "image_size": 16, "limit": 64, "batch_size": 16,
+    "Data": {"dataset": "digits", "transform": "basic", "limit": 64, "batch_size": 16,
              "eval_batch_size": 64, "num_workers": 0},
 }
 

@@ -8,7 +8,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
@@ -74,8 +73,9 @@ def _cases(d):
         ("mismatched-pretrained", "eval.py", QUICKSTART,
          base + ["Arch.depth=2", f"Global.pretrained_model={run}/best_model.pdparams"],
          ["does not match model", "unexpected keys"]),
-        ("input-size-mismatch", "train.py", d["dilate_yaml"], base, ["does not accept the data", "224",
-                                                                      "Data.image_size=16"]),
+        # one key for the input size: the model's Arch.img_size, which the data pipeline follows
+        ("removed-data-image-size", "train.py", QUICKSTART, base + ["Data.image_size=32"],
+         ["Data.image_size", "Arch.img_size", "-o Arch.img_size=32"]),
         ("eval-without-weights", "eval.py", QUICKSTART, [f"Global.output_dir={d['tmp']}/empty"] + SMALL,
          ["Global.pretrained_model is not set", "best_model.pdparams"]),
         ("no-gpu", "train.py", QUICKSTART, base + ["Global.device=gpu"], ["Global.device is gpu"]),
@@ -93,12 +93,6 @@ def prepared(tmp_path_factory):
     d["bad_yaml"] = os.path.join(tmp, "bad.yaml")
     with open(d["bad_yaml"], "w") as f:
         f.write("Global:\n  epochs: 1\n Arch: [unbalanced\n")
-    d["dilate_yaml"] = os.path.join(tmp, "dilate.yaml")  # a 224-pixel model fed the quick start's 16x16 images
-    with open(QUICKSTART) as f, open(d["dilate_yaml"], "w") as g:
-        cfg = yaml.safe_load(f)
-        cfg["Arch"] = {"name": "dilateformer_t", "num_classes": 10, "img_size": 224}
-        cfg["Global"]["run_name"] = "quickstart"
-        yaml.safe_dump(cfg, g)
     d["garbage"] = os.path.join(tmp, "garbage.tar.gz")
     with open(d["garbage"], "wb") as f:
         f.write(os.urandom(3000))
@@ -123,7 +117,7 @@ def prepared(tmp_path_factory):
 
 
 CASE_IDS = [c[0] for c in _cases({"run": "r", "out": "o", "tmp": "t", "bad_yaml": "b", "garbage": "g",
-                                  "truncated_run": "tr", "truncated_weights": "tw", "dilate_yaml": "dy"})]
+                                  "truncated_run": "tr", "truncated_weights": "tw"})]
 
 
 def test_the_table_is_large_enough():

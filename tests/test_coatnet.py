@@ -8,6 +8,7 @@ import pytest
 import ppvit
 from ppvit.io import save_state
 from ppvit.models.coatnet import CoAtNet, checkpoint_filter_fn, relative_position_index
+from ppvit.models.registry import rename_old_kwargs
 from tests.parity import count_params
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -47,7 +48,7 @@ def test_matches_pytorch_source(tmp_path):
 
 def test_relative_index_is_derived_not_stored():
     torch_state, cfg, _, _ = load_fixture("coatnet_tiny64")
-    model = CoAtNet(**cfg)
+    model = CoAtNet(**rename_old_kwargs(cfg))  # 003 spells img_size image_size
     assert not any("relative_index" in k for k in model.state_dict())
     assert not any("relative_index" in k for k in checkpoint_filter_fn(torch_state))
     # ...and it equals the buffer the PyTorch code saves
@@ -70,21 +71,21 @@ def test_param_counts(name):
     assert count_params(model, trainable_only=True) == PARAMS[name]
     if name == "coatnet_0":
         assert round(PARAMS[name] / 1e6, 2) == 17.79
-    assert model.image_size == (224, 224) and model.num_classes == 1000
+    assert model.img_size == (224, 224) and model.num_classes == 1000
 
 
 def test_wrong_input_size_names_both_sizes():
-    model = CoAtNet(image_size=64, **TINY)
+    model = CoAtNet(img_size=64, **TINY)
     with pytest.raises(ValueError, match=r"64x64.*32x32"):
         model(paddle.randn([1, 3, 32, 32]))
     with pytest.raises(ValueError, match="multiple of 32"):
-        CoAtNet(image_size=100, **TINY)
+        CoAtNet(img_size=100, **TINY)
     # a non-square size is fine when it is the one the model was built for
-    assert CoAtNet(image_size=(32, 64), num_classes=3, **TINY)(paddle.randn([1, 3, 32, 64])).shape == [1, 3]
+    assert CoAtNet(img_size=(32, 64), num_classes=3, **TINY)(paddle.randn([1, 3, 32, 64])).shape == [1, 3]
 
 
 def test_train_step_with_drop_path():
-    model = CoAtNet(image_size=32, num_classes=5, drop_path_rate=0.5, **TINY)
+    model = CoAtNet(img_size=32, num_classes=5, drop_path_rate=0.5, **TINY)
     model.train()
     x = paddle.randn([2, 3, 32, 32])
     # train mode: the residual branches are dropped per sample, so passes differ
@@ -98,7 +99,7 @@ def test_train_step_with_drop_path():
     assert float(paddle.abs(model.s3[1].attn.relative_bias_table.grad).sum()) > 0
 
     # drop path adds no keys and is the identity in eval mode
-    plain = CoAtNet(image_size=32, num_classes=5, **TINY)
+    plain = CoAtNet(img_size=32, num_classes=5, **TINY)
     assert list(plain.state_dict()) == list(model.state_dict())
     plain.set_state_dict(model.state_dict())
     model.eval()
@@ -107,7 +108,7 @@ def test_train_step_with_drop_path():
 
 
 def test_model_surface(tmp_path):
-    model = CoAtNet(image_size=32, num_classes=10, **TINY)
+    model = CoAtNet(img_size=32, num_classes=10, **TINY)
     x = paddle.randn([2, 3, 32, 32])
     assert model.forward_features(x).shape == [2, 16]
     nwd = model.no_weight_decay()

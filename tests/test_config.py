@@ -141,3 +141,47 @@ def test_adamw_skips_no_weight_decay_params():
     opt = build_optimizer(cfg["Optimizer"], model, sched)
     assert not opt._apply_decay_param_fun(model.pos_embed.name)
     assert opt._apply_decay_param_fun(model.fc.weight.name)
+
+
+# ---------------------------------------------------------------------------------------- the input size
+def _minimal(arch, data=None):
+    return {"Global": {"epochs": 1}, "Arch": dict(arch, num_classes=10), "Optimizer": {"lr": 0.1},
+            "Data": dict({"batch_size": 2, "eval_batch_size": 2}, **(data or {}))}
+
+
+@pytest.mark.parametrize("name, size", [("convmixer_256_8", 32), ("conv2former_n_cifar", 32), ("convit_tiny", 224),
+                                        ("coatnet_0", 224)])
+def test_arch_img_size_defaults_to_the_model_cfg_and_drives_the_data(name, size):
+    import ppvit
+
+    cfg = load_config(None, base=_minimal({"name": name}))
+    assert cfg["Arch"]["img_size"] == size == ppvit.get_model_cfg(name).input_size[1]
+    assert model_kwargs(cfg)["img_size"] == size  # the model is built for it
+    assert cfg["Data"]["image_size"] == size  # derived: the pipeline resizes to it
+    cfg = load_config(None, ["Arch.img_size=64"], base=_minimal({"name": name}))
+    assert cfg["Arch"]["img_size"] == cfg["Data"]["image_size"] == 64
+
+
+def test_data_image_size_is_refused_with_the_fix():
+    with pytest.raises(ConfigError) as err:
+        load_config(QUICKSTART, ["Data.image_size=24"])
+    msg = str(err.value)
+    assert "Data.image_size" in msg and "Arch.img_size" in msg and "-o Arch.img_size=24" in msg
+
+
+def test_arch_image_size_is_the_old_spelling_of_img_size():
+    cfg = load_config(None, base=_minimal({"name": "coatnet_0", "image_size": 64}))
+    assert cfg["Arch"]["img_size"] == 64 and "image_size" not in cfg["Arch"]
+    with pytest.raises(ConfigError, match="Arch: got both image_size= and img_size="):
+        load_config(None, base=_minimal({"name": "coatnet_0", "image_size": 64, "img_size": 64}))
+
+
+def test_a_dumped_config_loads_again(tmp_path):
+    from ppvit.engine.config import dump
+
+    cfg = load_config(QUICKSTART, ["Arch.img_size=24"])
+    path = tmp_path / "config.yaml"
+    path.write_text(dump(cfg))
+    again = load_config(str(path))
+    assert again["Arch"]["img_size"] == again["Data"]["image_size"] == 24
+    assert again == cfg

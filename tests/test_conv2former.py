@@ -149,3 +149,56 @@ def test_forward_features_and_pretrained_head_swap(tmp_path):
     with paddle.no_grad():
         feats = other.forward_features(paddle.randn([1, 3, 64, 64]))
     assert list(feats.shape) == [1, 1280]
+
+
+# --------------------------------------------------------------------------------------------------------
+# conv2former_n is the official HVision-NKU configuration: a 7x7 kernel (scripts/make_fixtures_conv2former_n.py)
+# --------------------------------------------------------------------------------------------------------
+def test_conv2former_n_is_the_official_kernel7_configuration():
+    model = ppvit.create_model("conv2former_n")
+    assert count_params(model, trainable_only=True) == 14_992_840  # the official model's count (1000 classes)
+    assert list(model.state_dict()["stages.3.1.attn.att.2.weight"].shape) == [512, 1, 7, 7]
+    # the 11x11 variant stays one argument away
+    wide = ppvit.create_model("conv2former_n", kernel_size=11)
+    assert list(wide.state_dict()["stages.3.1.attn.att.2.weight"].shape) == [512, 1, 11, 11]
+    assert round(count_params(wide, trainable_only=True) / 1e6, 2) == 15.24
+
+
+def test_full_size_official_conv2former_n_layout_converts():
+    # every key and shape of the official PyTorch Conv2Former-N (written from the transcribed official code)
+    # maps onto the registered conv2former_n with nothing missing, left over or mis-shaped
+    import json
+
+    from ppvit.commands.convert import build_model, convert_state_dict
+    from ppvit.io import compare_state_dict
+
+    with open(os.path.join(FIXTURES, "conv2former_n_official_key_shapes.json")) as f:
+        official = json.load(f)
+    torch_state = {k: np.zeros(v, "float32") for k, v in official["shapes"].items()}
+    assert torch_state["stages.3.1.attn.att.2.weight"].shape == (512, 1, 7, 7)
+    state = convert_state_dict("conv2former_n", torch_state)
+    model = build_model("conv2former_n", state)
+    assert model.num_classes == 1000
+    assert not compare_state_dict(model.state_dict(), state)
+    assert count_params(model, trainable_only=True) == official["trainable_params"]
+
+
+def test_official_kernel7_layout_converts_and_matches_pytorch(tmp_path):
+    # a reduced official model with the 7x7 kernel, saved by PyTorch: converted by the tool's code path and
+    # loaded into the registered conv2former_n (whose default kernel is 7: no kernel_size given)
+    from safetensors.numpy import save_file
+
+    from ppvit.commands.convert import convert_checkpoint
+
+    torch_state, cfg, x, y = _torch_fixture("conv2former_n_k7_tiny.npz")
+    assert cfg["kernel_size"] == 7 and torch_state["stages.0.0.attn.att.2.weight"].shape[-1] == 7
+    src, dst = str(tmp_path / "official.safetensors"), str(tmp_path / "conv2former_n.pdparams")
+    save_file({k: np.ascontiguousarray(v) for k, v in torch_state.items()}, src)
+    kwargs = dict(dims=cfg["dims"], depths=cfg["depths"], head_dim=cfg["head_dim"])
+    convert_checkpoint("conv2former_n", src, dst, **kwargs)
+    model = ppvit.create_model("conv2former_n", pretrained=dst, num_classes=cfg["num_classes"], **kwargs)
+    model.eval()
+    with paddle.no_grad():
+        got = model(paddle.to_tensor(x)).numpy()
+    diff = float(np.abs(got - y).max())
+    assert diff <= 1e-4, f"max abs difference to PyTorch {diff}"

@@ -1,4 +1,5 @@
-"""Converting official PyTorch checkpoints (issue 5): tools/convert_weights.py and ppvit.convert.
+"""Converting official PyTorch checkpoints (issue 5): tools/convert_weights.py, ``ppvit convert`` and
+ppvit.commands.convert (readers in ppvit.io.torch_checkpoint).
 
 Fixtures (tests/fixtures, made by scripts/make_fixtures_*.py with torch; read here with numpy only): each
 family's reduced model in its official PyTorch layout, as ``.npz`` (state under PyTorch keys, build
@@ -16,8 +17,9 @@ import paddle
 import pytest
 
 import ppvit
-from ppvit.convert import (ConversionError, build_model, compare_state, convert_checkpoint, convert_state_dict,
-                           read_checkpoint, read_torch_legacy, read_torch_zip)
+from ppvit.commands.convert import ConversionError, build_model, convert_checkpoint, convert_state_dict
+from ppvit.io import compare_state_dict
+from ppvit.io.torch_checkpoint import read_checkpoint, read_torch_legacy, read_torch_zip
 from tests.conftest import FIXTURES, ROOT
 
 TOOL = os.path.join(ROOT, "tools", "convert_weights.py")
@@ -47,7 +49,7 @@ def _conv2former_kwargs(cfg):
 
 
 def _coatnet_kwargs(cfg):
-    return {k: cfg[k] for k in ("image_size", "num_blocks", "channels")}
+    return {"img_size": cfg["image_size"], **{k: cfg[k] for k in ("num_blocks", "channels")}}
 
 
 def _convmixer_kwargs(cfg):
@@ -211,7 +213,8 @@ def test_key_maps_cover_full_size_official_checkpoints(model_name):
     state = convert_state_dict(model_name, torch_state)
     model = build_model(model_name, state)
     assert model.num_classes == 1000
-    assert compare_state(model.state_dict(), state) == ([], [], [])
+    diff = compare_state_dict(model.state_dict(), state)
+    assert not diff, diff
 
 
 def test_legacy_format_converts(tmp_path):
@@ -299,18 +302,15 @@ def test_shape_mismatch_is_listed(tmp_path):
     kwargs = _convit_kwargs(cfg)
     kwargs["embed_dim"] = 12  # a wider model than the checkpoint
     src = _to_safetensors(state, str(tmp_path / "s.safetensors"))
-    with pytest.raises(ConversionError, match=r"shape mismatches:[\s\S]*pos_embed: checkpoint \(1, 16, 32\) "
+    with pytest.raises(ConversionError, match=r"shape mismatch: .*pos_embed: checkpoint \(1, 16, 32\) "
                                               r"vs model \(1, 16, 48\)"):
         convert_checkpoint("convit_tiny", src, str(tmp_path / "o.pdparams"), **kwargs)
     assert not (tmp_path / "o.pdparams").exists()
 
 
 def test_tool_user_errors_exit_2(tmp_path, capsys):
-    sys.path.insert(0, os.path.dirname(TOOL))
-    try:
-        import convert_weights
-    finally:
-        sys.path.remove(os.path.dirname(TOOL))
+    from ppvit.commands.cli import main  # what tools/convert_weights.py and `ppvit convert` run
+
     src = os.path.join(FIXTURES, "convit_official_tiny.pth")
     cases = [
         (["--model", "convit_tiy", "--src", src, "--dst", str(tmp_path / "a.pdparams")], "convit_tiny"),
@@ -319,7 +319,7 @@ def test_tool_user_errors_exit_2(tmp_path, capsys):
          "not found"),
     ]
     for argv, expected in cases:
-        assert convert_weights.main(argv) == 2
+        assert main(["convert"] + argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err, err
     assert not any(p.name.startswith("a.") for p in tmp_path.iterdir())
@@ -365,7 +365,7 @@ def test_train_tool_finetunes_from_converted_checkpoint(converted_convit, tmp_pa
                  "Global.device=cpu", "Global.print_interval=1", "Data.dataset=digits",
                  f"Data.data_file={tmp_path / 'digits.tar.gz'}", "Data.limit=8", "Data.batch_size=4",
                  "Data.eval_batch_size=8", "Data.num_workers=0", "Data.transform=basic",
-                 f"Data.image_size={kwargs['img_size']}", "Optimizer.warmup_epochs=0"]
+                 "Optimizer.warmup_epochs=0"]
     overrides += [f"Arch.{k}={v}" for k, v in kwargs.items()]
     cmd = [sys.executable, train, "-c", os.path.join(ROOT, "configs", "convit_tiny_ft.yaml")]
     for o in overrides:

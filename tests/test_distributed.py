@@ -15,11 +15,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {
     "Global": {"device": "cpu", "seed": 3, "epochs": 2, "run_name": "tiny"},
     # ConvMixer: a BatchNorm after every conv, so each rank's running statistics follow its own batches
-    "Arch": {"name": "convmixer_256_8", "num_classes": 10, "dim": 16, "depth": 2, "drop_path_rate": 0.1},
+    "Arch": {"name": "convmixer_256_8", "num_classes": 10, "dim": 16, "depth": 2, "drop_path_rate": 0.1,
+             "img_size": 16},
     "Loss": {"name": "LabelSmoothingCrossEntropy", "smoothing": 0.1},
     "Optimizer": {"name": "AdamW", "lr": 0.01, "weight_decay": 0.01},
     # 70 test images: an odd share per rank (35 + 35) and a last eval batch smaller than the others
-    "Data": {"dataset": "digits", "transform": "basic", "image_size": 16, "limit": 70,
+    "Data": {"dataset": "digits", "transform": "basic", "limit": 70,
              "batch_size": 8, "eval_batch_size": 16, "num_workers": 0, "mixup_alpha": 0.2},
 }
 

@@ -1,10 +1,13 @@
+import json
 import os
 
 import numpy as np
 import paddle
 import pytest
 
-from ppvit.io import CheckpointError, atomic_path, load_state, save_state
+import ppvit
+from ppvit.io import (CheckpointError, atomic_path, compare_state_dict, load_state, save_state,
+                      state_dict_mismatch_message, unwrap_state_dict, write_json)
 
 
 @pytest.mark.parametrize("ext", [".pdparams", ".safetensors"])
@@ -45,3 +48,81 @@ def test_missing_and_corrupt_files(tmp_path):
     bad.write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="cannot read"):
         load_state(bad)
+
+
+# ------------------------------------------------------------------------ the one state-dict comparison
+def _model_and_bad_state():
+    """A small model and a checkpoint that lacks one key, has one extra and one reshaped tensor."""
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 3), paddle.nn.Linear(3, 2))
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    del state["1.bias"]
+    state["2.weight"] = np.zeros((2, 2), "float32")
+    state["0.weight"] = np.zeros((5, 3), "float32")
+    return model, state
+
+
+def test_compare_state_dict_names_missing_unexpected_and_mismatched():
+    model, state = _model_and_bad_state()
+    diff = compare_state_dict(model.state_dict(), state)
+    assert diff.missing == ["1.bias"]
+    assert diff.unexpected == ["2.weight"]
+    assert diff.mismatched == [("0.weight", (5, 3), (4, 3))]
+    assert not compare_state_dict(model.state_dict(), {k: v.numpy() for k, v in model.state_dict().items()})
+    msg = state_dict_mismatch_message(diff, "w.pdparams", "Sequential", "(hint)")
+    assert msg == ("w.pdparams does not match model Sequential (hint): missing keys: 1.bias; unexpected keys: "
+                   "2.weight; shape mismatch: 0.weight: checkpoint (5, 3) vs model (4, 3)")
+    many = compare_state_dict({f"k{i}": np.zeros(1) for i in range(25)}, {})
+    assert state_dict_mismatch_message(many, "s", "m").endswith("k19, ... (25 in all)")
+
+
+def test_every_loader_reports_a_mismatch_in_the_same_words(tmp_path):
+    """create_model(pretrained=...), resume (checkpoint.load_exact) and the converter share the message."""
+    from ppvit.commands.convert import ConversionError, convert_checkpoint
+    from ppvit.engine.checkpoint import load_exact
+
+    expected = ["does not match model", "missing keys: ", "unexpected keys: extra.weight",
+                "shape mismatch: "]
+    model = ppvit.create_model("convmixer_256_8", dim=16, depth=1)
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    first = next(iter(state))
+    state.pop(next(k for k in state if k.endswith("bias")))
+    state["extra.weight"] = np.zeros(3, "float32")
+    state[first] = np.zeros((1, 1, 1, 1), "float32")
+    path = tmp_path / "bad.safetensors"
+    save_state(state, path)
+
+    messages = []
+    with pytest.raises(CheckpointError) as e:
+        ppvit.create_model("convmixer_256_8", dim=16, depth=1, pretrained=str(path))
+    messages.append(str(e.value))
+    with pytest.raises(CheckpointError) as e:
+        load_exact(ppvit.create_model("convmixer_256_8", dim=16, depth=1), state, str(path))
+    messages.append(str(e.value))
+    torch_layout = tmp_path / "torch_layout.safetensors"  # ConvMixer's timm layout is ppvit's own
+    save_state(state, torch_layout)
+    with pytest.raises(ConversionError) as e:
+        convert_checkpoint("convmixer_256_8", torch_layout, tmp_path / "out.pdparams", dim=16, depth=1)
+    messages.append(str(e.value))
+    for msg in messages:
+        assert "\n" not in msg and all(w in msg for w in expected), msg
+        assert f"{first}: checkpoint (1, 1, 1, 1) vs model" in msg, msg
+    assert not (tmp_path / "out.pdparams").exists()
+
+
+def test_training_checkpoints_are_unwrapped_once(tmp_path):
+    weights = {"a": np.ones((2, 2), "float32")}
+    for wrapped in ({"state_dict": weights}, {"model": weights, "epoch": 3}, {"net": {"module": weights}}):
+        assert unwrap_state_dict(wrapped) is weights
+        path = tmp_path / "wrapped.pdparams"
+        paddle.save(wrapped, str(path))
+        assert list(load_state(path)) == ["a"]
+    assert unwrap_state_dict(weights) is weights
+
+
+def test_write_json_is_strict_and_atomic(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"top1": 0.5})
+    with pytest.raises(ValueError):
+        write_json(path, {"top1": float("nan")})
+    assert json.loads(path.read_text()) == {"top1": 0.5}
+    assert os.listdir(tmp_path) == ["metrics.json"]

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from ppvit.explain import (
-    IMAGENET_MEAN, IMAGENET_STD, LimeImageExplainer, explanation_mask, load_image, paddle_predict_fn,
+    IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, LimeImageExplainer, explanation_mask, load_image, paddle_predict_fn,
     predictor_predict_fn, restore_image, save_lime_figure,
 )
 
@@ -183,7 +183,7 @@ def test_top_k_and_explicit_classes():
 # ----------------------------------------------------------------------------------------------- inputs
 def test_normalised_chw_input_is_restored():
     img = block_image(seed=4, size=32)
-    chw = ((img / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1).astype(np.float32)
+    chw = ((img / 255.0 - np.array(IMAGENET_DEFAULT_MEAN)) / np.array(IMAGENET_DEFAULT_STD)).transpose(2, 0, 1).astype(np.float32)
     np.testing.assert_array_equal(restore_image(chw), img)
     a = LimeImageExplainer(texture_in_top_left, random_seed=0, progress=False)
     b = LimeImageExplainer(texture_in_top_left, random_seed=0, progress=False)
@@ -220,7 +220,7 @@ def test_predictor_adapter_feeds_normalised_nchw_and_returns_softmax():
     probs = fn(images)
     x = received[0]
     assert x.dtype == np.float32 and x.shape == (3, 3, 16, 16)
-    expected = ((images / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(0, 3, 1, 2)
+    expected = ((images / 255.0 - np.array(IMAGENET_DEFAULT_MEAN)) / np.array(IMAGENET_DEFAULT_STD)).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(x, expected, atol=1e-5)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     logits = np.stack([expected.mean(axis=(1, 2, 3)), np.zeros(3)], axis=1)
@@ -233,7 +233,7 @@ def test_paddle_adapter_matches_the_model():
                                  paddle.nn.Linear(4, 5))
     images = np.stack([block_image(seed=s, size=16) for s in range(2)])
     probs = paddle_predict_fn(model)(images)
-    x = ((images / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(0, 3, 1, 2)
+    x = ((images / 255.0 - np.array(IMAGENET_DEFAULT_MEAN)) / np.array(IMAGENET_DEFAULT_STD)).transpose(0, 3, 1, 2)
     ref = paddle.nn.functional.softmax(model(paddle.to_tensor(x.astype(np.float32)))).numpy()
     np.testing.assert_allclose(probs, ref, atol=1e-5)
     assert not model.training

@@ -104,7 +104,8 @@ def test_dilated_attention_is_counted_as_the_papers_matmuls():
 
 def test_model_zoo_script_prints_a_markdown_row():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "model_zoo.py"), "--markdown",
-                          "--models", "convmixer_256_8"], capture_output=True, text=True, timeout=300)
+                          "--models", "convmixer_256_8"], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=ROOT))  # scripts import the installed ppvit, or this one
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| `convmixer_256_8`")]
     assert len(rows) == 1

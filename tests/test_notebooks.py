@@ -73,17 +73,16 @@ def test_real_mode_keeps_the_recipe_and_smoke_mode_shrinks_it(tmp_path):
         assert cfg["Global"]["output_dir"] == os.path.join(ROOT, "output")
         for section in ("Arch", "Optimizer", "Loss"):
             assert cfg[section] == recipe[section]
-        assert (cfg["Global"]["epochs"], cfg["Data"]["image_size"]) == (recipe["Global"]["epochs"],
-                                                                       recipe["Data"]["image_size"])
+        assert (cfg["Global"]["epochs"], cfg["Arch"]["img_size"]) == (recipe["Global"]["epochs"],
+                                                                     recipe["Arch"]["img_size"])
         assert load_config(path, real.overrides(path, epochs=3))["Global"]["epochs"] == 3
 
         cfg = load_config(path, smoke.overrides(path, epochs=3))
         assert cfg["Global"]["epochs"] == 1 and cfg["Data"]["dataset"] == "digits"
         assert cfg["Global"]["output_dir"] == str(tmp_path)
-        assert cfg["Data"]["image_size"] == smoke.image_size(path) <= 64
-        for key in ("img_size", "image_size"):  # the model is built for the smaller input too
-            if key in recipe["Arch"]:
-                assert cfg["Arch"][key] == cfg["Data"]["image_size"]
+        # one key: the model is built for the smaller input and the data pipeline resizes to it
+        assert cfg["Arch"]["img_size"] == smoke.image_size(path) <= 64
+        assert cfg["Data"]["image_size"] == cfg["Arch"]["img_size"]
 
 
 @pytest.mark.parametrize("transform", ["convit", "dilateformer", "conv2former_cifar"])

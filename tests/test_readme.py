@@ -144,10 +144,9 @@ def _official_file(workdir, model_name, filename):
     """A full-size checkpoint in the official PyTorch layout (made from a fresh ppvit model by undoing the
     key map's Linear transposes), saved under the name the README downloads."""
     import ppvit
-    from ppvit.convert import _family
     from tests.torch_files import save_torch_zip
 
-    module, _ = _family(model_name)
+    module = sys.modules[ppvit.get_model_cfg(model_name).checkpoint_filter_fn.__module__]
     transposed = module.TORCH_KEY_MAP.get("transpose", ())
     state = {}
     for k, v in ppvit.create_model(model_name).state_dict().items():
@@ -221,6 +220,32 @@ def benchmarks(workdir):
         assert re.search(r"\d+(\.\d+)?x", proc.stdout), proc.stdout  # prints ratios
 
 
+DEMO_CLASSES = ["astronaut", "cat", "coffee", "rocket"]
+
+
+def own_images(workdir):
+    """The "Train on your own images" lines: the photo demo as a folder tree (the full 8-epoch run the README
+    describes) and as file lists (one epoch), with eval, export and infer using the folder names."""
+    run("python -m ppvit.data.demo data/photos", workdir)
+    assert sorted(os.listdir(workdir / "data" / "photos" / "train")) == DEMO_CLASSES
+    run("python tools/train.py -c configs/folder_demo.yaml", workdir, out(workdir))
+    run_dir = workdir / "output" / "folder_demo"
+    assert best_top1(run_dir) >= 0.9
+    run("python tools/eval.py -c configs/folder_demo.yaml", workdir, out(workdir))
+    ev = json.load(open(run_dir / "eval.json"))
+    assert ev["class_names"] == DEMO_CLASSES and ev["count"] == 32 and ev["top1"] >= 0.9
+    run("python tools/export.py -c configs/folder_demo.yaml", workdir, out(workdir) + ["-o", "Export.onnx=false"])
+    assert json.load(open(run_dir / "inference" / "inference.meta.json"))["labels"] == DEMO_CLASSES
+    proc = run("python tools/infer.py -c configs/folder_demo.yaml -o Infer.images=data/photos/val/cat", workdir,
+               out(workdir))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("data/photos/val/cat/")]
+    assert len(lines) == 8, proc.stdout
+    assert sum(line.split(": ", 1)[1].startswith("cat (") for line in lines) >= 6, lines
+    run("python tools/train.py -c configs/filelist_demo.yaml", workdir, out(workdir) + ["-o", "Global.epochs=1"])
+    log = open(workdir / "output" / "filelist_demo" / "train.log").read()
+    assert "data filelist: 96 train / 32 test images" in log
+
+
 COMMANDS_CONVERT_CONVIT = ("python tools/convert_weights.py --model convit_tiny --src convit_tiny.pth "
                            "--dst pretrained/convit_tiny.safetensors")
 COMMANDS_CONVERT_DILATE = ("python tools/convert_weights.py --model dilateformer_t --src dilateformer_tiny.pth "
@@ -254,6 +279,12 @@ COMMANDS = {
     "python tools/explain.py -c configs/quickstart.yaml -o Explain.model=output/quickstart/inference"
     " -o 'Explain.indices=[0,3]'": issue4_tools,
     "python tools/train.py -c configs/dilateformer_t_ft.yaml": fine_tune_dilateformer,
+    "python -m ppvit.data.demo data/photos": own_images,
+    "python tools/train.py -c configs/folder_demo.yaml": own_images,
+    "python tools/eval.py -c configs/folder_demo.yaml": own_images,
+    "python tools/export.py -c configs/folder_demo.yaml": own_images,
+    "python tools/infer.py -c configs/folder_demo.yaml -o Infer.images=data/photos/val/cat": own_images,
+    "python tools/train.py -c configs/filelist_demo.yaml": own_images,
 }
 
 

@@ -19,11 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {
     "Global": {"device": "cpu", "seed": 7, "epochs": 2, "run_name": "tiny"},
     "Arch": {"name": "conv2former_n_cifar", "num_classes": 10, "dims": [8, 16], "depths": [1, 1],
-             "kernel_size": 3, "drop_path_rate": 0.2},
+             "kernel_size": 3, "drop_path_rate": 0.2, "img_size": 16},
     "Loss": {"name": "LabelSmoothingCrossEntropy", "smoothing": 0.1},
     "Optimizer": {"name": "Adam", "lr": 0.003, "weight_decay": 1.0e-4, "scheduler": "cosine",
                   "warmup_epochs": 0.5},
-    "Data": {"dataset": "digits", "transform": "conv2former_cifar", "image_size": 16, "limit": 48,
+    "Data": {"dataset": "digits", "transform": "conv2former_cifar", "limit": 48,
              "batch_size": 16, "eval_batch_size": 48, "num_workers": 0},
 }
 

@@ -93,7 +93,7 @@ def test_pretrained_true_says_what_to_pass():
 
 
 def test_the_python_eval_api_is_strict_too(trained):
-    from ppvit.engine import evaluate
+    from ppvit.commands.evaluate import evaluate
     from ppvit.io import CheckpointError
 
     with pytest.raises(CheckpointError, match="shape mismatch"):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import ppvit
-from ppvit.engine import Engine, evaluate, load_config, train
+from ppvit.commands.evaluate import evaluate
+from ppvit.engine import Engine, load_config, train
 from ppvit.engine.checkpoint import load_latest
 from ppvit.io import load_state
 
@@ -19,11 +20,11 @@ SMOKE = ["Data.dataset=digits", "Data.limit=64", "Global.epochs=1"]
 # 224-pixel recipes are minutes per step on this CPU: their smoke runs use 64x64 inputs (model and data
 # together), everything else as in the file.
 SMALLER = {
-    "convit_small": ["Data.image_size=64", "Arch.img_size=64"],
-    "dilateformer_t": ["Data.image_size=64", "Arch.img_size=64"],
-    "dilateformer_s": ["Data.image_size=64", "Arch.img_size=64"],
-    "dilateformer_b": ["Data.image_size=64", "Arch.img_size=64"],
-    "coatnet_0": ["Data.image_size=64", "Arch.image_size=64"],
+    "convit_small": ["Arch.img_size=64"],
+    "dilateformer_t": ["Arch.img_size=64"],
+    "dilateformer_s": ["Arch.img_size=64"],
+    "dilateformer_b": ["Arch.img_size=64"],
+    "coatnet_0": ["Arch.img_size=64"],
 }
 RUN_FILES = ["best_model.pdparams", "best_model.pdopt", "final_model.pdparams", "final_model.pdopt",
              "latest.pdparams", "latest.pdopt", "latest.pdstate", "train.log", "history.json", "loss_curve.png",
@@ -120,9 +121,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 TINY = {
     "Global": {"device": "cpu", "seed": 5, "epochs": 2, "run_name": "tiny"},
-    "Arch": {"name": "convmixer_256_8", "num_classes": 10, "dim": 16, "depth": 2},
+    "Arch": {"name": "convmixer_256_8", "num_classes": 10, "img_size": 16, "dim": 16, "depth": 2},
     "Optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9, "weight_decay": 1.0e-4, "grad_clip": 1.0},
-    "Data": {"dataset": "digits", "transform": "basic", "image_size": 16, "limit": 64, "batch_size": 16,
+    "Data": {"dataset": "digits", "transform": "basic", "limit": 64, "batch_size": 16,
              "eval_batch_size": 64, "cutmix_alpha": 1.0, "mixup_alpha": 0.2},
 }
 

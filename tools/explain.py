@@ -5,10 +5,11 @@ image files; written to ``<run dir>/explain/`` (or Explain.output).
     python tools/explain.py -c configs/quickstart.yaml -o Explain.images=[photo.png] -o Explain.use_predictor=true
     python tools/explain.py -c configs/quickstart.yaml -o Explain.model=output/quickstart/inference   # exported
 """
+import os
 import sys
 
-import _common  # noqa: F401  (sys.path and OMP_NUM_THREADS, before paddle is imported)
-from ppvit.engine.cli import main
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # a clean clone, as PaddleClas
+from ppvit.commands.cli import tool_main  # noqa: E402  (sets OMP_NUM_THREADS before Paddle is imported)
 
 if __name__ == "__main__":
-    sys.exit(main("explain"))
+    sys.exit(tool_main("explain"))

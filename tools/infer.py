@@ -4,10 +4,11 @@ when present); prints the top-k classes per image and writes ``infer.json`` and 
     python tools/infer.py -c configs/quickstart.yaml -o Infer.images=[photo.png,more_images/]
     (-o Infer.model=exported prefix or folder; default <run dir>/inference, written by tools/export.py)
 """
+import os
 import sys
 
-import _common  # noqa: F401  (sys.path and OMP_NUM_THREADS, before paddle is imported)
-from ppvit.engine.cli import main
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # a clean clone, as PaddleClas
+from ppvit.commands.cli import tool_main  # noqa: E402  (sets OMP_NUM_THREADS before Paddle is imported)
 
 if __name__ == "__main__":
-    sys.exit(main("infer"))
+    sys.exit(tool_main("infer"))

@@ -4,10 +4,11 @@
     python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c configs/...   # several devices
     python tools/train.py -c configs/quickstart.yaml -o Global.checkpoints=output/quickstart  # resume
 """
+import os
 import sys
 
-import _common  # noqa: F401  (sys.path and OMP_NUM_THREADS, before paddle is imported)
-from ppvit.engine.cli import main
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # a clean clone, as PaddleClas
+from ppvit.commands.cli import tool_main  # noqa: E402  (sets OMP_NUM_THREADS before Paddle is imported)
 
 if __name__ == "__main__":
-    sys.exit(main("train"))
+    sys.exit(tool_main("train"))

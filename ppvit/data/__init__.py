@@ -1,15 +1,18 @@
 """Data: CIFAR-10 through ``paddle.vision.datasets.Cifar10``, the notebooks' transforms, batch-level
-MixUp/CutMix and the embedded offline ``digits`` dataset (scikit-learn's digits in CIFAR-10 format)."""
+MixUp/CutMix, the embedded offline ``digits`` dataset (scikit-learn's digits in CIFAR-10 format) and your
+own images as a class-per-subfolder tree or PaddleClas file lists (``ppvit.data.folder``)."""
 from .errors import DataError
 from .archive import CIFAR10_CLASSES, inspect_cifar_archive, write_cifar_archive
 from .digits import DIGITS_CLASSES, default_digits_path, ensure_digits_archive
 from .transforms import PIPELINES, build_transform, denormalize, mean_std
 from .cifar import CifarDataset, LimitedDataset, build_dataset, default_cifar_path, resolve_cifar_file
 from .mix import BatchMixer, build_batch_mixer
+from .folder import ImageFileDataset, dataset_class_names, read_file_list, read_label_file, skipped_images
 
 __all__ = [
     "DataError", "CIFAR10_CLASSES", "DIGITS_CLASSES", "PIPELINES", "BatchMixer", "CifarDataset", "LimitedDataset",
     "build_batch_mixer", "build_dataset", "build_transform", "default_cifar_path", "default_digits_path",
     "denormalize", "ensure_digits_archive", "inspect_cifar_archive", "mean_std", "resolve_cifar_file",
-    "write_cifar_archive",
+    "write_cifar_archive", "ImageFileDataset", "dataset_class_names", "read_file_list", "read_label_file",
+    "skipped_images",
 ]

@@ -1,5 +1,6 @@
 """Datasets from config: CIFAR-10 (or the embedded digits archive) read by
-``paddle.vision.datasets.Cifar10``, with a notebook pipeline and ``Data.limit`` applied."""
+``paddle.vision.datasets.Cifar10``, or your own images (``folder``/``filelist``, see ``ppvit.data.folder``),
+with a notebook pipeline and ``Data.limit`` applied."""
 import os
 import socket
 import threading
@@ -17,7 +18,7 @@ from .transforms import build_transform, get_pipeline
 CIFAR10_FILENAME = "cifar-10-python.tar.gz"
 CIFAR10_URL = "https://dataset.bj.bcebos.com/cifar/cifar-10-python.tar.gz"  # Paddle's mirror
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-DATASETS = ("cifar10", "digits")
+DATASETS = ("cifar10", "digits", "folder", "filelist")
 
 
 def default_cifar_path():
@@ -135,6 +136,9 @@ def build_dataset(data_cfg, mode):
     name = data_cfg.get("dataset", "cifar10")
     if name not in DATASETS:
         raise DataError(f"unknown Data.dataset '{name}'; accepted: {', '.join(DATASETS)}")
+    # the one spot that picks the preprocessing (the same for every dataset): Data.transform's pipeline at
+    # Data.image_size. TODO(model cfg): default to ppvit.get_model_cfg(Arch.name)'s input_size/mean/std/
+    # interpolation once that metadata exists, for folder/filelist datasets first.
     transform_name = data_cfg.get("transform", "conv2former_cifar")
     pipeline = get_pipeline(transform_name)
     transform = build_transform(transform_name, mode, data_cfg.get("image_size"))
@@ -142,7 +146,11 @@ def build_dataset(data_cfg, mode):
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DataError(f"Data.limit must be a positive integer or null, got {limit!r}")
 
-    if name == "digits":
+    if name in ("folder", "filelist"):
+        from .folder import build_image_dataset
+
+        dataset = build_image_dataset(data_cfg, mode, transform, pipeline.backend)
+    elif name == "digits":
         dataset = CifarDataset(ensure_digits_archive(data_cfg.get("data_file")), mode, transform,
                                pipeline.backend, class_names=DIGITS_CLASSES)
     else:

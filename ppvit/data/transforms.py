@@ -11,16 +11,15 @@ from typing import Callable
 import numpy as np
 import paddle.vision.transforms as T
 
+from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .errors import DataError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _conv2former_cifar(mode, size):
     # notebook 000 (train_tfm / test_tfm), at 32x32 by default
     if mode == "test":
-        return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+        return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)])
     return T.Compose([
         T.Resize((size, size)),
         T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
@@ -33,7 +32,7 @@ def _conv2former_cifar(mode, size):
         T.RandomHorizontalFlip(0.5),
         T.RandomRotation(20),
         T.ToTensor(),
-        T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        T.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
     ])
 
 
@@ -43,7 +42,7 @@ def _convit(mode, size):
     # (roughly -2..1100). Kept because weights trained by the notebook expect exactly this.
     return T.Compose([
         T.Resize(size=(size, size)),
-        T.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), data_format="HWC"),
+        T.Normalize(mean=list(IMAGENET_DEFAULT_MEAN), std=list(IMAGENET_DEFAULT_STD), data_format="HWC"),
         T.ToTensor(),
     ])
 
@@ -51,7 +50,7 @@ def _convit(mode, size):
 def _dilateformer(mode, size):
     # notebook 004 (train_tfm / test_tfm), at 224x224 by default; train resizes to 230 then crops 224
     if mode == "test":
-        return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+        return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)])
     pre = int(round(size * 230 / 224))
     return T.Compose([
         T.Resize((pre, pre)),
@@ -61,12 +60,12 @@ def _dilateformer(mode, size):
         T.RandomRotation(20),
         # paddlex.transforms.MixupImage() stood here: a no-op on bare images (see _conv2former_cifar)
         T.ToTensor(),
-        T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        T.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
     ])
 
 
 def _basic(mode, size):
-    return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+    return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)])
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class NormStats(tuple):
 
 def mean_std(name):
     """Normalisation of pipeline ``name``: ``mean, std = mean_std(name)``, plus ``.pixel_scale``."""
-    return NormStats(IMAGENET_MEAN, IMAGENET_STD, get_pipeline(name).pixel_scale)
+    return NormStats(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, get_pipeline(name).pixel_scale)
 
 
 def denormalize(images, name):

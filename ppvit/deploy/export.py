@@ -18,7 +18,8 @@ import tempfile
 
 import paddle
 
-from ..io import atomic_path
+from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ..io import write_json
 
 logger = logging.getLogger("ppvit")
 
@@ -27,8 +28,6 @@ META_FORMAT = "ppvit.inference"
 META_VERSION = 1
 INPUT_NAME = "x"
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
 
 # What the notebooks' eval transforms do: cv2 backend (RGB arrays from the CIFAR loader), Resize((H, W)),
@@ -53,8 +52,8 @@ def default_preprocess(input_size):
         "interpolation": "bilinear",
         "channel_order": "RGB",  # channel order the model was trained on (cv2 reads BGR)
         "scale": 1.0 / 255.0,  # pixels are multiplied by this before (x - mean) / std
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(IMAGENET_DEFAULT_MEAN),
+        "std": list(IMAGENET_DEFAULT_STD),
     }
 
 
@@ -170,10 +169,7 @@ def export_model(model, out_prefix, input_size, meta=None, onnx=True, opset_vers
         "paddle_version": paddle.__version__,
     }
     info.update(meta)
-    with atomic_path(meta_path(out_prefix)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+    write_json(meta_path(out_prefix), info, indent=2)
     logger.info("exported %s (%s, %s%s)", out_prefix, program, base + ".pdiparams",
                 f", {onnx_file}" if onnx_file else "")
     return info

@@ -9,22 +9,19 @@ import os
 
 import numpy as np
 
-from ..errors import PpvitError
+from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image  # noqa: F401  (re-exported by ppvit.deploy)
+from ..utils.device import resolve_device
+from ..utils.softmax import softmax  # noqa: F401  (re-exported by ppvit.deploy)
 from .export import read_meta
 
 logger = logging.getLogger("ppvit")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 
 
 # Ops whose oneDNN kernels are unsafe in Paddle 3.3: the generic `pad` op (F.pad with a pad per dimension)
 # corrupts the heap (glibc "malloc assertion failure", or a hang) instead of raising, so a program holding
 # one runs on the plain CPU kernels. F.pad on the last two dims of NCHW (the pad3d op) is fine.
 ONEDNN_UNSAFE_OPS = ("pad",)
-
-
-class ImageReadError(PpvitError):
-    """A file that cannot be read as an image; the message names the file."""
 
 
 def cpu_count():
@@ -57,24 +54,6 @@ def resolve_prefix(path):
     return path
 
 
-def resolve_device(device):
-    """"auto" | "cpu" | "gpu" | "gpu:N" -> ("cpu", None) or ("gpu", N)."""
-    import paddle
-
-    device = str(device or "auto").lower()
-    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if device == "auto":
-        return ("gpu", 0) if has_gpu else ("cpu", None)
-    if device == "cpu":
-        return ("cpu", None)
-    if device.startswith("gpu"):
-        if not has_gpu:
-            raise ValueError(f"device {device!r} requested, but this Paddle has no usable GPU "
-                             "(CPU-only build or no visible device); use 'cpu' or 'auto'")
-        return ("gpu", int(device.split(":")[1]) if ":" in device else 0)
-    raise ValueError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
-
-
 def program_ops(program_file):
     """Names of the ops in a PIR ``.json`` program (op nodes carry ``"#": "<dialect>.<name>"``); an empty
     set for other formats."""
@@ -95,12 +74,6 @@ def program_ops(program_file):
         elif isinstance(node, list):
             stack.extend(node)
     return ops
-
-
-def softmax(logits, axis=-1):
-    z = logits - logits.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 class Predictor:
@@ -228,22 +201,6 @@ class Predictor:
 
 _CV2_INTERPOLATION = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC",
                       "area": "INTER_AREA", "lanczos": "INTER_LANCZOS4"}
-
-
-def read_image(path):
-    """Read an image file as HWC uint8 BGR (gray and alpha images become 3-channel), or raise
-    ``ImageReadError`` naming the file."""
-    import cv2
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ImageReadError(f"cannot read image {path}: no such file")
-    # imdecode from bytes: handles non-ASCII paths and does not print cv2 warnings for non-images
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ImageReadError(f"cannot read image {path}: not an image file, or an unsupported format")
-    return image
 
 
 def preprocess_image(image, preprocess, color="BGR"):

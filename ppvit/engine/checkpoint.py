@@ -2,15 +2,16 @@
 
 ``latest.pdstate`` alone holds everything a resume needs (model, optimizer, scheduler, EMA, and the
 ``TrainState``: epoch/step, best metric, history, config, schedule segment, RNG streams), so a single atomic
-rename commits a checkpoint and a kill at any moment leaves the previous one whole. ``latest.pdparams``/``latest.pdopt`` are the same
-weights and optimizer in the notebooks' format, for loading as ``pretrained_model``.
+rename commits a checkpoint and a kill at any moment leaves the previous one whole. ``latest.pdparams`` and
+``latest.pdopt`` are the same weights and optimizer in the notebooks' format, for ``pretrained_model``.
 """
 import os
 
 import numpy as np
 import paddle
 
-from ..io import CheckpointError, atomic_path, save_state
+from ..io import CheckpointError, check_state_dict, save_state
+from .config import ConfigError, run_dir
 
 LATEST = "latest"
 STATE_VERSION = 2  # 1: the random streams beside "meta" instead of inside it (still read)
@@ -67,8 +68,7 @@ def save_latest(run_dir, model, optimizer, scheduler, train_state, mixer=None, e
         "ema": ema.state_dict() if ema is not None else None,
         "meta": train_state.state_dict(mixer),
     }
-    with atomic_path(prefix + ".pdstate") as tmp:
-        paddle.save(state, tmp)
+    save_state(state, prefix + ".pdstate")
     save_weights(model, optimizer, prefix)
 
 
@@ -103,22 +103,13 @@ def load_exact(model, weights, source):
     """Set every tensor of ``model`` from ``weights``; any missing, unexpected or reshaped key is an error
     (a resumed run must be the same model, head included)."""
     own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    reshaped = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
-                for k, v in own.items() if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
-    if missing or unexpected or reshaped:
-        parts = [f"{title} keys: {', '.join(keys[:10])}" + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
-                 for title, keys in (("missing", missing), ("unexpected", unexpected),
-                                     ("shape mismatch", reshaped)) if keys]
-        raise CheckpointError(f"{source} does not match model {type(model).__name__} "
-                              f"(was it trained with another Arch?): " + "; ".join(parts))
+    check_state_dict(own, weights, source, type(model).__name__, hint="(was it trained with another Arch?)")
     model.set_state_dict({k: paddle.to_tensor(np.asarray(weights[k]), dtype=v.dtype) for k, v in own.items()})
 
 
 def read_train_state(state):
     """The ``TrainState`` of a ``load_latest`` state (nothing is loaded into any object yet)."""
-    from .train_state import TrainState
+    from .state import TrainState
 
     return TrainState.from_state_dict(state["meta"], rng=state.get("rng"), path=state["path"])
 
@@ -131,3 +122,17 @@ def restore(state, model, optimizer, scheduler, ema=None):
     scheduler.set_state_dict(state["scheduler"])
     if ema is not None and state.get("ema") is not None:
         ema.set_state_dict(state["ema"])
+
+
+
+def run_weights(cfg):
+    """The weights that eval, export and explain use: ``Global.pretrained_model``, else the run's
+    ``best_model.pdparams``; raises ``ConfigError`` when neither is there."""
+    given = cfg["Global"]["pretrained_model"]
+    if given:
+        return given
+    best = os.path.join(run_dir(cfg), "best_model.pdparams")
+    if os.path.isfile(best):
+        return best
+    raise ConfigError(f"Global.pretrained_model is not set and {best} does not exist: give the weights "
+                      "with -o Global.pretrained_model=path/to/model.pdparams")

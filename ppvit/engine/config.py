@@ -85,10 +85,14 @@ SCHEMA = {
         "save_interval": Key(int, 0, check=NON_NEGATIVE, resume="free"),
         "use_amp": Key(bool, False),
         "ema_decay": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
+        "use_visualdl": Key(bool, False),  # VisualDL scalars in <run dir>/vdl (pip install visualdl)
     },
     "Arch": {
         "name": Key(str, REQUIRED),
         "num_classes": Key(int, REQUIRED, check=POSITIVE),
+        # the one input-size key: the model is built for it and the data pipeline resizes to it;
+        # null = the model's default (get_model_cfg(Arch.name).input_size)
+        "img_size": Key((int, NONE), None, check=POSITIVE),
         # any other key is passed to the model builder
     },
     "Loss": {
@@ -106,10 +110,19 @@ SCHEMA = {
         "eta_min": Key(float, 0.0, check=NON_NEGATIVE),
     },
     "Data": {
-        "dataset": Key(str, "cifar10", choices=("cifar10", "digits")),
+        "dataset": Key(str, "cifar10", choices=("cifar10", "digits", "folder", "filelist")),
         "data_file": Key((str, NONE), None),
+        # your own images (ppvit/data/folder.py): folder = one subfolder per class; filelist = PaddleClas's
+        # `path label` lines (paths relative to the list's folder) + optional `id name` class_id_map_file
+        "train_dir": Key((str, NONE), None),
+        "val_dir": Key((str, NONE), None),
+        "val_split": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
+        "split_seed": Key(int, 0),  # which images Data.val_split holds out
+        "train_list": Key((str, NONE), None),
+        "val_list": Key((str, NONE), None),
+        "class_id_map_file": Key((str, NONE), None),
+        "skip_bad_images": Key(bool, False),  # drop unreadable images (logged) instead of stopping
         "transform": Key(str, "conv2former_cifar"),
-        "image_size": Key((int, NONE), None, check=POSITIVE),  # null: the pipeline's own (32 or 224)
         "batch_size": Key(int, REQUIRED, check=POSITIVE),
         "eval_batch_size": Key(int, REQUIRED, check=POSITIVE, resume="free"),
         "num_workers": Key(int, 0, check=NON_NEGATIVE, resume="free"),
@@ -120,7 +133,7 @@ SCHEMA = {
         "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]")),
         "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]")),
     },
-    # tools/eval.py, export.py, infer.py, explain.py (ppvit/engine/predict.py)
+    # tools/eval.py, export.py, infer.py, explain.py (ppvit/commands/)
     "Eval": {
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
         "model": Key((str, NONE), None),  # an exported model (prefix, file or folder): run it by Paddle Inference
@@ -151,6 +164,8 @@ SCHEMA = {
 }
 OPEN_SECTIONS = ("Arch",)  # sections whose extra keys are model kwargs
 FREE_SECTIONS = ("Eval", "Export", "Infer", "Explain")  # the verbs' settings: a resume may change any of them
+# keys of the validated config that no user sets: derived from others by ``validate``
+DERIVED = {("Data", "image_size"): "Arch.img_size"}
 
 
 def _suggest(word, options):
@@ -189,11 +204,14 @@ def validate(cfg):
         if section not in SCHEMA:
             raise ConfigError(f"unknown config section {section!r}{_suggest(section, SCHEMA)}; "
                               f"accepted sections: {', '.join(SCHEMA)}")
+    _check_size_keys(cfg)
     out = {}
     for section, keys in SCHEMA.items():
         given = cfg.get(section) or {}
         if not isinstance(given, dict):
             raise ConfigError(f"config section {section} must be a mapping of keys, got {given!r}")
+        if section == "Arch":  # 003's spellings image_size / in_channels, as create_model accepts them
+            given = _timm_names(given)
         out[section] = {}
         for key, value in given.items():
             if key not in keys and section not in OPEN_SECTIONS:
@@ -210,7 +228,39 @@ def validate(cfg):
             if key not in keys:
                 out[section][key] = value
     _check_model(out["Arch"])
+    _fill_input_size(out)
     return out
+
+
+def _check_size_keys(cfg):
+    """One key for the input size: ``Arch.img_size``. The older ``Data.image_size`` is refused with the fix."""
+    data = cfg.get("Data")
+    if isinstance(data, dict) and "image_size" in data:
+        raise ConfigError(
+            f"Data.image_size ({data['image_size']!r}) is no longer a key: the input size is set once, by "
+            "Arch.img_size (the model is built for it and the data pipeline resizes to it); write "
+            f"Arch.img_size: {data['image_size']!r} in the config or pass -o Arch.img_size={data['image_size']}")
+
+
+def _timm_names(arch):
+    from ..models.registry import rename_old_kwargs
+
+    try:
+        return rename_old_kwargs(arch)
+    except TypeError as e:
+        raise ConfigError(f"Arch: {e}") from None
+
+
+def _fill_input_size(cfg):
+    """``Arch.img_size`` defaults to the model's cfg; ``Data.image_size`` is derived from it (for the data
+    pipeline and the readers of the validated config), never set by a user."""
+    from ..models import get_model_cfg
+
+    arch = cfg["Arch"]
+    if arch["img_size"] is None:
+        _, h, w = get_model_cfg(arch["name"]).input_size  # every registered default is square
+        arch["img_size"] = h
+    cfg["Data"]["image_size"] = arch["img_size"]
 
 
 def _check_model(arch):
@@ -222,7 +272,7 @@ def _check_model(arch):
     name = arch["name"]
     if not is_model(name):
         raise ConfigError("Arch.name: " + unknown_model_message(name))
-    kwargs = {k: v for k, v in arch.items() if k not in SCHEMA["Arch"]}
+    kwargs = {k: v for k, v in arch.items() if k not in ("name", "num_classes") and not (k == "img_size" and v is None)}
     problems = check_arguments(name, _MODELS[name], dict(kwargs, num_classes=arch["num_classes"]))
     if problems:
         raise ConfigError("; ".join(f"Arch.{key} {msg}" if msg.startswith("must") else f"Arch.{key}: {msg}"
@@ -312,8 +362,8 @@ def run_dir(cfg):
 
 
 def model_kwargs(cfg):
-    """Arch keys other than name/num_classes: the model builder's keyword arguments."""
-    return {k: v for k, v in cfg["Arch"].items() if k not in SCHEMA["Arch"]}
+    """Arch keys other than name/num_classes (``img_size`` included): the model builder's keyword arguments."""
+    return {k: v for k, v in cfg["Arch"].items() if k not in ("name", "num_classes")}
 
 
 def resume_changes(saved, new):
@@ -325,7 +375,7 @@ def resume_changes(saved, new):
     for section in sorted(set(saved) | set(new), key=lambda s: list(SCHEMA).index(s) if s in SCHEMA else 99):
         old_keys, new_keys = saved.get(section) or {}, new.get(section) or {}
         for key in list(old_keys) + [k for k in new_keys if k not in old_keys]:
-            if section == "Global" and key == "epochs":
+            if (section == "Global" and key == "epochs") or (section, key) in DERIVED:
                 continue
             missing = object()
             old, cur = old_keys.get(key, missing), new_keys.get(key, missing)
@@ -348,4 +398,8 @@ def _same_value(a, b):
 
 
 def dump(cfg):
+    """YAML of a validated config, without the derived keys, so that it loads again as a config."""
+    cfg = copy.deepcopy(cfg)
+    for section, key in DERIVED:
+        cfg.get(section, {}).pop(key, None)
     return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)

@@ -1,7 +1,8 @@
 """The engine: everything a run needs, assembled from a config in one readable order.
 
     engine = Engine(load_config("configs/quickstart.yaml"))
-    engine.train()            # or engine.evaluate() with mode="eval"
+    engine.train()
+    Engine(cfg, mode="eval")  # data and model only: what ppvit.commands.evaluate runs on
 
 Nothing is written while the engine is built, so any error found here (missing dataset, mismatched
 checkpoint, ...) leaves an existing run folder untouched.
@@ -12,12 +13,15 @@ import numpy as np
 import paddle
 
 from . import checkpoint as ckpt
-from .builder import (ModelEMA, build_device, build_loaders, build_loss, build_model, init_distributed, rank,
-                      seed_everything, world_size)
+from .builder import build_device, build_loaders, build_loss, build_model, check_input_size, seed_everything
 from .config import ConfigError, run_dir
+from .distributed import init_distributed, rank, world_size
+from .ema import ModelEMA
 from .logger import get_logger
 from .optim import build_optimizer, build_scheduler
-from .train_state import TrainState, check_run_folder, plan_resume
+from .resume import check_run_folder, plan_resume
+from .state import TrainState
+from .vdl import check_visualdl
 
 
 class Engine:
@@ -48,9 +52,11 @@ class Engine:
         # 4. model (+ Global.pretrained_model)
         # (an exported model given as Eval.model brings its own weights)
         if mode == "eval" and not g["pretrained_model"] and not cfg.get("Eval", {}).get("model"):
-            g["pretrained_model"] = self._default_eval_weights()
+            g["pretrained_model"] = ckpt.run_weights(cfg)
+        # strict outside training: the head must fit too (only fine-tuning re-initialises it)
         self.model = build_model(cfg, training=mode == "train")
-        self._check_input_size()
+        # an Arch/Data size mismatch stops here, before any file is written
+        check_input_size(self.model, tuple(self.eval_set[0][0].shape), cfg)
 
         # 5. loss
         self.loss_fn = build_loss(cfg["Loss"])
@@ -106,6 +112,7 @@ class Engine:
                                 "(training in float32)")
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.use_amp else None
         self.ema = ModelEMA(self.model, g["ema_decay"]) if g["ema_decay"] else None
+        check_visualdl(g["use_visualdl"])  # optional package: missing is an error before anything is written
 
         # 8. resume: model, optimizer, scheduler (unless extending), EMA and the random streams
         if saved is not None:
@@ -144,41 +151,14 @@ class Engine:
     def history(self):
         return self.state.history
 
-    def _default_eval_weights(self):
-        best = os.path.join(self.run_dir, "best_model.pdparams")
-        if os.path.isfile(best):
-            return best
-        raise ConfigError(f"Global.pretrained_model is not set and {best} does not exist: give the weights "
-                          "to evaluate with -o Global.pretrained_model=path/to/model.pdparams")
-
     def _check_class_count(self):
         n = self.cfg["Arch"]["num_classes"]
         if len(self.class_names) > n:
             raise ConfigError(f"Arch.num_classes is {n}, but Data.dataset {self.cfg['Data']['dataset']} has "
                               f"{len(self.class_names)} classes")
 
-    @paddle.no_grad()
-    def _check_input_size(self):
-        """One eval-mode forward on a test image, so an Arch/Data size mismatch stops before any file is
-        written (and without consuming random numbers)."""
-        image = paddle.to_tensor(self.eval_set[0][0][None])
-        self.model.eval()
-        try:
-            self.model(image)
-        except ValueError as e:
-            d = self.cfg["Data"]
-            raise ConfigError(f"the model does not accept the data: {e} (Data.transform={d['transform']}, "
-                              f"Data.image_size={d['image_size']} give inputs of shape "
-                              f"{list(image.shape[1:])}; match Arch's image size)") from None
-        finally:
-            self.model.train()
-
     def train(self, until_epoch=None):
+        """Train to ``Global.epochs`` (or stop after ``until_epoch``); returns the history dict."""
         from .trainer import train
 
         return train(self, until_epoch)
-
-    def evaluate(self):
-        from .trainer import evaluate_run
-
-        return evaluate_run(self)

@@ -2,7 +2,7 @@
 import numpy as np
 import paddle
 
-from .builder import all_reduce_sum
+from .distributed import all_reduce_sum
 
 
 @paddle.no_grad()
@@ -10,7 +10,7 @@ def evaluate(model, loader, loss_fn, num_classes, progress=None):
     """Mean loss and top-1/top-5 accuracy (fractions) over every sample of ``loader`` on every rank.
 
     ``model`` is a ``paddle.nn.Layer`` (put in eval mode for the pass) or any callable mapping an NCHW
-    image tensor to a logits tensor, e.g. a Paddle Inference predictor wrapped by ``predict.eval_forward``.
+    image tensor to a logits tensor, e.g. a Paddle Inference predictor (``ppvit.commands.evaluate``).
     Returns a dict with ``loss``, ``top1``, ``top5``, ``count`` and ``confusion`` ([true, predicted] counts).
     """
     is_layer = isinstance(model, paddle.nn.Layer)

@@ -1,25 +1,8 @@
-"""The notebooks' figures: learning curves (004's ``plot_learning_curve``) and a confusion matrix."""
+"""The notebooks' figures: learning curves (004's ``plot_learning_curve``) and a confusion matrix, drawn on
+Agg ``Figure`` objects (``ppvit.utils.figures``): the global matplotlib backend is never touched."""
 import numpy as np
 
-from ..io import atomic_path
-
-
-def _pyplot():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            matplotlib.use("Agg")
-        except Exception:  # a notebook backend that cannot be switched: keep it
-            pass
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+from ..utils.figures import agg_figure, save_png
 
 
 def plot_learning_curve(record, title="loss", ylabel="CE Loss", xlabel="Training steps", path=None):
@@ -28,34 +11,33 @@ def plot_learning_curve(record, title="loss", ylabel="CE Loss", xlabel="Training
     ``record`` has the notebooks' shape ``{'train': {title: [...], 'iter': [...]}, 'val': {...}}``; the
     y range is the notebook's (0.9 * min to 1.1 * max). Saves a PNG when ``path`` is given; returns the figure.
     """
-    plt = _pyplot()
     values = [float(v) for split in ("train", "val") for v in record[split][title]]
-    fig = plt.figure(figsize=(10, 6))
-    plt.plot(list(map(int, record["train"]["iter"])), list(map(float, record["train"][title])),
-             c="tab:red", label="train")
-    plt.plot(list(map(int, record["val"]["iter"])), list(map(float, record["val"][title])),
-             c="tab:cyan", label="val", marker="o" if len(record["val"][title]) < 3 else None)
+    fig = agg_figure((10, 6))
+    ax = fig.add_subplot()
+    ax.plot(list(map(int, record["train"]["iter"])), list(map(float, record["train"][title])),
+            c="tab:red", label="train")
+    ax.plot(list(map(int, record["val"]["iter"])), list(map(float, record["val"][title])),
+            c="tab:cyan", label="val", marker="o" if len(record["val"][title]) < 3 else None)
     if values and max(values) > min(values) * 0.9:
-        plt.ylim(min(values) * 0.9, max(values) * 1.1)
-    plt.xlabel(xlabel)
-    plt.ylabel(ylabel)
-    plt.title(f"Learning curve of {title}")
-    plt.legend()
+        ax.set_ylim(min(values) * 0.9, max(values) * 1.1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"Learning curve of {title}")
+    ax.legend()
     if path:
-        _save(fig, path)
-        plt.close(fig)
+        save_png(fig, path, bbox_inches="tight")
     return fig
 
 
 def plot_confusion_matrix(matrix, class_names, path=None, title="Confusion matrix (rows: true, columns: "
                           "predicted)"):
     """Row-normalised confusion matrix with the counts written in each cell."""
-    plt = _pyplot()
     matrix = np.asarray(matrix)
     n = len(class_names)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = max(6, 0.6 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = agg_figure((size, size))
+    ax = fig.add_subplot()
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
@@ -70,6 +52,5 @@ def plot_confusion_matrix(matrix, class_names, path=None, title="Confusion matri
                     color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if path:
-        _save(fig, path)
-        plt.close(fig)
+        save_png(fig, path, bbox_inches="tight")
     return fig

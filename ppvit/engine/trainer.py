@@ -1,6 +1,5 @@
-"""The training loop (one tqdm bar and one summary line per epoch) and the evaluation run."""
+"""The training loop: one tqdm bar and one summary line per epoch, validation, checkpoints and curves."""
 import hashlib
-import json
 import math
 import os
 import time
@@ -9,15 +8,17 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from ..io import atomic_path
+from ..data import skipped_images
+from ..io import write_json, write_text
+from ..models.profile import count_params
 from . import checkpoint as ckpt
-from .builder import all_reduce_sum
 from .config import dump
-from .evaluator import evaluate, per_class_table
-from .logger import close_logging, setup_logging, strict_json
-from .sync import non_finite_tensors, sync_buffers
-from .train_state import clear_run_folder
-from .plots import plot_confusion_matrix, plot_learning_curve
+from .distributed import all_reduce_sum, non_finite_tensors, sync_buffers
+from .evaluator import evaluate
+from .logger import close_logging, setup_logging
+from .plots import plot_learning_curve
+from .resume import clear_run_folder
+from .vdl import open_visualdl
 
 
 class NonFiniteLossError(RuntimeError):
@@ -30,18 +31,8 @@ def _fmt_time(seconds):
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60:02d}:{rem % 60:02d}"
 
 
-def _write_text(path, text):
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-
 def _fmt_count(n):
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)
-
-
-def _count_params(model):
-    return sum(int(np.prod(p.shape)) for p in model.parameters())
 
 
 def train(engine, until_epoch=None):
@@ -63,7 +54,8 @@ def train(engine, until_epoch=None):
             if g["overwrite"] and not e.resumed_from and removed:
                 log.info(f"Global.overwrite: replaced the earlier run in {out} (removed {', '.join(removed)})")
             os.makedirs(out, exist_ok=True)
-            _write_text(os.path.join(out, "config.yaml"), dump(e.cfg))
+            write_text(os.path.join(out, "config.yaml"), dump(e.cfg))
+        e.vdl = open_visualdl(e)  # Global.use_visualdl: <run dir>/vdl on rank 0, else None
         _log_header(e, log)
         e.last_saved = (state.epoch, state.batch, state.global_step) if e.resumed_from else None
         first_epoch, first_batch = state.epoch, state.batch
@@ -90,6 +82,8 @@ def train(engine, until_epoch=None):
         log.error(msg, extra={"file_only": True})  # the tool prints it to stderr
         raise TrainingInterrupted(msg) from None
     finally:
+        if getattr(e, "vdl", None) is not None:
+            e.vdl.close()
         close_logging()
 
 
@@ -113,7 +107,7 @@ def _log_header(e, log):
     resumed = f", resumed from {e.resumed_from} at epoch {e.start_epoch + 1} batch {e.start_batch}" \
         if e.resumed_from else ""
     log.info(f"ppvit train: {cfg['Global']['run_name']} | model {cfg['Arch']['name']} "
-             f"({_fmt_count(_count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
+             f"({_fmt_count(count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
     log.info(f"data {cfg['Data']['dataset']}: {len(e.train_set)} train / {len(e.eval_set)} test images, "
              f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
              f"{cfg['Optimizer']['name']} lr {cfg['Optimizer']['lr']} ({cfg['Optimizer']['scheduler']}) | "
@@ -126,6 +120,11 @@ def _log_header(e, log):
         log.info(f"Global.extend: extending the finished {old}-epoch run to {new} epochs; epochs {old + 1}-{new} "
                  f"follow a new {cfg['Optimizer']['scheduler']} schedule from lr {cfg['Optimizer']['lr']} "
                  "(no warmup)")
+    for split, dataset in (("train", e.train_set), ("test", e.eval_set)):  # Data.skip_bad_images
+        skipped = skipped_images(dataset)
+        if skipped:
+            log.warning(f"{split}: skipped {len(skipped)} unreadable images: {', '.join(p for p, _ in skipped[:10])}",
+                        extra={"file_only": True})  # the console had it when the data was built
     log.debug("config:\n" + dump(cfg))
 
 
@@ -175,6 +174,8 @@ def _train_one_epoch(e, epoch, start_batch, log):
             sums["count"] += n
             seen += n
             state.history.add_step(step=state.global_step, epoch=epoch + 1, loss=loss_value, lr=lr)
+            if e.vdl is not None:
+                e.vdl.step(state.global_step, loss_value, lr)
             now = time.perf_counter()
             ips = seen * e.world_size / max(now - t0, 1e-9)
             bar.set_postfix_str(f"loss {loss_value:.4f} lr {lr:.2e} {ips:.1f} img/s", refresh=False)
@@ -247,6 +248,9 @@ def _end_of_epoch(e, epoch, sums, log):
                             train_acc=train_acc, val_loss=val and val["loss"], val_top1=val and val["top1"],
                             val_top5=val and val["top5"], time=sums["time"],
                             images_per_sec=count / max(sums["time"], 1e-9))
+    if e.vdl is not None:
+        e.vdl.epoch(epoch + 1, train_loss=train_loss, train_top1=100 * train_acc, lr=lr,
+                    val_loss=val and val["loss"], val_top1=val and 100 * val["top1"], val_top5=val and 100 * val["top5"])
     _save_latest(e, epoch + 1, 0, None)
     if e.is_main:
         out = e.run_dir
@@ -287,45 +291,6 @@ def _dump_rank_digest(e):
         h.update(name.encode())
         h.update(np.ascontiguousarray(value.numpy()).tobytes())
     os.makedirs(folder, exist_ok=True)
-    _write_text(os.path.join(folder, f"rank{e.rank}.json"),
-                json.dumps({"rank": e.rank, "world_size": e.world_size, "sha256": h.hexdigest(), "tensors": len(state),
-                            "global_step": e.global_step}))
-
-
-def evaluate_run(engine):
-    """tools/eval.py: loss/top-1/top-5 of ``Global.pretrained_model`` (or of the exported ``Eval.model``) on
-    the test split, a per-class table and a confusion-matrix PNG (``<run dir>/confusion_matrix.png``)."""
-    from ..provenance import weights_record
-    from .predict import eval_forward
-
-    e = engine
-    log = setup_logging(None, console=e.is_main)
-    try:
-        forward = eval_forward(e)  # the dygraph model or a Paddle Inference predictor
-        n_batches = len(e.eval_loader)
-        with tqdm(total=n_batches, desc="eval", disable=not e.is_main, leave=False, mininterval=1.0) as bar:
-            res = evaluate(forward.fn, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"], progress=bar)
-        names = e.class_names + [str(i) for i in range(len(e.class_names), res["confusion"].shape[0])]
-        table = per_class_table(res["confusion"], names)
-        log.info(f"{e.cfg['Arch']['name']} on {e.cfg['Data']['dataset']} test ({res['count']} images), "
-                 f"weights {forward.weights}, through {forward.how}")
-        log.info(f"loss {res['loss']:.4f} | top-1 {100 * res['top1']:.2f}% | top-5 {100 * res['top5']:.2f}%")
-        log.info(table)
-        if e.is_main:
-            out = e.run_dir
-            os.makedirs(out, exist_ok=True)
-            png = os.path.join(out, "confusion_matrix.png")
-            plot_confusion_matrix(res["confusion"], names, png)
-            result = {k: res[k] for k in ("loss", "top1", "top5", "count")}
-            if e.cfg["Eval"]["model"]:  # an exported model: the weights it was exported from
-                source = (forward.predictor.meta or {}).get("source_weights")
-            else:
-                source = weights_record(forward.weights)
-            result.update(weights=forward.weights, source_weights=source, forward=forward.how, class_names=names,
-                          confusion=res["confusion"].tolist())
-            _write_text(os.path.join(out, "eval.json"), strict_json(result))
-            log.info(f"confusion matrix: {png}")
-            log.info(f"metrics: {os.path.join(out, 'eval.json')}")
-        return res
-    finally:
-        close_logging()
+    write_json(os.path.join(folder, f"rank{e.rank}.json"),
+               {"rank": e.rank, "world_size": e.world_size, "sha256": h.hexdigest(), "tensors": len(state),
+                "global_step": e.global_step})

@@ -1,6 +1,6 @@
 """Explanations of ppvit classifiers: LIME superpixel attributions and their figures."""
 from .lime import (  # noqa: F401
-    IMAGENET_MEAN, IMAGENET_STD, QUICKSHIFT_INTERPRETDL, QUICKSHIFT_LIME, LimeImageExplainer, load_image,
+    IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, QUICKSHIFT_INTERPRETDL, QUICKSHIFT_LIME, LimeImageExplainer, load_image,
     paddle_predict_fn, predictor_predict_fn, restore_image,
 )
 from .plots import explanation_image, explanation_mask, overlay_threshold, save_lime_figure  # noqa: F401

@@ -3,8 +3,6 @@
 Wrong predictions are marked in red (title and frame), right ones in green; without true labels (image
 files) the titles are black and show the predicted class and its probability.
 """
-import os
-
 import numpy as np
 
 __all__ = ["prediction_grid", "save_prediction_grid"]
@@ -41,8 +39,7 @@ def prediction_grid(images, pred, true=None, class_names=None, probs=None, ncols
         ncols: panels per row (the notebook used one row of 18).
         scale: inches per panel, as the notebook's ``scale``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from ..utils.figures import agg_figure
 
     n = len(images)
     if n == 0:
@@ -51,9 +48,7 @@ def prediction_grid(images, pred, true=None, class_names=None, probs=None, ncols
         raise ValueError("images, pred, true and probs must have the same length")
     ncols = max(1, min(int(ncols), n))
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(ncols * scale, nrows * (scale + 0.45) + (0.4 if title else 0)), dpi=100,
-                 layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = agg_figure((ncols * scale, nrows * (scale + 0.45) + (0.4 if title else 0)), layout="constrained")
     for i, image in enumerate(images):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.imshow(_as_display(image), interpolation="nearest", cmap="gray")
@@ -79,11 +74,6 @@ def prediction_grid(images, pred, true=None, class_names=None, probs=None, ncols
 def save_prediction_grid(path, images, pred, true=None, class_names=None, probs=None, ncols=9, scale=1.5,
                          title=None):
     """Write :func:`prediction_grid` as a PNG (atomically); returns ``path``."""
-    from ..io import atomic_path
+    from ..utils.figures import save_png
 
-    fig = prediction_grid(images, pred, true, class_names, probs, ncols, scale, title)
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    os.makedirs(folder, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return os.fspath(path)
+    return save_png(prediction_grid(images, pred, true, class_names, probs, ncols, scale, title), path)

@@ -27,16 +27,18 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import pairwise_distances
 from tqdm import tqdm
 
+from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ..utils.device import has_gpu
+from ..utils.softmax import softmax as _softmax
 from .plots import explanation_image, save_lime_figure, save_rgb, show_image
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "QUICKSHIFT_INTERPRETDL", "QUICKSHIFT_LIME", "LimeImageExplainer",
+    "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "QUICKSHIFT_INTERPRETDL", "QUICKSHIFT_LIME", "LimeImageExplainer",
     "paddle_predict_fn", "predictor_predict_fn", "load_image", "restore_image",
 ]
 
-# The notebooks normalise with ImageNet statistics, and so does interpretdl's fixed preprocessing.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The notebooks normalise with ImageNet statistics (ppvit.constants), and so does interpretdl's fixed
+# preprocessing.
 
 # interpretdl calls ``quickshift(image, sigma=1)``: scikit-image's defaults plus a light blur.
 QUICKSHIFT_INTERPRETDL = dict(kernel_size=5, max_dist=10, ratio=1.0, sigma=1)
@@ -45,8 +47,8 @@ QUICKSHIFT_LIME = dict(kernel_size=4, max_dist=200, ratio=0.2)
 
 INTERPRETDL_RECIPE = (
     "interpretdl 0.8 pins scikit-learn<=0.24 and imports a removed IPython API, so a plain `pip install "
-    "interpretdl` fails on Python >= 3.10. Install it with:\n"
-    "    pip install 'numpy<2' 'scikit-learn==1.1.3' 'ipython<9'\n"
+    "interpretdl` fails on Python >= 3.10. Install it in a venv of its own with:\n"
+    "    pip install -r requirements.txt 'numpy<2' 'scikit-learn==1.1.3' 'ipython<9'\n"
     "    pip install --no-deps interpretdl==0.8.0\n"
     "or use the built-in backend (backend='ppvit'), which follows the same algorithm."
 )
@@ -65,13 +67,7 @@ def _normalize_nchw(images, mean, std):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # N, 3, H, W
 
 
-def _softmax(logits):
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def predictor_predict_fn(predictor, mean=IMAGENET_MEAN, std=IMAGENET_STD, softmax=True):
+def predictor_predict_fn(predictor, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, softmax=True):
     """Wrap ``predictor(nchw_float32) -> logits`` (numpy in, numpy out) into a LIME ``predict_fn``.
 
     The returned function takes NHWC RGB images on the 0..255 scale, normalises them with ``mean``/``std``,
@@ -89,13 +85,13 @@ def predictor_predict_fn(predictor, mean=IMAGENET_MEAN, std=IMAGENET_STD, softma
         out = np.asarray(out, dtype=np.float64)
         if out.ndim != 2:
             raise ValueError(f"the predictor must return a [N, num_classes] array, got shape {out.shape}")
-        return _softmax(out) if softmax else out
+        return _softmax(out, axis=1) if softmax else out
 
     predict_fn.mean, predict_fn.std = mean, std
     return predict_fn
 
 
-def paddle_predict_fn(model, mean=IMAGENET_MEAN, std=IMAGENET_STD, softmax=True):
+def paddle_predict_fn(model, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, softmax=True):
     """A LIME ``predict_fn`` running a ``paddle.nn.Layer`` (put in eval mode) without gradients."""
     import paddle
 
@@ -134,15 +130,12 @@ def load_image(path, resize_to=224, crop_to=None):
     """Read an image file as RGB uint8 HWC: shorter side resized to ``resize_to``, then a centre square
     crop of ``crop_to`` (interpretdl's ``read_image``). ``resize_to=None`` keeps the original size."""
     import cv2
-    from PIL import Image, UnidentifiedImageError
+
+    from ..io.images import read_image
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            img = np.array(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read {path} as an image: {e}") from None
+    img = read_image(path, "RGB")
     if resize_to is not None:
         h, w = img.shape[:2]
         scale = resize_to / min(h, w)
@@ -157,7 +150,7 @@ def load_image(path, resize_to=224, crop_to=None):
     return np.ascontiguousarray(img)
 
 
-def restore_image(chw, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def restore_image(chw, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
     """Undo the notebooks' normalisation: normalised CHW float -> RGB uint8 HWC (interpretdl's
     ``restore_image``, but clipped and rounded instead of wrapping around on the uint8 cast)."""
     chw = np.asarray(chw, dtype=np.float64)
@@ -229,7 +222,7 @@ class LimeImageExplainer:
     (the binary masks), ``kernel_weights``, ``predictions``, ``intercepts`` and ``explanation`` (the overlay).
     """
 
-    def __init__(self, model, random_seed=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, kernel_width=0.25,
+    def __init__(self, model, random_seed=None, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, kernel_width=0.25,
                  alpha=0.0, hide_color=None, quickshift_kwargs=None, segmentation_fn=None,
                  ratio_superpixels=0.2, progress=True, backend="ppvit", device=None):
         if backend not in _BACKENDS:
@@ -259,7 +252,7 @@ class LimeImageExplainer:
             raise TypeError(f"model must be a paddle.nn.Layer or a callable predict_fn, got {type(model).__name__}")
         if backend == "interpretdl":
             self._interpretdl = _import_interpretdl()
-            if (self.mean, self.std) != (IMAGENET_MEAN, IMAGENET_STD):
+            if (self.mean, self.std) != (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD):
                 warnings.warn("interpretdl always normalises with ImageNet mean/std; the given mean/std are "
                               "ignored by that backend", stacklevel=2)
         self.random_seed = random_seed
@@ -451,8 +444,7 @@ class LimeImageExplainer:
                                crop_to, visual, save_path):
         device = self.device
         if device is None:
-            import paddle
-            device = "gpu:0" if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() else "cpu"
+            device = "gpu:0" if has_gpu() else "cpu"
         interpreter = self._interpretdl.LIMECVInterpreter(self.model, device=device, random_seed=self.random_seed)
         if hasattr(data, "numpy") and not isinstance(data, np.ndarray):
             data = data.numpy()

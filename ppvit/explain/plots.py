@@ -81,10 +81,7 @@ def save_lime_figure(path, image, segments, lime_weights, classes=None, probabil
     Images smaller than ``min_display`` pixels are enlarged (nearest neighbour) for the figure only. Uses a
     bare Agg canvas, so it works headless and leaves pyplot's state alone. Returns ``path``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from ..io import atomic_path
+    from ..utils.figures import agg_figure, save_png
 
     classes = list(lime_weights) if classes is None else [int(c) for c in classes]
     missing = [c for c in classes if c not in lime_weights]
@@ -103,8 +100,7 @@ def save_lime_figure(path, image, segments, lime_weights, classes=None, probabil
         label = f"LIME: {name}" + (f" ({probabilities[c]:.2f})" if c in probabilities else "")
         panels.append((label, explanation_image(image, segments, lime_weights[c], ratio_superpixels)))
 
-    fig = Figure(figsize=(3.0 * len(panels), 3.5 if title else 3.2), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = agg_figure((3.0 * len(panels), 3.5 if title else 3.2), dpi=dpi, layout="constrained")
     for i, (label, picture) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(picture, interpolation="nearest")
@@ -112,6 +108,4 @@ def save_lime_figure(path, image, segments, lime_weights, classes=None, probabil
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=11)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return os.fspath(path)
+    return save_png(fig, path)

@@ -1,4 +1,5 @@
-from .registry import create_model, is_model, list_models, register_model
+from .registry import (ModelCfg, PretrainedWeightsError, create_model, get_model_cfg, is_model, list_models,
+                       register_model)
 from . import layers
 # model families: importing a module registers its variants
 from . import conv2former  # noqa: F401

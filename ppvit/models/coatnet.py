@@ -11,8 +11,9 @@ As 003 builds it, and so differing from the paper: 8 heads of 32 channels in eve
 downsampling MBConv blocks use a strided 1x1 expansion conv. ``drop_path_rate`` (stochastic depth on the
 residual branches) is ppvit's addition; it adds no parameters and defaults to 0.
 
-The relative-position bias is built for one feature-map size, so a model takes only the ``image_size`` it
-was built for (a multiple of 32; ``ValueError`` otherwise).
+The relative-position bias is built for one feature-map size, so a model takes only the ``img_size`` it
+was built for (a multiple of 32; ``ValueError`` otherwise). 003's spellings ``image_size`` and
+``in_channels`` are accepted by ``create_model``.
 """
 import math
 
@@ -21,8 +22,8 @@ import paddle
 import paddle.nn as nn
 
 from .helpers import apply_key_map
-from .layers import DropPath, to_2tuple
-from .registry import register_model
+from .layers import DropPath, check_input_size, drop_path_rates, to_2tuple
+from .registry import ModelCfg, register_model
 
 __all__ = ["CoAtNet", "checkpoint_filter_fn", "TORCH_KEY_MAP"]
 
@@ -196,35 +197,35 @@ _BLOCKS = {"C": MBConv, "T": Transformer}
 
 
 class CoAtNet(nn.Layer):
-    """image_size: int or (H, W), a multiple of 32, the only input size accepted. num_blocks/channels: 003's
+    """img_size: int or (H, W), a multiple of 32, the only input size accepted. num_blocks/channels: 003's
     L and D for s0..s4. drop_rate: dropout after the attention projection (003's Transformer ``dropout``).
     drop_path_rate: stochastic depth of the s1..s4 residual branches, growing linearly to this value."""
 
     head_names = ("fc",)
 
-    def __init__(self, image_size=224, in_channels=3, num_blocks=(2, 2, 3, 5, 2), channels=(64, 96, 192, 384, 768),
+    def __init__(self, img_size=224, in_chans=3, num_blocks=(2, 2, 3, 5, 2), channels=(64, 96, 192, 384, 768),
                  num_classes=1000, block_types=("C", "C", "T", "T"), heads=8, dim_head=32, drop_rate=0.0,
                  drop_path_rate=0.0):
         super().__init__()
-        ih, iw = to_2tuple(image_size)
+        ih, iw = to_2tuple(img_size)
         if len(channels) != 5 or len(num_blocks) != 5 or len(block_types) != 4:
             raise ValueError("CoAtNet needs 5 channels, 5 num_blocks and 4 block_types")
         if ih % 32 or iw % 32:
-            raise ValueError(f"CoAtNet image_size must be a multiple of 32 (5 halvings), got {(ih, iw)}")
-        self.image_size = (ih, iw)
+            raise ValueError(f"CoAtNet img_size must be a multiple of 32 (5 halvings), got {(ih, iw)} "
+                             "(-o Arch.img_size=... on the command line)")
+        self.img_size, self.in_chans = (ih, iw), in_chans
         self.num_classes = num_classes
         self.num_features = channels[-1]
         # stochastic depth grows linearly over the s1..s4 blocks
-        dpr = np.linspace(0, drop_path_rate, sum(num_blocks[1:])).tolist()
-        self.s0 = self._make_layer(conv_3x3_bn, in_channels, channels[0], num_blocks[0], (ih // 2, iw // 2),
+        dpr = drop_path_rates(drop_path_rate, num_blocks[1:])
+        self.s0 = self._make_layer(conv_3x3_bn, in_chans, channels[0], num_blocks[0], (ih // 2, iw // 2),
                                    [0.0] * num_blocks[0])
-        blocks, start = [], 0
+        blocks = []
         for i, kind in enumerate(block_types):
             depth, size = num_blocks[i + 1], (ih // 2 ** (i + 2), iw // 2 ** (i + 2))
             extra = dict(heads=heads, dim_head=dim_head, dropout=drop_rate) if kind == "T" else {}
             blocks.append(self._make_layer(_BLOCKS[kind], channels[i], channels[i + 1], depth, size,
-                                           dpr[start:start + depth], **extra))
-            start += depth
+                                           dpr[i], **extra))
         self.s1, self.s2, self.s3, self.s4 = blocks
         self.pool = nn.AdaptiveAvgPool2D(1)  # 003's AvgPool2d(ih // 32, 1) on the square ih/32 map
         self.fc = nn.Linear(channels[-1], num_classes, bias_attr=False) if num_classes > 0 else nn.Identity()
@@ -254,28 +255,22 @@ class CoAtNet(nn.Layer):
     def no_weight_decay(self):
         return {name for name, _ in self.named_parameters() if name.endswith("relative_bias_table")}
 
+    def get_classifier(self):
+        return self.fc
+
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes, bias_attr=False) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             self._init_weights(self.fc)
 
-    def _check_size(self, x):
-        h, w = x.shape[2], x.shape[3]
-        # -1: a dynamic dimension while tracing for export; the InputSpec then carries the size
-        if h > 0 and w > 0 and (h, w) != self.image_size:
-            raise ValueError(
-                f"CoAtNet was built for {self.image_size[0]}x{self.image_size[1]} inputs (its relative "
-                f"position tables are sized for them), got {h}x{w}; build it with image_size={(h, w)} "
-                f"or resize the input")
-
     def forward_features(self, x):
-        self._check_size(x)
+        check_input_size(x, self.img_size, "CoAtNet")  # the relative position tables are sized for it
         x = self.s4(self.s3(self.s2(self.s1(self.s0(x)))))
         return self.pool(x).flatten(1)  # B, C
 
-    def forward_head(self, x):
-        return self.fc(x)
+    def forward_head(self, x, pre_logits=False):
+        return x if pre_logits else self.fc(x)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
@@ -296,53 +291,59 @@ TORCH_KEY_MAP = {
 }
 
 
-def checkpoint_filter_fn(state_dict, key_map=TORCH_KEY_MAP):
+def checkpoint_filter_fn(state_dict):
     """PyTorch 003 CoAtNet ``state_dict`` ({name: array-like}) -> {Paddle name: np.ndarray}."""
-    return apply_key_map(state_dict, key_map)
-
-
-convert_torch_state = checkpoint_filter_fn
+    return apply_key_map(state_dict, TORCH_KEY_MAP)
 
 
 # --------------------------------------------------------------------------------------------------------
-# variants (003's num_blocks L and channels D; all at image_size 224 by default)
+# variants: constructor arguments per name (003's num_blocks L and channels D), metadata per name, one
+# short registered function each
 # --------------------------------------------------------------------------------------------------------
-_CFGS = {
-    "coatnet_0": ((2, 2, 3, 5, 2), (64, 96, 192, 384, 768)),
-    "coatnet_1": ((2, 2, 6, 14, 2), (64, 96, 192, 384, 768)),
-    "coatnet_2": ((2, 2, 6, 14, 2), (128, 128, 256, 512, 1026)),  # 1026 as in 003 (the paper has 1024)
-    "coatnet_3": ((2, 2, 6, 14, 2), (192, 192, 384, 768, 1536)),
-    "coatnet_4": ((2, 2, 12, 28, 2), (192, 192, 384, 768, 1536)),
+_VARIANTS = {
+    "coatnet_0": dict(num_blocks=(2, 2, 3, 5, 2), channels=(64, 96, 192, 384, 768)),
+    "coatnet_1": dict(num_blocks=(2, 2, 6, 14, 2), channels=(64, 96, 192, 384, 768)),
+    "coatnet_2": dict(num_blocks=(2, 2, 6, 14, 2), channels=(128, 128, 256, 512, 1026)),  # 1026 as in 003
+    "coatnet_3": dict(num_blocks=(2, 2, 6, 14, 2), channels=(192, 192, 384, 768, 1536)),
+    "coatnet_4": dict(num_blocks=(2, 2, 12, 28, 2), channels=(192, 192, 384, 768, 1536)),
 }
 
+# 003's code has no training recipe; ImageNet's usual evaluation (bicubic, crop 0.875, ImageNet mean/std)
+_CFG = ModelCfg(
+    input_size=(3, 224, 224), fixed_input_size=True, interpolation="bicubic", crop_pct=0.875, num_classes=1000,
+    classifier="fc", first_conv="s0.0.0", source="seeds/003 (the blog's PyTorch code, KKKSQJ/DeepLearning)",
+    paper="https://arxiv.org/abs/2106.04803", checkpoint_filter_fn=checkpoint_filter_fn)
 
-def _create(variant, **kwargs):
-    num_blocks, channels = _CFGS[variant]
-    kwargs.setdefault("num_blocks", num_blocks)
-    kwargs.setdefault("channels", channels)
-    return CoAtNet(**kwargs)
+
+def _create(name, **kwargs):
+    return CoAtNet(**{**_VARIANTS[name], **kwargs})
 
 
-@register_model
+@register_model(cfg=_CFG)
 def coatnet_0(**kwargs):
+    """CoAtNet-0 as 003 builds it: 17.79M params, 224x224 input (fixed; img_size a multiple of 32)."""
     return _create("coatnet_0", **kwargs)
 
 
-@register_model
+@register_model(cfg=_CFG)
 def coatnet_1(**kwargs):
+    """CoAtNet-1 as 003 builds it: 33.17M params, 224x224 input (fixed; img_size a multiple of 32)."""
     return _create("coatnet_1", **kwargs)
 
 
-@register_model
+@register_model(cfg=_CFG)
 def coatnet_2(**kwargs):
+    """CoAtNet-2 as 003 builds it (last width 1026): 55.76M params, 224x224 input (fixed)."""
     return _create("coatnet_2", **kwargs)
 
 
-@register_model
+@register_model(cfg=_CFG)
 def coatnet_3(**kwargs):
+    """CoAtNet-3 as 003 builds it: 117.72M params, 224x224 input (fixed; img_size a multiple of 32)."""
     return _create("coatnet_3", **kwargs)
 
 
-@register_model
+@register_model(cfg=_CFG)
 def coatnet_4(**kwargs):
+    """CoAtNet-4 as 003 builds it: 203.95M params, 224x224 input (fixed; img_size a multiple of 32)."""
     return _create("coatnet_4", **kwargs)

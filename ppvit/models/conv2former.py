@@ -7,19 +7,18 @@ Two models share the convolutional-modulation block here:
   loads unchanged.
 - ``Conv2Former`` (``conv2former_n/t/s/b/l``): the official architecture (seeds/001 and
   github.com/HVision-NKU/Conv2Former): a conv/BN stem to 1/4 resolution, LayerNorm + 2x2 conv downsampling,
-  layer scale 1e-6, an 11x11 depthwise kernel and a 1280-wide conv head before the classifier ``pred``.
+  layer scale 1e-6, a large depthwise kernel (7x7 in Conv2Former-N, 11x11 in T/S/B/L, as the official
+  configurations) and a 1280-wide conv head before the classifier ``pred``.
   The module tree mirrors the PyTorch code, so official weights convert by the plain rename in
   ``TORCH_KEY_MAP`` (see ``checkpoint_filter_fn``).
 """
-from dataclasses import dataclass
-
-import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .helpers import apply_key_map
-from .layers import DropPath, LayerNorm2d, init_vit_weights, trunc_normal_, zeros_
-from .registry import register_model
+from .layers import DropPath, LayerNorm2d, drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_
+from .registry import ModelCfg, register_model
 
 __all__ = ["Conv2Former", "Conv2FormerCifar", "TORCH_KEY_MAP", "checkpoint_filter_fn"]
 
@@ -102,16 +101,6 @@ class Block(nn.Layer):
         return x
 
 
-def _drop_path_rates(drop_path_rate, depths):
-    """Stochastic depth rising linearly over all blocks, split per stage."""
-    rates = np.linspace(0.0, drop_path_rate, sum(depths)).tolist()
-    out, cur = [], 0
-    for d in depths:
-        out.append(rates[cur:cur + d])
-        cur += d
-    return out
-
-
 # --------------------------------------------------------------------------------------------------------
 # the notebook's 32x32 model (seeds/000)
 # --------------------------------------------------------------------------------------------------------
@@ -140,19 +129,21 @@ class BasicLayer(nn.Layer):
 
 
 class Conv2FormerCifar(nn.Layer):
-    """The notebook's Conv2Former: full-resolution 1x1 stem, for 32x32 inputs (any size works).
+    """The notebook's Conv2Former: full-resolution 1x1 stem, for 32x32 inputs (any size of at least 8x8
+    works; ``img_size`` is the nominal size only). ``drop_rate``: the notebook's dropout after the stem.
 
     Keys: ``layers.{i}.blocks.{j}.attn.{norm,a.0,a.2,v,proj}``, ``...mlp.{norm,fc1,pos,fc2}``,
     ``layers.{i}.downsample.{0,1}``, ``fc1`` (stem), ``norm``, ``head``.
     """
 
     def __init__(self, num_classes=10, depths=(2, 2, 8, 2), dims=(64, 128, 256, 512), mlp_ratio=2,
-                 kernel_size=11, in_chans=3, drop_rate=0.0, drop_path_rate=0.1):
+                 kernel_size=11, in_chans=3, drop_rate=0.0, drop_path_rate=0.1, img_size=32):
         super().__init__()
         self.num_classes = num_classes
         self.num_features = dims[-1]
+        self.img_size, self.in_chans = to_2tuple(img_size), in_chans
         self.pos_drop = nn.Dropout(p=drop_rate)
-        dpr = _drop_path_rates(drop_path_rate, depths)
+        dpr = drop_path_rates(drop_path_rate, depths)
         last = len(depths) - 1
         self.layers = nn.LayerList([
             BasicLayer(dims[i], depths[i], dims[i + 1] if i < last else None, kernel_size, mlp_ratio, dpr[i],
@@ -167,6 +158,9 @@ class Conv2FormerCifar(nn.Layer):
 
     def no_weight_decay(self):
         return set()
+
+    def get_classifier(self):
+        return self.head
 
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
@@ -193,17 +187,22 @@ class Conv2FormerCifar(nn.Layer):
 # --------------------------------------------------------------------------------------------------------
 class Conv2Former(nn.Layer):
     """Official Conv2Former. Module tree as in PyTorch: ``downsample_layers.{0..3}`` (0 is the stem),
-    ``stages.{i}.{j}`` blocks, ``head`` (1x1 conv to ``head_dim`` + GELU + LayerNorm) and ``pred``."""
+    ``stages.{i}.{j}`` blocks, ``head`` (1x1 conv to ``head_dim`` + GELU + LayerNorm) and ``pred``.
+
+    Any input size of at least 32x32 works (``img_size`` is the nominal size only). ``drop_rate``: dropout
+    before ``pred`` (no parameters; 0 in the official configurations)."""
 
     head_names = ("pred",)
 
     def __init__(self, dims=(96, 192, 384, 768), depths=(3, 3, 9, 3), kernel_size=11, mlp_ratios=4,
-                 num_classes=1000, in_chans=3, head_dim=1280, drop_path_rate=0.0, layer_scale_init_value=1e-6):
+                 num_classes=1000, in_chans=3, head_dim=1280, drop_rate=0.0, drop_path_rate=0.0,
+                 layer_scale_init_value=1e-6, img_size=224):
         super().__init__()
         if isinstance(mlp_ratios, (int, float)):
             mlp_ratios = [mlp_ratios] * len(dims)
         self.num_classes = num_classes
         self.num_features = head_dim
+        self.img_size, self.in_chans = to_2tuple(img_size), in_chans
         half = dims[0] // 2
         # stem: two 3x3 conv/GELU/BN at 1/2, then a 2x2 stride-2 conv -> 1/4 resolution
         stem = nn.Sequential(
@@ -218,7 +217,7 @@ class Conv2Former(nn.Layer):
         self.downsample_layers = nn.LayerList([stem] + [
             nn.Sequential(LayerNorm2d(dims[i], eps=1e-6), nn.Conv2D(dims[i], dims[i + 1], 2, stride=2))
             for i in range(len(dims) - 1)])
-        dpr = _drop_path_rates(drop_path_rate, depths)
+        dpr = drop_path_rates(drop_path_rate, depths)
         self.stages = nn.LayerList([
             nn.Sequential(*[Block(dims[i], kernel_size, mlp_ratios[i], dpr[i][j], layer_scale_init_value)
                             for j in range(depths[i])])
@@ -228,6 +227,7 @@ class Conv2Former(nn.Layer):
             nn.GELU(),
             LayerNorm2d(head_dim, eps=1e-6),
         )
+        self.head_drop = nn.Dropout(drop_rate)
         self.pred = nn.Linear(head_dim, num_classes) if num_classes > 0 else nn.Identity()
         # official init: trunc-normal(.02) for every conv and linear, zero biases; BatchNorm keeps defaults
         self.apply(self._init_weights)
@@ -243,6 +243,9 @@ class Conv2Former(nn.Layer):
         # the official recipe (timm optimizer factory) exempts 1-d params by shape, not by name
         return set()
 
+    def get_classifier(self):
+        return self.pred
+
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
         self.pred = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -256,6 +259,7 @@ class Conv2Former(nn.Layer):
         return x.mean([-2, -1])  # B, head_dim
 
     def forward_head(self, x, pre_logits=False):
+        x = self.head_drop(x)
         return x if pre_logits else self.pred(x)
 
     def forward(self, x):
@@ -276,63 +280,73 @@ TORCH_KEY_MAP = {
 }
 
 
-def checkpoint_filter_fn(state_dict, key_map=TORCH_KEY_MAP):
+def checkpoint_filter_fn(state_dict):
     """Convert an official PyTorch ``state_dict`` ({name: array-like}) to Paddle keys and layouts."""
-    return apply_key_map(state_dict, key_map)
+    return apply_key_map(state_dict, TORCH_KEY_MAP)
 
 
 # --------------------------------------------------------------------------------------------------------
-# variants
+# variants: constructor arguments per name, metadata per name, one short registered function each
 # --------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Cfg:
-    dims: tuple
-    depths: tuple
-
-
-# widths/depths of the paper's Table (all with an 11x11 kernel and mlp_ratio 4)
-_OFFICIAL = {
-    "n": _Cfg((64, 128, 256, 512), (2, 2, 8, 2)),
-    "t": _Cfg((72, 144, 288, 576), (3, 3, 12, 3)),
-    "s": _Cfg((72, 144, 288, 576), (4, 4, 32, 4)),
-    "b": _Cfg((96, 192, 384, 768), (4, 4, 34, 4)),
-    "l": _Cfg((128, 256, 512, 1024), (4, 4, 48, 4)),
+_VARIANTS = {
+    # the notebook's model (000): its Conv2Former(num_classes=10, ..., mlp_ratio=2, drop_path_rate=0.1)
+    "conv2former_n_cifar": dict(dims=(64, 128, 256, 512), depths=(2, 2, 8, 2), mlp_ratio=2, kernel_size=11),
+    # the official configurations (HVision-NKU/Conv2Former models/conv2former.py): mlp_ratio 4, a 7x7
+    # kernel for N (14.99M parameters, the paper's 15M / 2.2G) and 11x11 for the others
+    "conv2former_n": dict(dims=(64, 128, 256, 512), depths=(2, 2, 8, 2), kernel_size=7),
+    "conv2former_t": dict(dims=(72, 144, 288, 576), depths=(3, 3, 12, 3), kernel_size=11),
+    "conv2former_s": dict(dims=(72, 144, 288, 576), depths=(4, 4, 32, 4), kernel_size=11),
+    "conv2former_b": dict(dims=(96, 192, 384, 768), depths=(4, 4, 34, 4), kernel_size=11),
+    "conv2former_l": dict(dims=(128, 256, 512, 1024), depths=(4, 4, 48, 4), kernel_size=11),
 }
 
+_PAPER = "https://arxiv.org/abs/2211.11943"
+_OFFICIAL_CFG = ModelCfg(
+    input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.875, num_classes=1000, classifier="pred",
+    first_conv="downsample_layers.0.0", source="https://github.com/HVision-NKU/Conv2Former (seeds/001)",
+    paper=_PAPER, checkpoint_filter_fn=checkpoint_filter_fn)
+# notebook 000: cv2 resize to 32x32, ImageNet mean/std, no crop; its keys are Paddle's own (no PyTorch map)
+_CIFAR_CFG = ModelCfg(
+    input_size=(3, 32, 32), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, interpolation="bilinear",
+    crop_pct=1.0, num_classes=10, classifier="head", first_conv="fc1", source="notebook seeds/000",
+    paper=_PAPER)
 
-def _create(variant, **kwargs):
-    cfg = _OFFICIAL[variant]
-    kwargs.setdefault("dims", cfg.dims)
-    kwargs.setdefault("depths", cfg.depths)
-    return Conv2Former(**kwargs)
+
+def _create(name, cls=Conv2Former, **kwargs):
+    return cls(**{**_VARIANTS[name], **kwargs})
 
 
-@register_model
+@register_model(cfg=_CIFAR_CFG)
 def conv2former_n_cifar(**kwargs):
-    """The notebook's model: Conv2Former-N widths/depths, mlp_ratio 2, 1x1 stem, CIFAR-10 (32x32)."""
-    return Conv2FormerCifar(**kwargs)
+    """Notebook 000's Conv2Former-N for CIFAR-10: 8.85M params (10 classes), 1x1 stem, 32x32 input."""
+    return _create("conv2former_n_cifar", cls=Conv2FormerCifar, **kwargs)
 
 
-@register_model
+@register_model(cfg=_OFFICIAL_CFG)
 def conv2former_n(**kwargs):
-    return _create("n", **kwargs)
+    """Conv2Former-N (official, 7x7 kernel): 14.99M params, 224x224 input; ``kernel_size=11``: 15.24M."""
+    return _create("conv2former_n", **kwargs)
 
 
-@register_model
+@register_model(cfg=_OFFICIAL_CFG)
 def conv2former_t(**kwargs):
-    return _create("t", **kwargs)
+    """Conv2Former-T (official, 11x11 kernel): 26.70M params, 224x224 input."""
+    return _create("conv2former_t", **kwargs)
 
 
-@register_model
+@register_model(cfg=_OFFICIAL_CFG)
 def conv2former_s(**kwargs):
-    return _create("s", **kwargs)
+    """Conv2Former-S (official, 11x11 kernel): 50.03M params, 224x224 input."""
+    return _create("conv2former_s", **kwargs)
 
 
-@register_model
+@register_model(cfg=_OFFICIAL_CFG)
 def conv2former_b(**kwargs):
-    return _create("b", **kwargs)
+    """Conv2Former-B (official, 11x11 kernel): 90.03M params, 224x224 input."""
+    return _create("conv2former_b", **kwargs)
 
 
-@register_model
+@register_model(cfg=_OFFICIAL_CFG)
 def conv2former_l(**kwargs):
-    return _create("l", **kwargs)
+    """Conv2Former-L (official, 11x11 kernel): 198.89M params, 224x224 input."""
+    return _create("conv2former_l", **kwargs)

@@ -14,7 +14,7 @@ Differences from the notebook, none of which changes the outputs:
   per forward as [1, heads, N, N] and broadcast, where the notebook projected ``rel_indices`` expanded to
   every sample; ``rel_indices`` is a non-persistent buffer built once (the notebook's ``state_dict`` does not
   hold it either).
-- A wrong input size raises ``ValueError`` instead of an assert.
+- A wrong input size raises ``ValueError`` (``layers.check_input_size``) instead of an assert.
 """
 from functools import partial
 
@@ -23,8 +23,10 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .layers import Attention, DropPath, Mlp, init_vit_weights, to_2tuple, trunc_normal_
-from .registry import register_model
+from .helpers import apply_key_map
+from .layers import (Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple,
+                     trunc_normal_)
+from .registry import ModelCfg, register_model
 
 __all__ = ["ConViT", "GPSA", "MHSA", "convit_tiny", "convit_small", "convit_base"]
 
@@ -52,12 +54,7 @@ class PatchEmbed(nn.Layer):
         self.proj = nn.Conv2D(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
 
     def forward(self, x):
-        h, w = x.shape[2], x.shape[3]
-        # -1 marks a dynamic dim when traced for export; only a known, different size is an error
-        if (h != -1 and h != self.img_size[0]) or (w != -1 and w != self.img_size[1]):
-            raise ValueError(
-                f"ConViT was built for {self.img_size[0]}x{self.img_size[1]} inputs (img_size), "
-                f"got {h}x{w}; resize the images or build the model with img_size=({h}, {w})")
+        check_input_size(x, self.img_size, "ConViT")  # pos_embed and the GPSA offsets fix the grid
         x = self.proj(x)  # B, C, gh, gw
         return x.flatten(2).transpose([0, 2, 1])  # B, N, C
 
@@ -166,6 +163,7 @@ class ConViT(nn.Layer):
         self.num_classes = num_classes
         self.local_up_to_layer = local_up_to_layer
         self.num_features = self.embed_dim = embed_dim
+        self.img_size, self.in_chans = to_2tuple(img_size), in_chans
         self.use_pos_embed = use_pos_embed
         self.drop_path_rate = drop_path_rate
 
@@ -179,7 +177,7 @@ class ConViT(nn.Layer):
             self.pos_embed = self.create_parameter([1, self.num_patches, embed_dim])
             trunc_normal_(self.pos_embed)
 
-        dpr = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth rises linearly
+        dpr = drop_path_rates(drop_path_rate, [depth])[0]  # stochastic depth rises linearly
         common = dict(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                       qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, norm_layer=norm_layer)
         self.blocks = nn.LayerList([
@@ -198,6 +196,9 @@ class ConViT(nn.Layer):
 
     def no_weight_decay(self):
         return {"pos_embed", "cls_token"}
+
+    def get_classifier(self):
+        return self.head
 
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
@@ -220,33 +221,11 @@ class ConViT(nn.Layer):
         # as in the notebook: the cls token (or the first patch if no MHSA block follows)
         return x[:, 0]
 
-    def forward_head(self, x):
-        return self.head(x)
+    def forward_head(self, x, pre_logits=False):
+        return x if pre_logits else self.head(x)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
-
-
-def _create_convit(num_heads, **kwargs):
-    return ConViT(num_heads=num_heads, **kwargs)
-
-
-@register_model
-def convit_tiny(**kwargs):
-    """ConViT-Ti: 4 heads x 48 = 192 wide, 12 blocks (10 GPSA), 5.71M parameters."""
-    return _create_convit(num_heads=4, **kwargs)
-
-
-@register_model
-def convit_small(**kwargs):
-    """ConViT-S: 9 heads x 48 = 432 wide, 12 blocks (10 GPSA), 27.78M parameters."""
-    return _create_convit(num_heads=9, **kwargs)
-
-
-@register_model
-def convit_base(**kwargs):
-    """ConViT-B: 16 heads x 48 = 768 wide, 12 blocks (10 GPSA), 86.54M parameters."""
-    return _create_convit(num_heads=16, **kwargs)
 
 
 # PyTorch -> Paddle keys. facebookresearch/convit and timm's ``convit.py`` share this module tree and
@@ -260,8 +239,45 @@ TORCH_KEY_MAP = {
 }
 
 
-def checkpoint_filter_fn(state_dict, key_map=TORCH_KEY_MAP):
+def checkpoint_filter_fn(state_dict):
     """Official/timm PyTorch ConViT ``state_dict`` ({name: array-like}) -> {Paddle name: np.ndarray}."""
-    from .helpers import apply_key_map
+    return apply_key_map(state_dict, TORCH_KEY_MAP)
 
-    return apply_key_map(state_dict, key_map)
+
+# --------------------------------------------------------------------------------------------------------
+# variants: constructor arguments per name, metadata per name, one short registered function each
+# --------------------------------------------------------------------------------------------------------
+_VARIANTS = {
+    "convit_tiny": dict(num_heads=4),
+    "convit_small": dict(num_heads=9),
+    "convit_base": dict(num_heads=16),
+}
+
+# facebookresearch/convit trains with DeiT's recipe: bicubic resize, crop 0.875, ImageNet mean/std
+_CFG = ModelCfg(
+    input_size=(3, 224, 224), fixed_input_size=True, interpolation="bicubic", crop_pct=0.875, num_classes=1000,
+    classifier="head", first_conv="patch_embed.proj",
+    source="notebook seeds/002 (keys of https://github.com/facebookresearch/convit)",
+    paper="https://arxiv.org/abs/2103.10697", checkpoint_filter_fn=checkpoint_filter_fn)
+
+
+def _create(name, **kwargs):
+    return ConViT(**{**_VARIANTS[name], **kwargs})
+
+
+@register_model(cfg=_CFG)
+def convit_tiny(**kwargs):
+    """ConViT-Ti: 4 heads x 48 = 192 wide, 12 blocks (10 GPSA), 5.71M params, 224x224 input (fixed)."""
+    return _create("convit_tiny", **kwargs)
+
+
+@register_model(cfg=_CFG)
+def convit_small(**kwargs):
+    """ConViT-S: 9 heads x 48 = 432 wide, 12 blocks (10 GPSA), 27.78M params, 224x224 input (fixed)."""
+    return _create("convit_small", **kwargs)
+
+
+@register_model(cfg=_CFG)
+def convit_base(**kwargs):
+    """ConViT-B: 16 heads x 48 = 768 wide, 12 blocks (10 GPSA), 86.54M params, 224x224 input (fixed)."""
+    return _create("convit_base", **kwargs)

@@ -8,17 +8,20 @@ the model *is* one flat ``nn.Sequential``, so its state_dict keys are the offici
 checkpoints convert by renaming. ``checkpoint_filter_fn`` also reads timm's layout (``stem``/``blocks``/
 ``head``) and the nesting of 003's 280-character version.
 
-``drop_path_rate`` (stochastic depth on the residual depthwise branch) is ppvit's addition: no parameters,
-default 0. Any input size works (at least one patch).
+``drop_path_rate`` (stochastic depth on the residual depthwise branch) and ``drop_rate`` (dropout before
+the classifier) are ppvit's additions: no parameters, default 0. Any input size works (at least one patch);
+``img_size`` is the nominal size only.
 """
 import re
 
 import numpy as np
 import paddle.nn as nn
+import paddle.nn.functional as F
 
+from ..constants import CIFAR10_MEAN, CIFAR10_STD
 from .helpers import apply_key_map
-from .layers import DropPath
-from .registry import register_model
+from .layers import DropPath, drop_path_rates, to_2tuple
+from .registry import ModelCfg, register_model
 
 __all__ = ["ConvMixer", "checkpoint_filter_fn", "torch_key_map"]
 
@@ -40,8 +43,8 @@ class ConvMixer(nn.Sequential):
     [depth+4] flatten, [depth+5] classifier (``head_names``)."""
 
     def __init__(self, dim, depth, kernel_size=9, patch_size=7, in_chans=3, num_classes=1000, act_layer=nn.GELU,
-                 drop_path_rate=0.0):
-        dpr = np.linspace(0, drop_path_rate, depth).tolist()
+                 drop_rate=0.0, drop_path_rate=0.0, img_size=224):
+        dpr = drop_path_rates(drop_path_rate, [depth])[0]
         blocks = [
             nn.Sequential(
                 Residual(nn.Sequential(
@@ -66,6 +69,8 @@ class ConvMixer(nn.Sequential):
         )
         self.num_features = dim
         self.num_classes = num_classes
+        self.img_size, self.in_chans = to_2tuple(img_size), in_chans
+        self.drop_rate = float(drop_rate)  # applied functionally: a Dropout layer would shift the keys
         self.depth = depth
         self.head_index = depth + 5
         self.head_names = (str(self.head_index),)
@@ -100,8 +105,9 @@ class ConvMixer(nn.Sequential):
             x = layer(x)
         return x  # B, dim (pooled and flattened)
 
-    def forward_head(self, x):
-        return self[self.head_index](x)
+    def forward_head(self, x, pre_logits=False):
+        x = F.dropout(x, self.drop_rate, training=self.training) if self.drop_rate > 0 else x
+        return x if pre_logits else self[self.head_index](x)
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
@@ -158,56 +164,70 @@ def detect_layout(state_dict):
                      + ", ".join(marker for marker, _ in _LAYOUTS.values()))
 
 
-def checkpoint_filter_fn(state_dict, layout=None):
+def checkpoint_filter_fn(state_dict):
     """PyTorch ConvMixer ``state_dict`` ({name: array-like}, official, timm or 003-compact layout, detected
-    unless ``layout`` is given) -> {Paddle name: np.ndarray}."""
+    from its keys) -> {Paddle name: np.ndarray}."""
     for wrapper in ("state_dict", "model"):
         if isinstance(state_dict.get(wrapper), dict):
             state_dict = state_dict[wrapper]
             break
-    found, depth = detect_layout(state_dict)
-    return apply_key_map(state_dict, torch_key_map(layout or found, depth))
-
-
-convert_torch_state = checkpoint_filter_fn
+    layout, depth = detect_layout(state_dict)
+    return apply_key_map(state_dict, torch_key_map(layout, depth))
 
 
 # --------------------------------------------------------------------------------------------------------
-# variants: (dim, depth, kernel_size, patch_size, activation)
+# variants: constructor arguments per name, metadata per name, one short registered function each
 # --------------------------------------------------------------------------------------------------------
-_CFGS = {
-    "convmixer_1536_20": (1536, 20, 9, 7, nn.GELU),
-    "convmixer_768_32": (768, 32, 7, 7, nn.ReLU),  # the paper's ReLU model
-    "convmixer_1024_20_ks9_p14": (1024, 20, 9, 14, nn.GELU),
-    "convmixer_256_8": (256, 8, 5, 2, nn.GELU),  # locuslab/convmixer-cifar10's defaults (32x32 inputs)
+_VARIANTS = {
+    "convmixer_1536_20": dict(dim=1536, depth=20, kernel_size=9, patch_size=7, act_layer=nn.GELU),
+    "convmixer_768_32": dict(dim=768, depth=32, kernel_size=7, patch_size=7, act_layer=nn.ReLU),  # paper's ReLU
+    "convmixer_1024_20_ks9_p14": dict(dim=1024, depth=20, kernel_size=9, patch_size=14, act_layer=nn.GELU),
+    # locuslab/convmixer-cifar10's defaults (32x32 inputs, 10 classes)
+    "convmixer_256_8": dict(dim=256, depth=8, kernel_size=5, patch_size=2, act_layer=nn.GELU, num_classes=10,
+                            img_size=32),
 }
 
-
-def _create(variant, **kwargs):
-    dim, depth, kernel_size, patch_size, act_layer = _CFGS[variant]
-    for key, value in dict(dim=dim, depth=depth, kernel_size=kernel_size, patch_size=patch_size,
-                           act_layer=act_layer).items():
-        kwargs.setdefault(key, value)
-    return ConvMixer(**kwargs)
+_PAPER = "https://arxiv.org/abs/2201.09792"
 
 
-@register_model
+def _imagenet_cfg(depth):
+    # locuslab/convmixer trains with timm's recipe: bicubic, crop 0.96 (its README's --crop-pct)
+    return ModelCfg(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.96, num_classes=1000,
+                    classifier=str(depth + 5), first_conv="0",
+                    source="https://github.com/locuslab/convmixer (seeds/003)", paper=_PAPER,
+                    checkpoint_filter_fn=checkpoint_filter_fn)
+
+
+_CIFAR_CFG = ModelCfg(
+    input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, interpolation="bilinear", crop_pct=1.0,
+    num_classes=10, classifier=str(8 + 5), first_conv="0",
+    source="https://github.com/locuslab/convmixer-cifar10 (seeds/003)", paper=_PAPER,
+    checkpoint_filter_fn=checkpoint_filter_fn)
+
+
+def _create(name, **kwargs):
+    return ConvMixer(**{**_VARIANTS[name], **kwargs})
+
+
+@register_model(cfg=_imagenet_cfg(20))
 def convmixer_1536_20(**kwargs):
+    """ConvMixer-1536/20 (kernel 9, patch 7, GELU): 51.63M params, 224x224 input."""
     return _create("convmixer_1536_20", **kwargs)
 
 
-@register_model
+@register_model(cfg=_imagenet_cfg(32))
 def convmixer_768_32(**kwargs):
+    """ConvMixer-768/32 (kernel 7, patch 7, ReLU): 21.11M params, 224x224 input."""
     return _create("convmixer_768_32", **kwargs)
 
 
-@register_model
+@register_model(cfg=_imagenet_cfg(20))
 def convmixer_1024_20_ks9_p14(**kwargs):
+    """ConvMixer-1024/20 (kernel 9, patch 14, GELU): 24.38M params, 224x224 input."""
     return _create("convmixer_1024_20_ks9_p14", **kwargs)
 
 
-@register_model
+@register_model(cfg=_CIFAR_CFG)
 def convmixer_256_8(**kwargs):
-    """The CIFAR-10 ConvMixer-256/8 (k5, p2): 10 classes by default, as locuslab/convmixer-cifar10 trains it."""
-    kwargs.setdefault("num_classes", 10)
+    """ConvMixer-256/8 (kernel 5, patch 2) of locuslab/convmixer-cifar10: 0.59M params, 10 classes, 32x32."""
     return _create("convmixer_256_8", **kwargs)

@@ -13,8 +13,9 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
-from .layers import Attention, DropPath, Mlp, init_vit_weights
-from .registry import register_model
+from .helpers import apply_key_map
+from .layers import Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple
+from .registry import ModelCfg, register_model
 
 __all__ = ["DilateFormer", "dilate_attention"]
 
@@ -198,7 +199,7 @@ class PatchEmbed(nn.Layer):
 
     def __init__(self, img_size=224, in_chans=3, hidden_dim=16, patch_size=4, embed_dim=96):
         super().__init__()
-        self.img_size = None if img_size is None else (img_size, img_size)
+        self.img_size = None if img_size is None else to_2tuple(img_size)
         self.patch_size = (patch_size, patch_size)  # the stem is fixed at stride 4; kept for the signature
         self.proj = nn.Sequential(
             nn.Conv2D(in_chans, hidden_dim, 3, stride=1, padding=1, bias_attr=False),
@@ -214,9 +215,8 @@ class PatchEmbed(nn.Layer):
         )
 
     def forward(self, x):
-        if self.img_size is not None and tuple(x.shape[2:]) != self.img_size:
-            raise ValueError(f"DilateFormer was built for {self.img_size[0]}x{self.img_size[1]} inputs, got "
-                             f"{x.shape[2]}x{x.shape[3]} (pass img_size= to create_model, or img_size=None)")
+        if self.img_size is not None:  # the notebook's assert; img_size=None accepts any size
+            check_input_size(x, self.img_size, "DilateFormer")
         return self.proj(x)  # B, C, H/4, W/4
 
 
@@ -263,7 +263,7 @@ class DilateFormer(nn.Layer):
     """The notebook's ``Dilateformer`` (keys and shapes identical). Its ``drop``, ``attn_drop`` and
     ``drop_path`` arguments are ``drop_rate``, ``attn_drop_rate`` and ``drop_path_rate`` here.
 
-    img_size: the input size the notebook's stem asserts; ``None`` accepts any size.
+    img_size: the input size the notebook's stem asserts; ``None`` accepts any size (of at least 32x32).
     """
 
     def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, embed_dim=96,
@@ -276,18 +276,19 @@ class DilateFormer(nn.Layer):
         self.num_layers = len(depths)
         self.embed_dim = embed_dim
         self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
+        self.img_size = None if img_size is None else to_2tuple(img_size)
+        self.in_chans = in_chans
         norm_layer = norm_layer or partial(nn.LayerNorm, epsilon=1e-6)
 
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                       embed_dim=embed_dim)
         # stochastic depth rising linearly over all blocks, as the notebook's paddle.linspace
-        total = sum(depths)
-        dpr = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+        dpr = drop_path_rates(drop_path_rate, depths)
         self.stages = nn.LayerList()
         for i in range(self.num_layers):
             common = dict(dim=int(embed_dim * 2 ** i), depth=depths[i], num_heads=num_heads[i],
                           mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
-                          attn_drop=attn_drop_rate, drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])],
+                          attn_drop=attn_drop_rate, drop_path=dpr[i],
                           norm_layer=norm_layer, downsample=downsamples[i])
             self.stages.append(Stage(kernel_size=kernel_size, dilation=dilation if dilate_attention[i] else None,
                                      **common))
@@ -297,6 +298,9 @@ class DilateFormer(nn.Layer):
 
     def no_weight_decay(self):
         return set()
+
+    def get_classifier(self):
+        return self.head
 
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
@@ -311,37 +315,11 @@ class DilateFormer(nn.Layer):
         x = self.norm(x.flatten(2).transpose([0, 2, 1]))  # B, L, C
         return x.mean(axis=1)  # B, C (the notebook's AdaptiveAvgPool1D over tokens)
 
+    def forward_head(self, x, pre_logits=False):
+        return x if pre_logits else self.head(x)
+
     def forward(self, x):
-        return self.head(self.forward_features(x))
-
-
-_CFGS = {
-    "dilateformer_t": dict(depths=(2, 2, 6, 2), embed_dim=72, num_heads=(3, 6, 12, 24)),
-    "dilateformer_s": dict(depths=(3, 5, 8, 3), embed_dim=72, num_heads=(3, 6, 12, 24)),
-    "dilateformer_b": dict(depths=(4, 8, 10, 3), embed_dim=96, num_heads=(3, 6, 12, 24)),
-}
-
-
-def _create(name, **kwargs):
-    return DilateFormer(**{**_CFGS[name], **kwargs})
-
-
-@register_model
-def dilateformer_t(**kwargs):
-    """DilateFormer-T, 17.2M parameters (the notebook's trained model)."""
-    return _create("dilateformer_t", **kwargs)
-
-
-@register_model
-def dilateformer_s(**kwargs):
-    """DilateFormer-S, 24.1M parameters."""
-    return _create("dilateformer_s", **kwargs)
-
-
-@register_model
-def dilateformer_b(**kwargs):
-    """DilateFormer-B, 47.4M parameters."""
-    return _create("dilateformer_b", **kwargs)
+        return self.forward_head(self.forward_features(x))
 
 
 # PyTorch (JIAOJIAYUASD/dilateformer, default options) -> Paddle keys. The notebook kept the official
@@ -359,8 +337,46 @@ TORCH_KEY_MAP = {
 }
 
 
-def checkpoint_filter_fn(state_dict, key_map=TORCH_KEY_MAP):
+def checkpoint_filter_fn(state_dict):
     """Official PyTorch DilateFormer ``state_dict`` ({name: array-like}) -> {Paddle name: np.ndarray}."""
-    from .helpers import apply_key_map
+    return apply_key_map(state_dict, TORCH_KEY_MAP)
 
-    return apply_key_map(state_dict, key_map)
+
+# --------------------------------------------------------------------------------------------------------
+# variants: constructor arguments per name, metadata per name, one short registered function each
+# --------------------------------------------------------------------------------------------------------
+_VARIANTS = {
+    "dilateformer_t": dict(depths=(2, 2, 6, 2), embed_dim=72, num_heads=(3, 6, 12, 24)),
+    "dilateformer_s": dict(depths=(3, 5, 8, 3), embed_dim=72, num_heads=(3, 6, 12, 24)),
+    "dilateformer_b": dict(depths=(4, 8, 10, 3), embed_dim=96, num_heads=(3, 6, 12, 24)),
+}
+
+# the official code trains with DeiT's recipe: bicubic resize, crop 0.875, ImageNet mean/std. The stem
+# asserts img_size (the notebook's), hence fixed; img_size=None lifts it.
+_CFG = ModelCfg(
+    input_size=(3, 224, 224), fixed_input_size=True, interpolation="bicubic", crop_pct=0.875, num_classes=1000,
+    classifier="head", first_conv="patch_embed.proj.0",
+    source="notebook seeds/004 (keys of https://github.com/JIAOJIAYUASD/dilateformer)",
+    paper="https://arxiv.org/abs/2302.01791", checkpoint_filter_fn=checkpoint_filter_fn)
+
+
+def _create(name, **kwargs):
+    return DilateFormer(**{**_VARIANTS[name], **kwargs})
+
+
+@register_model(cfg=_CFG)
+def dilateformer_t(**kwargs):
+    """DilateFormer-T: 17.2M params, 224x224 input (fixed; img_size=None for any), notebook 004's model."""
+    return _create("dilateformer_t", **kwargs)
+
+
+@register_model(cfg=_CFG)
+def dilateformer_s(**kwargs):
+    """DilateFormer-S: 24.1M params, 224x224 input (fixed; img_size=None for any)."""
+    return _create("dilateformer_s", **kwargs)
+
+
+@register_model(cfg=_CFG)
+def dilateformer_b(**kwargs):
+    """DilateFormer-B: 47.4M params, 224x224 input (fixed; img_size=None for any)."""
+    return _create("dilateformer_b", **kwargs)

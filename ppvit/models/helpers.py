@@ -1,18 +1,20 @@
 """Loading pretrained weights into a built model."""
 import logging
-import os
 import warnings
 
 import paddle
 
-from ..io import CheckpointError, load_state
+from ..io import (CheckpointError, StateDictDiff, compare_state_dict, load_state, state_dict_mismatch_message,
+                  unwrap_state_dict)
 
 logger = logging.getLogger("ppvit")
 
 
 def head_prefixes(model):
-    """Key prefixes of the classifier, which may be re-initialised for another class count."""
-    names = getattr(model, "head_names", ("head",))
+    """Key prefixes of the classifier, which may be re-initialised for another class count: the
+    ``classifier`` of the model's ``pretrained_cfg`` (set by ``create_model``), else ``head_names``."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    names = (cfg["classifier"],) if cfg else getattr(model, "head_names", ("head",))
     return tuple(n + "." for n in names)
 
 
@@ -24,41 +26,24 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True):
     explanation: no training follows): the head must fit like every other key.
     Any other missing, unexpected or mismatched key raises ``CheckpointError`` listing them.
     """
-    if not isinstance(path_or_state, (str, os.PathLike, dict)):  # e.g. timm's pretrained=True
-        raise CheckpointError(
-            f"pretrained must be a path to a .pdparams or .safetensors file with Paddle keys, got {path_or_state!r}; "
-            "ppvit downloads no weights (convert an official PyTorch checkpoint with tools/convert_weights.py, "
-            "or pass pretrained=None for random initialisation)")
-    state = load_state(path_or_state) if not isinstance(path_or_state, dict) else path_or_state
+    state = load_state(path_or_state) if not isinstance(path_or_state, dict) else unwrap_state_dict(path_or_state)
     source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
     own = model.state_dict()
     heads = head_prefixes(model) if reset_head else ()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched, skipped_head = [], []
-    for k, v in own.items():
-        if k in state and tuple(state[k].shape) != tuple(v.shape):
-            if k.startswith(heads):
-                skipped_head.append(k)
-            else:
-                mismatched.append(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}")
-    # a headless checkpoint (e.g. num_classes=0) may also leave the head out
-    head_missing = [k for k in missing if k.startswith(heads)]
-    missing = [k for k in missing if not k.startswith(heads)]
-    if strict and (missing or unexpected or mismatched):
-        parts = []
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if keys:
-                shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
-                parts.append(f"{title} keys: {shown}")
-        head = [k for k in own if k.startswith(head_prefixes(model))]
-        if not reset_head and any(k in missing or any(m.startswith(k + ":") for m in mismatched) for k in head):
-            parts.append("the classifier does not fit: weights for another class count (or none) cannot be "
-                         "evaluated, exported or explained; set Arch.num_classes (num_classes) to the weights' class "
-                         "count (only training from Global.pretrained_model re-initialises a head)")
-        raise CheckpointError(
-            f"{source} does not match model {type(model).__name__}: " + "; ".join(parts)
-        )
+    diff = compare_state_dict(own, state)
+    # another class count: the head's shapes differ; a headless checkpoint (e.g. num_classes=0) lacks it
+    skipped_head = [k for k, _, _ in diff.mismatched if k.startswith(heads)]
+    head_missing = [k for k in diff.missing if k.startswith(heads)]
+    diff = StateDictDiff([k for k in diff.missing if not k.startswith(heads)], diff.unexpected,
+                         [m for m in diff.mismatched if not m[0].startswith(heads)])
+    if strict and diff:
+        message = state_dict_mismatch_message(diff, source, type(model).__name__)
+        head = head_prefixes(model)
+        if not reset_head and any(k.startswith(head) for k in diff.missing + [m[0] for m in diff.mismatched]):
+            message += ("; the classifier does not fit: weights for another class count (or none) cannot be "
+                        "evaluated, exported or explained; set Arch.num_classes (num_classes) to the weights' class "
+                        "count (only training from Global.pretrained_model re-initialises a head)")
+        raise CheckpointError(message)
     to_load = {k: paddle.to_tensor(state[k], dtype=own[k].dtype) for k in own
                if k in state and k not in skipped_head and tuple(state[k].shape) == tuple(own[k].shape)}
     with warnings.catch_warnings():  # the skipped head is reported below, once
@@ -85,10 +70,7 @@ def apply_key_map(state_dict, key_map):
 
     import numpy as np
 
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
-            break
+    state_dict = unwrap_state_dict(state_dict)
     out = {}
     for key, value in state_dict.items():
         if any(re.search(p, key) for p in key_map.get("drop", ())):

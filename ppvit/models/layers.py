@@ -1,4 +1,5 @@
 """Layers shared by every family, written once."""
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -120,3 +121,39 @@ class LayerNorm2d(nn.Layer):
 
 def to_2tuple(x):
     return tuple(x) if isinstance(x, (list, tuple)) else (x, x)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the model contract's shared pieces: one stochastic-depth schedule, one input-size check
+# --------------------------------------------------------------------------------------------------------
+def drop_path_rates(drop_path_rate, depths):
+    """Stochastic-depth rates rising linearly from 0 to ``drop_path_rate`` over all blocks, split per stage.
+
+    depths: blocks per stage, e.g. (2, 2, 6, 2). Returns one list of rates per stage (the notebooks'
+    ``linspace(0, drop_path_rate, sum(depths))``, cut at the stage boundaries).
+    """
+    depths = [int(d) for d in depths]
+    rates = np.linspace(0.0, float(drop_path_rate or 0.0), sum(depths)).tolist()
+    out, start = [], 0
+    for d in depths:
+        out.append(rates[start:start + d])
+        start += d
+    return out
+
+
+def check_input_size(x, img_size, model_name):
+    """Raise ``ValueError`` unless the NCHW tensor ``x`` is ``img_size`` = (H, W) high and wide.
+
+    For models whose parameters or buffers are built for one input size (position embeddings, relative
+    position tables, fixed patch grids). A dimension of -1 (dynamic, while tracing for export) passes. The
+    message names the expected and received sizes and both fixes: resize the input, or build the model
+    for the size (``img_size=`` for ``create_model``, ``-o Arch.img_size=`` on the command line).
+    """
+    h, w = int(x.shape[2]), int(x.shape[3])
+    eh, ew = img_size
+    if (h != -1 and h != eh) or (w != -1 and w != ew):
+        size = h if h == w else (h, w)
+        raise ValueError(
+            f"{model_name} was built for {eh}x{ew} inputs (img_size), got {h}x{w}: resize the images to "
+            f"{eh}x{ew}, or build the model for this size (create_model(..., img_size={size!r}); "
+            f"on the command line -o Arch.img_size={size!r})")

@@ -1,17 +1,106 @@
-"""One registry, one entry point: ``register_model`` / ``create_model`` / ``list_models``."""
+"""One registry, one entry point: ``register_model`` / ``create_model`` / ``list_models`` / ``get_model_cfg``.
+
+Every registered name carries a ``ModelCfg``: its metadata as data (timm's ``pretrained_cfg``): the input
+size and whether it is fixed, the normalisation and resize the weights expect, the default class count,
+the classifier and first-conv names, where the architecture comes from, and the family's
+``checkpoint_filter_fn`` for official PyTorch weights. Data pipelines, export, the zoo table and the tests
+read it instead of guessing.
+"""
+import dataclasses
 import difflib
 import fnmatch
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
-_MODELS = {}
+from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ..errors import PpvitError
+
+__all__ = ["ModelCfg", "PretrainedWeightsError", "register_model", "create_model", "list_models", "is_model",
+           "get_model_cfg", "rename_old_kwargs"]
+
+_MODELS = {}  # name -> builder function
+_CFGS = {}  # name -> ModelCfg
 
 
-def register_model(fn):
-    """Register a model builder under its function name."""
-    name = fn.__name__
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is registered twice")
-    _MODELS[name] = fn
-    return fn
+@dataclass(frozen=True)
+class ModelCfg(Mapping):
+    """Metadata of one registered model name, with the field names of timm's ``pretrained_cfg``.
+
+    Read as attributes (``cfg.input_size``) or as a mapping (``cfg["input_size"]``, ``dict(cfg)``,
+    ``cfg.to_dict()``); the mapping holds the plain-data fields, not ``checkpoint_filter_fn``.
+
+    input_size: (C, H, W) the model is built for by default. fixed_input_size: True when the model accepts
+    only that size (position tables; build it with ``img_size=`` for another). mean/std: per-channel input
+    normalisation of 0..1 RGB pixels. interpolation: resize filter ('bilinear' or 'bicubic'). crop_pct:
+    centre-crop fraction at evaluation (1.0: resize only). num_classes: the default class count.
+    classifier / first_conv: ``state_dict`` key prefixes of the final Linear and of the first conv.
+    source: the notebook (shared/seeds) or official repository the architecture follows; paper: its URL.
+    checkpoint_filter_fn: ``fn(state_dict) -> {Paddle key: np.ndarray}`` for official PyTorch weights
+    (every family has the same signature), or None. architecture: the registered name.
+    """
+
+    input_size: tuple = (3, 224, 224)
+    fixed_input_size: bool = False
+    mean: tuple = IMAGENET_DEFAULT_MEAN
+    std: tuple = IMAGENET_DEFAULT_STD
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    num_classes: int = 1000
+    classifier: str = "head"
+    first_conv: str = "patch_embed.proj"
+    source: str = ""
+    paper: str = ""
+    architecture: str = ""
+    checkpoint_filter_fn: Optional[Callable] = field(default=None, compare=False, repr=False)
+
+    def _keys(self):
+        return [f.name for f in dataclasses.fields(self) if f.name != "checkpoint_filter_fn"]
+
+    def __getitem__(self, key):
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self._keys())
+
+    def __len__(self):
+        return len(self._keys())
+
+    def to_dict(self):
+        """Plain dict of the data fields (tuples as lists are left as tuples), like timm's pretrained_cfg."""
+        return {k: getattr(self, k) for k in self._keys()}
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+class PretrainedWeightsError(PpvitError):
+    """``pretrained`` is not a weight file ppvit can read (ppvit downloads nothing)."""
+
+
+def register_model(fn=None, *, cfg=None):
+    """Register a model builder under its function name, with its ``ModelCfg``:
+
+        @register_model(cfg=ModelCfg(input_size=(3, 32, 32), ...))
+        def my_model(**kwargs): ...
+
+    Raises ``TypeError`` without ``cfg`` and ``ValueError`` when the name is registered twice.
+    """
+
+    def wrap(builder):
+        name = builder.__name__
+        if not isinstance(cfg, ModelCfg):
+            raise TypeError(f"register_model: {name} needs its metadata, register_model(cfg=ModelCfg(...))")
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = builder
+        _CFGS[name] = cfg.replace(architecture=name)
+        return builder
+
+    return wrap(fn) if fn is not None else wrap
 
 
 def list_models(pattern=None):
@@ -32,21 +121,86 @@ def unknown_model_message(name):
     return f"unknown model {name!r}.{hint} Registered models: {', '.join(list_models())}"
 
 
+def get_model_cfg(name):
+    """The ``ModelCfg`` of registered model ``name``. Raises ``ValueError`` (naming close matches) for an
+    unknown name."""
+    if name not in _CFGS:
+        raise ValueError(unknown_model_message(name))
+    return _CFGS[name]
+
+
+# older spellings still used by 003's CoAtNet code, earlier configs and notebooks -> timm's names
+_OLD_SPELLINGS = {"image_size": "img_size", "in_channels": "in_chans"}
+
+
+def rename_old_kwargs(kwargs):
+    """``kwargs`` with ``image_size`` -> ``img_size`` and ``in_channels`` -> ``in_chans``.
+
+    Raises ``TypeError`` when both spellings of one argument are given.
+    """
+    out = dict(kwargs)
+    for old, new in _OLD_SPELLINGS.items():
+        if old in out:
+            if new in out:
+                raise TypeError(f"got both {old}= and {new}= (the same argument; use {new}=)")
+            out[new] = out.pop(old)
+    return out
+
+
+def _check_pretrained(pretrained):
+    if pretrained is True or not isinstance(pretrained, (str, os.PathLike)):
+        raise PretrainedWeightsError(
+            f"pretrained must be a path to a .pdparams or .safetensors file with Paddle keys, got "
+            f"{pretrained!r}; ppvit downloads no weights (convert an official PyTorch checkpoint with "
+            "tools/convert_weights.py, or pass pretrained=None for random initialisation)")
+
+
 def create_model(name, pretrained=None, num_classes=None, **kwargs):
-    """Build a registered model.
+    """Build registered model ``name``; returns a ``paddle.nn.Layer`` mapping [B, C, H, W] float32 images
+    (normalised as ``get_model_cfg(name)`` says) to [B, num_classes] logits.
 
     pretrained: path to a ``.pdparams`` or ``.safetensors`` file with Paddle keys. When its head was
         trained for another class count than ``num_classes``, the head stays freshly initialised (logged);
         every other key must match, or loading fails listing the missing/unexpected/mismatched keys.
-    num_classes: None keeps the variant's default (1000 for ImageNet variants, 10 for ``*_cifar``).
+    num_classes: None keeps the name's default (``get_model_cfg(name).num_classes``: 1000 for ImageNet
+        variants, 10 for the CIFAR ones); 0 gives a model without classifier (``forward`` returns features).
+    kwargs: the family's constructor arguments, timm's names: ``img_size``, ``in_chans``, ``drop_rate``,
+        ``drop_path_rate``, ... (``image_size`` and ``in_channels`` are accepted for ``img_size`` and
+        ``in_chans``).
+
+    The model carries ``model.pretrained_cfg``: the name's ``ModelCfg`` as a dict, updated with the
+    class count and input size it was built with.
+
+    Raises ``ValueError`` for an unknown name, ``PretrainedWeightsError`` (a ``ValueError``) when
+    ``pretrained`` is not a path (e.g. ``True``: nothing is downloaded), ``TypeError`` for arguments the
+    family does not take, ``ppvit.io.CheckpointError`` when the weights do not fit the model.
     """
     if name not in _MODELS:
         raise ValueError(unknown_model_message(name))
+    if pretrained is False:
+        pretrained = None
+    if pretrained is not None:
+        _check_pretrained(pretrained)
+    kwargs = rename_old_kwargs(kwargs)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     model = _MODELS[name](**kwargs)
-    if pretrained:
+    model.pretrained_cfg = _built_cfg(_CFGS[name], model)
+    if pretrained is not None:
         from .helpers import load_pretrained
 
         load_pretrained(model, pretrained)
     return model
+
+
+def _built_cfg(cfg, model):
+    """The name's cfg as a dict, with what this build changed: class count, input size, classifier."""
+    out = cfg.to_dict()
+    out["num_classes"] = getattr(model, "num_classes", cfg.num_classes)
+    size = getattr(model, "img_size", None)
+    if size is not None:
+        out["input_size"] = (getattr(model, "in_chans", cfg.input_size[0]),) + tuple(size)
+    heads = getattr(model, "head_names", None)
+    if heads:
+        out["classifier"] = heads[0]
+    return out

@@ -6,8 +6,8 @@
 Environment variables:
 
 - ``PPVIT_SMOKE=1``: shrink the notebook to seconds of CPU work, for tests and a first look: the embedded
-  digits data, 32 images per split, 1 epoch, 64x64 inputs for the 224-pixel recipes (model and data
-  together), CPU, LIME with 30 perturbed samples, outputs in a fresh temporary folder.
+  digits data, 32 images per split, 1 epoch, 64x64 inputs for the 224-pixel recipes (``Arch.img_size``:
+  model and data together), CPU, LIME with 30 perturbed samples, outputs in a fresh temporary folder.
 - ``PPVIT_DATA_FILE``: the CIFAR-10 archive (``cifar-10-python.tar.gz``) for real runs; unset, the config's
   ``Data.data_file`` (null: Paddle's cache path, downloaded when the network allows).
 - ``PPVIT_OUTPUT_DIR``: where runs are written; unset, ``output/`` beside ``configs/`` (real runs) or a
@@ -20,15 +20,13 @@ from dataclasses import dataclass
 import yaml
 
 from ..data import mean_std
+from ..models import get_model_cfg
 
 __all__ = ["SMOKE_ENV", "DATA_ENV", "OUTPUT_ENV", "NotebookRun", "smoke_enabled", "lime_normalization"]
 
 SMOKE_ENV, DATA_ENV, OUTPUT_ENV = "PPVIT_SMOKE", "PPVIT_DATA_FILE", "PPVIT_OUTPUT_DIR"
 SMOKE_IMAGES = 32      # Data.limit: images per split (a 32x32 Conv2Former-N trains at ~2-4 images/s here)
 SMOKE_IMAGE_SIZE = 64  # input size for recipes above it (224-pixel models take minutes per step on a CPU)
-# config Arch keys that carry the model's input size (convit/dilateformer: img_size, coatnet: image_size)
-ARCH_SIZE_KEYS = ("img_size", "image_size")
-PIPELINE_DEFAULT_SIZE = {"conv2former_cifar": 32, "basic": 32}  # others: 224
 
 
 def smoke_enabled(environ=None):
@@ -50,9 +48,9 @@ def _read_yaml(path):
 
 
 def _recipe_size(cfg):
-    """The input size a config trains at: ``Data.image_size``, else its transform pipeline's own."""
-    data = cfg.get("Data") or {}
-    return data.get("image_size") or PIPELINE_DEFAULT_SIZE.get(data.get("transform"), 224)
+    """The input size a config trains at: ``Arch.img_size``, else its model's (``get_model_cfg``)."""
+    arch = cfg.get("Arch") or {}
+    return arch.get("img_size") or get_model_cfg(arch["name"]).input_size[1]
 
 
 @dataclass
@@ -87,8 +85,7 @@ class NotebookRun:
                     "Data.dataset=digits", "Data.data_file=null", f"Data.limit={SMOKE_IMAGES}",
                     "Data.num_workers=0"]
             if _recipe_size(cfg) > SMOKE_IMAGE_SIZE:
-                out.append(f"Data.image_size={SMOKE_IMAGE_SIZE}")
-                out += [f"Arch.{k}={SMOKE_IMAGE_SIZE}" for k in ARCH_SIZE_KEYS if k in (cfg.get("Arch") or {})]
+                out.append(f"Arch.img_size={SMOKE_IMAGE_SIZE}")  # the model and the data pipeline
         else:
             if self.data_file:
                 out.append(f"Data.data_file={self.data_file}")

@@ -1,39 +1,22 @@
-"""Convert official PyTorch checkpoints into ppvit weight files (``.pdparams`` or ``.safetensors``).
+"""Reading PyTorch checkpoints (``.pth``/``.pth.tar``/``.pt``) and ``.safetensors`` files in the PyTorch
+layout into ``{name: np.ndarray}``, for the converter (``ppvit.commands.convert``).
 
-    python tools/convert_weights.py --model convit_tiny --src convit_tiny.pth --dst convit_tiny.safetensors
-
-The steps, each a function here:
-1. ``read_checkpoint``: a ``.safetensors`` file is read with numpy alone. A ``.pth``/``.pth.tar``/``.pt``
-   file is read without torch: PyTorch's zip format (torch >= 1.6) by ``read_torch_zip``, the legacy
-   format by ``read_torch_legacy``, both with a restricted unpickler + numpy, so nothing in the file can
-   run code (only tensors and plain containers are rebuilt; any other object becomes an inert
-   placeholder). ``reader="torch"`` uses ``torch.load(weights_only=True)`` instead, importing torch there.
-2. ``convert_state_dict``: the family's ``checkpoint_filter_fn`` (its key map, kept beside the model as
-   data) renames keys, transposes ``nn.Linear`` weights and drops what Paddle does not keep.
-3. ``build_model`` + ``compare_state``: the registered model is built (its class count read from the
-   checkpoint's head unless given) and every key and shape must match; otherwise ``ConversionError``
-   lists the missing, unexpected and mismatched keys.
-4. The loaded model's ``state_dict`` is written atomically: a failed conversion never touches ``dst``.
+A ``.safetensors`` file is read with numpy alone. A ``.pth`` file is read without torch: PyTorch's zip format
+(torch >= 1.6) by ``read_torch_zip``, the legacy format by ``read_torch_legacy``, both with a restricted
+unpickler + numpy, so nothing in the file can run code (only tensors and plain containers are rebuilt; any
+other object becomes an inert placeholder). ``reader="torch"`` uses ``torch.load(weights_only=True)`` instead,
+importing torch there. Whole training checkpoints are unwrapped (``ppvit.io.unwrap_state_dict``).
 """
-import logging
 import os
 import pickle
-import sys
 import zipfile
 from collections import OrderedDict
 
 import numpy as np
 
-from .io import CheckpointError, save_state
+from .weights import CheckpointError, unwrap_state_dict
 
-__all__ = ["ConversionError", "read_checkpoint", "read_torch_zip", "read_torch_legacy", "convert_state_dict",
-           "build_model", "compare_state", "convert_checkpoint", "OUTPUT_SUFFIXES"]
-
-logger = logging.getLogger("ppvit")
-
-OUTPUT_SUFFIXES = (".pdparams", ".safetensors")
-# where training scripts (DeiT-style main.py, timm's train.py, Lightning...) nest the weights
-_WRAPPERS = ("state_dict", "model", "module", "net")
+__all__ = ["ConversionError", "read_checkpoint", "read_torch_zip", "read_torch_legacy"]
 
 
 class ConversionError(CheckpointError):
@@ -282,13 +265,7 @@ def _read_with_torch(path):
 
 def _flat_state(obj, path):
     """The {name: array} weights inside a loaded object (unwrapping ``{'model': ...}`` and the like)."""
-    for _ in range(3):
-        if not isinstance(obj, dict):
-            break
-        inner = next((obj[w] for w in _WRAPPERS if isinstance(obj.get(w), dict)), None)
-        if inner is None or any(isinstance(v, np.ndarray) for v in obj.values()):
-            break
-        obj = inner
+    obj = unwrap_state_dict(obj)
     if not isinstance(obj, dict):
         raise ConversionError(f"{path} holds a {type(obj).__name__}, not a state dict")
     state = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
@@ -370,108 +347,3 @@ def _looks_like_legacy_torch(path):
     """Legacy torch files start with a pickled magic number (protocol 2: b'\\x80\\x02')."""
     with open(path, "rb") as f:
         return f.read(2) == b"\x80\x02"
-
-
-# --------------------------------------------------------------------------------------------------------
-# key maps, model, comparison
-# --------------------------------------------------------------------------------------------------------
-def _family(model_name):
-    from .models import registry
-
-    if not registry.is_model(model_name):
-        raise ConversionError(registry.unknown_model_message(model_name))
-    module = sys.modules[registry._MODELS[model_name].__module__]
-    fn = getattr(module, "checkpoint_filter_fn", None)
-    if fn is None:
-        raise ConversionError(f"{model_name}: its family ({module.__name__}) has no PyTorch key map "
-                              "(checkpoint_filter_fn) yet")
-    return module, fn
-
-
-def convert_state_dict(model_name, torch_state):
-    """Apply the key map of ``model_name``'s family: PyTorch names/layouts -> Paddle {name: np.ndarray}."""
-    _, filter_fn = _family(model_name)
-    try:
-        return filter_fn(dict(torch_state))
-    except CheckpointError as e:
-        raise ConversionError(str(e)) from None
-    except ValueError as e:  # e.g. ConvMixer's layout detection on another family's keys
-        raise ConversionError(f"{model_name}: {e}") from None
-
-
-def _head_classes(model, state):
-    """Class count of the checkpoint's classifier (Paddle Linear weights are [in, out])."""
-    for name in getattr(model, "head_names", ("head",)):
-        w = state.get(f"{name}.weight")
-        if w is not None and w.ndim == 2:
-            return int(w.shape[1])
-    return None
-
-
-def build_model(model_name, state=None, **model_kwargs):
-    """Build ``model_name``; without ``num_classes`` in ``model_kwargs`` the class count is the one of
-    ``state``'s classifier (1000 for ImageNet checkpoints)."""
-    from .models import create_model
-
-    try:
-        model = create_model(model_name, **model_kwargs)
-        if state is not None and "num_classes" not in model_kwargs:
-            n = _head_classes(model, state)
-            if n is not None and n != model.num_classes:
-                model = create_model(model_name, num_classes=n, **model_kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConversionError(f"cannot build {model_name} with {model_kwargs}: {e}") from None
-    return model
-
-
-def _listing(title, items, limit=40):
-    shown = "\n    ".join(items[:limit])
-    more = f"\n    ... ({len(items) - limit} more)" if len(items) > limit else ""
-    return f"  {len(items)} {title}:\n    {shown}{more}"
-
-
-def compare_state(own, state):
-    """(missing, unexpected, mismatched) between a model's state_dict and a converted state."""
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    return missing, unexpected, mismatched
-
-
-def convert_checkpoint(model_name, src, dst, reader="auto", **model_kwargs):
-    """Convert ``src`` (PyTorch .pth/.pth.tar or .safetensors, official layout) into ``dst``
-    (``.pdparams`` or ``.safetensors``, Paddle keys) for ``model_name``; returns the loaded model.
-
-    Raises ``ConversionError`` (nothing written) when the file cannot be read, or when its keys or
-    shapes do not match the model, listing every offending key.
-    """
-    src, dst = os.fspath(src), os.fspath(dst)
-    if not dst.endswith(OUTPUT_SUFFIXES):
-        raise ConversionError(f"--dst must end with .pdparams or .safetensors, got {dst}")
-    if os.path.abspath(src) == os.path.abspath(dst):
-        raise ConversionError("--src and --dst are the same file")
-    _family(model_name)  # unknown model / family without key map: fail before reading a big file
-    torch_state = read_checkpoint(src, reader=reader)
-    state = convert_state_dict(model_name, torch_state)
-    model = build_model(model_name, state, **model_kwargs)
-    own = model.state_dict()
-    missing, unexpected, mismatched = compare_state(own, state)
-    if missing or unexpected or mismatched:
-        parts = [f"{src} does not convert to {model_name} (is it a {model_name} checkpoint, complete, "
-                 "in an official layout?)"]
-        if missing:
-            parts.append(_listing("missing keys (in the model, not in the converted checkpoint)", missing))
-        if unexpected:
-            parts.append(_listing("unexpected keys (in the converted checkpoint, not in the model)",
-                                  unexpected))
-        if mismatched:
-            parts.append(_listing("shape mismatches", mismatched))
-        raise ConversionError("\n".join(parts))
-    model.set_state_dict({k: state[k].astype(own[k].numpy().dtype, copy=False) for k in own})
-    save_state(model.state_dict(), dst)
-    dropped = len(torch_state) - len(state)
-    logger.info("converted %s -> %s: %d tensors for %s (%d classes); %d source entries dropped by the key map",
-                src, dst, len(own), model_name, model.num_classes, dropped)
-    return model
-

@@ -5,7 +5,7 @@ import hashlib
 import logging
 import os
 
-from .io import CheckpointError
+from .weights import CheckpointError
 
 logger = logging.getLogger("ppvit")
 

@@ -1,13 +1,41 @@
-"""Data-parallel state is one state: parameters stay identical across ranks (gradients are all-reduced), but
-buffers such as BatchNorm's running mean and variance follow each rank's own batches. Before the model is
-evaluated or saved they are averaged over the ranks (timm's ``distribute_bn(reduce=True)``), so every rank
-evaluates, and rank 0 saves, the same model; the validation a run logs is then what tools/eval.py gets from
-its saved weights."""
+"""Processes started by ``paddle.distributed.launch``: world size, rank, init, the metric all-reduce, and one
+model state across ranks.
+
+Data-parallel state is one state: parameters stay identical across ranks (gradients are all-reduced), but
+running statistics (BatchNorm's mean and variance, which Paddle keeps as non-trainable parameters, and any
+buffer) follow each rank's own batches. ``sync_buffers`` averages them across ranks before the model is
+evaluated or saved (timm's ``distribute_bn(reduce=True)``), so every rank evaluates, and rank 0 saves, the same
+model, and the validation a run logs is what tools/eval.py gets from its saved weights."""
+import os
+
 import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from .builder import world_size
+
+def world_size():
+    """Processes started by ``paddle.distributed.launch`` (1 when run directly)."""
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def rank():
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+
+
+def init_distributed():
+    if world_size() > 1 and not dist.is_initialized():
+        dist.init_parallel_env()
+
+
+def all_reduce_sum(values):
+    """Sum a float64 numpy array across ranks (identity in a single process)."""
+    values = np.asarray(values, dtype=np.float64)
+    if world_size() == 1:
+        return values
+    t = paddle.to_tensor(values)
+    dist.all_reduce(t)
+    return t.numpy()
+
 
 def running_statistics(model):
     """(name, tensor) of what training changes without gradients: buffers, and the non-trainable parameters

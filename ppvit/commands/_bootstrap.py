@@ -1,12 +1,13 @@
-"""Imported first by every tool: puts the repository on ``sys.path`` (so the tools run from a clean
-checkout) and sets ``OMP_NUM_THREADS`` to the usable cores before Paddle is imported, because Paddle's CPU
-kernels use one thread otherwise. A value the user (or paddle.distributed.launch) set is kept."""
+"""Imported first by the ``ppvit`` command (and so by ``tools/*.py``), before anything imports Paddle:
+
+- sets ``OMP_NUM_THREADS`` to the usable cores, because Paddle's CPU kernels use one thread otherwise
+  (a value the user, or paddle.distributed.launch, set is kept);
+- imports Paddle once with two import-time notices filtered out (see below).
+
+Library code never does this: ``import ppvit`` leaves the environment and stderr alone.
+"""
 import os
 import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 if "OMP_NUM_THREADS" not in os.environ:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -21,11 +22,12 @@ import io  # noqa: E402
 import warnings  # noqa: E402
 
 _NOTICES = ("No ccache found", "OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY", "warnings.warn(")
-_buffer = io.StringIO()
-with contextlib.redirect_stderr(_buffer):
-    import paddle  # noqa: E402,F401
-for _line in _buffer.getvalue().splitlines():
-    if not any(n in _line for n in _NOTICES):
-        print(_line, file=sys.stderr)
+if "paddle" not in sys.modules:
+    _buffer = io.StringIO()
+    with contextlib.redirect_stderr(_buffer):
+        import paddle  # noqa: E402,F401
+    for _line in _buffer.getvalue().splitlines():
+        if not any(n in _line for n in _NOTICES):
+            print(_line, file=sys.stderr)
 # paddle.nn.BatchNorm notes on every training step that it tracks running statistics, which is expected
 warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")

@@ -74,7 +74,7 @@ def dygraph_model(work):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A user's folder: tools/, configs/, a trained quick-start run, the run exported, a few PNG files."""
-    work = tmp_path_factory.mktemp("issue4")
+    work = tmp_path_factory.mktemp("export_infer_explain")
     for name in ("tools", "configs"):
         os.symlink(os.path.join(ROOT, name), work / name)
     ok(run(TRAIN_CMD, work))

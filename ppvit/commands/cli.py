@@ -1,0 +1,107 @@
+"""The ``ppvit`` command: ``ppvit train|eval|export|infer|explain -c CONFIG [-o Section.key=value ...]``
+(PaddleClas's ``-c``/``-o``) and ``ppvit convert --model NAME --src FILE --dst FILE``. ``tools/*.py`` and
+``python -m ppvit`` run the same ``main``.
+
+The error contract (ppvit/errors.py): a ``PpvitError`` (config, data, checkpoint, image file: the user's to fix)
+or a missing/unwritable path prints one ``error:`` line to stderr and exits 2 (``PPVIT_DEBUG=1`` shows the
+traceback); a run stopped by a non-finite loss or weights exits 1 and Ctrl-C 130, each with one line saying what
+was kept. Anything else is a bug and keeps its traceback.
+"""
+from . import _bootstrap  # noqa: F401,I001  (OMP_NUM_THREADS and a quiet Paddle import, before anything else)
+
+import argparse
+import os
+import sys
+
+VERBS = {
+    "train": "train a model from a YAML config",
+    "eval": "evaluate weights on the test split: loss, top-1/top-5, per-class accuracy, confusion matrix",
+    "export": "export weights for Paddle Inference (+ ONNX) with their preprocessing and labels",
+    "infer": "classify image files or folders with an exported model",
+    "explain": "LIME explanations of test images or image files",
+    "convert": "convert an official PyTorch checkpoint (.pth / .safetensors) to ppvit weights",
+}
+
+
+def _add_config_arguments(parser):
+    parser.add_argument("-c", "--config", required=True, help="YAML config, e.g. configs/quickstart.yaml")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value",
+                        help="override a config key (repeatable), e.g. -o Global.epochs=5 -o Data.limit=64")
+    return parser
+
+
+def build_parser(prog="ppvit"):
+    from .convert import add_arguments as add_convert_arguments
+
+    parser = argparse.ArgumentParser(prog=prog, description="ppvit: train, evaluate, export, run, explain and "
+                                                            "convert Conv2Former, ConViT, CoAtNet, ConvMixer "
+                                                            "and DilateFormer models")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{" + ",".join(VERBS) + "}")
+    for verb, text in VERBS.items():
+        sub = verbs.add_parser(verb, help=text, description=text)
+        if verb == "convert":
+            add_convert_arguments(sub)
+        else:
+            _add_config_arguments(sub)
+    return parser
+
+
+def main(argv=None, prog="ppvit"):
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run the verb; returns the exit code. argparse errors
+    exit 2 with its usage line."""
+    args = build_parser(prog).parse_args(argv)
+    return run(args.verb, args)
+
+
+def tool_main(verb, argv=None):
+    """``tools/<verb>.py``: ``main`` with the verb fixed (``python tools/train.py -c ...``)."""
+    return main([verb] + list(sys.argv[1:] if argv is None else argv), prog=f"ppvit {verb}")
+
+
+def run(verb, args):
+    """Run ``verb`` with parsed ``args``; user errors become one stderr line and exit code 2."""
+    from ..engine.distributed import rank
+    from ..engine.logger import setup_logging
+    from ..engine.trainer import NonFiniteLossError
+    from ..errors import PpvitError
+
+    try:
+        if verb == "convert":
+            from .convert import run as convert
+
+            convert(args)
+            return 0
+        from ..engine.config import load_config
+
+        setup_logging(console=rank() == 0)  # messages while the engine is built (e.g. weights loaded)
+        cfg = load_config(args.config, args.override)
+        if verb == "train":
+            from ..engine import Engine
+
+            Engine(cfg).train()
+        else:
+            from importlib import import_module
+
+            module = {"eval": "evaluate"}.get(verb, verb)
+            import_module(f"{__package__}.{module}").run(cfg)
+    except NonFiniteLossError as e:
+        return _fail(e, 1)
+    except (PpvitError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        # the user's to fix: ConfigError, DataError, CheckpointError, ImageReadError, a missing or unwritable
+        # path; any other exception (a ValueError from a bug, disk full) keeps its traceback
+        return _fail(e, 2)
+    except KeyboardInterrupt as e:  # training says which checkpoint it kept
+        print(" ".join(str(e).split()) or "interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _fail(err, code):
+    if os.environ.get("PPVIT_DEBUG"):
+        raise err
+    print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line, whatever the source wrote
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

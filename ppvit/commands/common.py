@@ -1,0 +1,124 @@
+"""What the config-driven commands (eval, export, infer, explain) share: the model with its weights, its
+input size and preprocessing, the class names, a Paddle Inference predictor.
+
+User mistakes raise a ``PpvitError`` (``ConfigError``, ``CheckpointError``, ...), which the CLI prints as one
+line, exit 2. Weights are loaded strictly here (no training follows): the head must fit like every other key.
+"""
+import os
+
+import paddle
+
+from ..engine.builder import build_device, build_model, check_input_size, seed_everything
+from ..engine.checkpoint import run_weights
+from ..engine.config import ConfigError
+
+EXPORT_PREFIX = "inference"  # <folder>/inference.json + .pdiparams + .meta.json, as PaddleClas names it
+
+
+# ------------------------------------------------------------------------------------------ shared pieces
+def input_size(cfg):
+    """The model's input side: ``Data.image_size``, or the transform pipeline's own size."""
+    from ..data.transforms import get_pipeline
+
+    return cfg["Data"]["image_size"] or get_pipeline(cfg["Data"]["transform"]).default_size
+
+
+def class_names(cfg):
+    """The dataset's class names, without reading the dataset; indices beyond them are named by number."""
+    from ..data import CIFAR10_CLASSES, DIGITS_CLASSES, dataset_class_names
+
+    if cfg["Data"]["dataset"] in ("folder", "filelist"):  # subfolder names or the class_id_map_file
+        names = dataset_class_names(cfg["Data"])
+    else:
+        names = list(DIGITS_CLASSES if cfg["Data"]["dataset"] == "digits" else CIFAR10_CLASSES)
+    n = cfg["Arch"]["num_classes"]
+    return (names + [str(i) for i in range(len(names), n)])[:n]
+
+
+@paddle.no_grad()
+def load_model(cfg):
+    """The config's model with its weights (``Global.pretrained_model``, else the run's best model), in eval
+    mode on ``Global.device``; weights that do not fit (head included) are a ``CheckpointError``, an input size
+    the model does not take is a ``ConfigError``."""
+    build_device(cfg["Global"]["device"])
+    seed_everything(cfg["Global"]["seed"])
+    cfg["Global"]["pretrained_model"] = run_weights(cfg)
+    model = build_model(cfg, training=False)
+    size = input_size(cfg)
+    check_input_size(model, (3, size, size), cfg)
+    model.eval()
+    return model
+
+
+def preprocess_of(cfg):
+    """The eval transform as ``export_model``'s preprocessing: resize, ``pixel * scale``, mean/std."""
+    from ..data import mean_std
+
+    stats = mean_std(cfg["Data"]["transform"])
+    size = input_size(cfg)
+    return {"resize": [size, size], "interpolation": "bilinear", "channel_order": "RGB",
+            "scale": stats.pixel_scale / 255.0, "mean": list(stats.mean), "std": list(stats.std)}
+
+
+def lime_mean_std(preprocess):
+    """LIME normalises ``(x / 255 - mean) / std``; the same map as ``(x * scale - m) / s``."""
+    k = 255.0 * preprocess["scale"]
+    return [m / k for m in preprocess["mean"]], [s / k for s in preprocess["std"]]
+
+
+def open_predictor(prefix, device, batch_size, key):
+    """An exported model for serving; one whose source weights changed since the export is refused."""
+    from ..deploy import Predictor
+    from ..io.provenance import check_export_current
+
+    try:
+        predictor = Predictor(prefix, device=device, batch_size=batch_size)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{key}: {e}; write one with tools/export.py -c CONFIG "
+                          "-o Global.pretrained_model=...") from None
+    check_export_current(predictor.prefix, predictor.meta, key)  # never serve an export older than its weights
+    return predictor
+
+
+def predictor_of(model, folder, size, device, batch_size):
+    """``model`` exported (no ONNX, no metadata) to ``folder`` and opened with Paddle Inference: for many
+    forward passes the export pays for itself. ``folder`` must outlive the predictor (it rebuilds from the
+    files if oneDNN fails)."""
+    from ..deploy import Predictor, export_model
+
+    prefix = os.path.join(folder, EXPORT_PREFIX)
+    export_model(model, prefix, size, onnx=False)
+    return Predictor(prefix, device=device, batch_size=batch_size)
+
+
+def _as_list(value, key):
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(f"{key} is an empty list")
+    return values
+
+
+def rgb_file(path, size=None):
+    """An image file as RGB uint8 HWC, resized (cv2 bilinear, as the eval transforms) to ``size``."""
+    import cv2
+
+    from ..io.images import read_image
+
+    image = read_image(path, "RGB")
+    if size is not None and tuple(image.shape[:2]) != tuple(size):
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+def _name(names, i):
+    return names[i] if i < len(names) else str(i)
+
+
+def _unique(path, taken):
+    """Two files with the same stem (from different folders) must not overwrite each other's figure."""
+    base, ext = os.path.splitext(path)
+    k = 1
+    while path in taken:
+        path = f"{base}_{k}{ext}"
+        k += 1
+    return path

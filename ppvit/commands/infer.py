@@ -1,0 +1,38 @@
+"""``ppvit infer`` (tools/infer.py): Infer.images through the exported model (Paddle Inference): top-k per
+image printed, ``infer.json`` and a prediction grid PNG."""
+import os
+
+from ..engine.config import ConfigError, run_dir
+from ..engine.logger import get_logger
+from ..io import write_json
+from .common import _as_list, open_predictor, rgb_file
+
+
+def run(cfg):
+    """``ppvit infer``: top-k per image file, printed; ``infer.json`` and a prediction grid PNG."""
+    from ..deploy import classify_files, format_result
+    from ..explain.grid import save_prediction_grid
+
+    inf = cfg["Infer"]
+    if not inf["images"]:
+        raise ConfigError("Infer.images is not set: give image files and/or folders, e.g. "
+                          "-o Infer.images=photo.png or -o Infer.images=[a.png,images/]")
+    model = inf["model"] or os.path.join(run_dir(cfg), "inference")
+    predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model")
+    results = classify_files(predictor, _as_list(inf["images"], "Infer.images"), inf["topk"])
+    for r in results:
+        print(format_result(r), flush=True)
+
+    out = inf["output"] or run_dir(cfg)
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, "infer.json"), {"model": predictor.prefix, "results": results,
+                                                 "source_weights": (predictor.meta or {}).get("source_weights")})
+    shown = results[:inf["grid_images"]]
+    if shown:
+        png = save_prediction_grid(
+            os.path.join(out, "infer_predictions.png"), [rgb_file(r["path"]) for r in shown],
+            [r["topk"][0]["class_id"] for r in shown], class_names=predictor.labels,
+            probs=[r["topk"][0]["score"] for r in shown])
+        get_logger().info(f"prediction grid: {png}")
+    get_logger().info(f"predictions: {os.path.join(out, 'infer.json')}")
+    return results

@@ -1,0 +1,33 @@
+"""The one image-file reader (inference, LIME, the prediction grids): OpenCV, the notebooks' image backend."""
+import os
+
+import numpy as np
+
+from ..errors import PpvitError
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image"]
+
+# what counts as an image when a folder is listed (inference inputs, Data.dataset: folder)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+
+
+class ImageReadError(PpvitError):
+    """A file that cannot be read as an image; the message names the file."""
+
+
+def read_image(path, color="BGR"):
+    """Read an image file as HWC uint8, ``color`` ``"BGR"`` (as cv2 gives it) or ``"RGB"``; gray and alpha
+    images become 3-channel. Raises ``ImageReadError`` naming the file when it is missing or not an image."""
+    import cv2
+
+    if color not in ("BGR", "RGB"):
+        raise ValueError(f"color must be 'BGR' or 'RGB', got {color!r}")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageReadError(f"cannot read {path} as an image: no such file")
+    # imdecode from bytes: handles non-ASCII paths and does not print cv2 warnings for non-images
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageReadError(f"cannot read {path} as an image: not an image file, or an unsupported format")
+    return np.ascontiguousarray(image[:, :, ::-1]) if color == "RGB" else image
