@@ -187,9 +187,12 @@ def test_explain_image_files_through_predictor(work, tmp_path):
                   "-o", "Explain.use_predictor=true", "-o", "Explain.num_samples=100", "-o", "Explain.top_k=2",
                   "-o", f"Explain.output={out}"))
     assert "Paddle Inference" in proc.stdout
-    assert sorted(os.listdir(out)) == [f"lime_digit{i}.png" for i in range(N_IMAGES)]
-    for f in os.listdir(out):
+    figures = [f"lime_digit{i}.png" for i in range(N_IMAGES)]
+    assert sorted(os.listdir(out)) == ["explain.json"] + figures  # the figures and which weights they explain
+    for f in figures:
         assert_png(out / f)
+    index = json.loads((out / "explain.json").read_text())
+    assert sorted(index["figures"]) == figures and index["source_weights"]["sha256"]
     (work / "notes.txt").write_text("not an image")
     bad = run("python tools/explain.py -c configs/quickstart.yaml", work, "-o", "Explain.images=notes.txt")
     assert bad.returncode == 2 and "notes.txt" in bad.stderr and "Traceback" not in bad.stderr
