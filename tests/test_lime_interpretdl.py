@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from ppvit.explain import IMAGENET_MEAN, IMAGENET_STD, LimeImageExplainer
+from ppvit.explain import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, LimeImageExplainer
 from ppvit.explain import lime as ppvit_lime
 # not `from tests.test_lime`: interpretdl installs a top-level `tests` package of its own, which shadows
 # this folder (pytest puts tests/ itself on sys.path, so the module imports by its own name)
@@ -28,8 +28,8 @@ class TopLeftTexture(paddle.nn.Layer):
     with logits whose softmax is exactly its two probabilities."""
 
     def forward(self, x):  # N, 3, H, W
-        mean = paddle.to_tensor(np.reshape(IMAGENET_MEAN, (1, 3, 1, 1)).astype("float32"))
-        std = paddle.to_tensor(np.reshape(IMAGENET_STD, (1, 3, 1, 1)).astype("float32"))
+        mean = paddle.to_tensor(np.reshape(IMAGENET_DEFAULT_MEAN, (1, 3, 1, 1)).astype("float32"))
+        std = paddle.to_tensor(np.reshape(IMAGENET_DEFAULT_STD, (1, 3, 1, 1)).astype("float32"))
         q = ((x * std + mean) * 255.0)[:, :, :QUADRANT, :QUADRANT]
         tex = ((q[:, :, 1:, :] - q[:, :, :-1, :]).abs().mean(axis=[1, 2, 3])
                + (q[:, :, :, 1:] - q[:, :, :, :-1]).abs().mean(axis=[1, 2, 3])) / 2
@@ -39,7 +39,7 @@ class TopLeftTexture(paddle.nn.Layer):
 
 def test_paddle_model_is_the_planted_signal():
     images = np.stack([block_image(seed=s) for s in range(3)])
-    x = (images / 255.0 - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+    x = (images / 255.0 - np.asarray(IMAGENET_DEFAULT_MEAN)) / np.asarray(IMAGENET_DEFAULT_STD)
     logits = TopLeftTexture()(paddle.to_tensor(x.transpose(0, 3, 1, 2).astype("float32"))).numpy()
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     np.testing.assert_allclose(probs, texture_in_top_left(images), atol=1e-4)
