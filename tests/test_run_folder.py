@@ -44,6 +44,12 @@ def test_derived_outputs_record_their_weights(first):
         ex = json.load(f)
     assert ex["source_weights"]["sha256"] == digest
     assert all(os.path.isfile(os.path.join(run, "explain", p)) for p in ex["figures"])
+    # the figures carry it too (PNG text): the prediction grid and the LIME figures
+    from PIL import Image
+
+    for png in [os.path.join(run, "predictions.png")] + [os.path.join(run, "explain", p) for p in ex["figures"]]:
+        with Image.open(png) as im:
+            assert digest in im.text.get("Source", ""), (png, im.text)
 
 
 def test_a_second_run_into_the_same_folder_is_refused(first):

@@ -9,7 +9,7 @@ from ..engine.builder import build_device
 from ..engine.config import ConfigError, run_dir
 from ..engine.logger import get_logger
 from ..io import write_json
-from ..io.provenance import weights_record
+from ..io.provenance import source_metadata, weights_record
 from .common import (_as_list, _name, _unique, class_names, input_size, lime_mean_std, load_model, open_predictor,
                      predictor_of, preprocess_of, rgb_file)
 
@@ -97,7 +97,7 @@ def run(cfg):
             if label is not None:
                 title += f", true {_name(names, label)}" + ("" if label == pred else " (wrong)")
             path = _unique(os.path.join(out, stem + ".png"), written)
-            explainer.save_figure(path, class_names=names, title=title)
+            explainer.save_figure(path, class_names=names, title=title, metadata=source_metadata(source, exported))
             written.append(path)
             log.info(f"[{n}/{len(items)}] {title} -> {path}")
         index = write_json(os.path.join(out, "explain.json"),  # which weights the figures explain

@@ -26,6 +26,14 @@ def weights_record(path):
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime, "sha256": sha256_file(path)}
 
 
+def source_metadata(record, exported=None):
+    """PNG text chunks naming the weights (and the exported model) a figure's predictions came from."""
+    if not record and not exported:
+        return None
+    text = f"weights {record['path']} sha256 {record['sha256']}" if record else "weights unknown"
+    return {"Source": text + (f" (exported model {exported})" if exported else "")}
+
+
 def check_export_current(prefix, meta, key="the exported model"):
     """Refuse an export whose source weights changed after it was exported.
 
