@@ -12,7 +12,7 @@ import pytest
 
 from ppvit.engine import Engine, load_config
 from ppvit.io import load_state
-from tests.runs import TINY, ok, one_error, snapshot, tool, write_config
+from tests.runs import ok, one_error, snapshot, tool, write_config
 
 # (id, run to resume: "done" (2/2 epochs) or "half" (1/2 epochs), overrides, words the error must contain)
 REFUSED = [

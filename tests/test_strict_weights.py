@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ppvit
-from tests.runs import TINY, ok, one_error, snapshot, tool, write_config
+from tests.runs import ok, one_error, snapshot, tool, write_config
 
 
 @pytest.fixture(scope="module")

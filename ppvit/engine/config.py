@@ -85,7 +85,7 @@ SCHEMA = {
         "save_interval": Key(int, 0, check=NON_NEGATIVE, resume="free"),
         "use_amp": Key(bool, False),
         "ema_decay": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
-        "use_visualdl": Key(bool, False),  # VisualDL scalars in <run dir>/vdl (pip install visualdl)
+        "use_visualdl": Key(bool, False, resume="free"),  # VisualDL scalars in <run dir>/vdl (pip install visualdl)
     },
     "Arch": {
         "name": Key(str, REQUIRED),

@@ -117,9 +117,9 @@ def _log_header(e, log):
         log.info(f"Optimizer.lr changed on resume: {plan['lr'][0]} -> {plan['lr'][1]}, from the first resumed step")
     if plan["extend"]:
         old, new = plan["extend"]
-        log.info(f"Global.extend: extending the finished {old}-epoch run to {new} epochs; epochs {old + 1}-{new} "
-                 f"follow a new {cfg['Optimizer']['scheduler']} schedule from lr {cfg['Optimizer']['lr']} "
-                 "(no warmup)")
+        added = f"epoch {new}" if new == old + 1 else f"epochs {old + 1}-{new}"
+        log.info(f"Global.extend: extending the finished {old}-epoch run to {new} epochs; {added} follow a new "
+                 f"{cfg['Optimizer']['scheduler']} schedule from lr {cfg['Optimizer']['lr']} (no warmup)")
     for split, dataset in (("train", e.train_set), ("test", e.eval_set)):  # Data.skip_bad_images
         skipped = skipped_images(dataset)
         if skipped:
