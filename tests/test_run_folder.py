@@ -114,3 +114,6 @@ def test_an_export_older_than_its_weights_is_not_served(first, tmp_path):
     assert snapshot(tmp_path) == before
     ok(tool("export.py", cfg, o + ["Export.onnx=false", f"Export.output={exported}"], cwd=tmp_path))
     ok(tool("infer.py", cfg, o + served[0][1], cwd=tmp_path))
+    # a device this Paddle does not have is the user's to fix too: one line, not a traceback
+    err = one_error(tool("infer.py", cfg, o + served[0][1] + ["Global.device=gpu"], cwd=tmp_path))
+    assert "gpu" in err
