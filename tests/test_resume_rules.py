@@ -138,3 +138,25 @@ def test_the_python_api_refuses_too(runs):
                                        f"Global.checkpoints={runs['half']}", "Optimizer.name=SGD"])
     with pytest.raises(ConfigError, match="Optimizer.name"):
         Engine(cfg)
+
+
+def test_which_keys_a_resume_may_change():
+    """The classification itself: computation keys are "same", the learning rate "lr", paths/logging "free"."""
+    import copy
+
+    from ppvit.engine.config import resume_changes
+    from tests.runs import TINY
+
+    saved = load_config(None, [], base=TINY)
+    new = load_config(None, ["Global.device=auto", "Global.output_dir=elsewhere", "Global.print_interval=1",
+                             "Data.num_workers=2", "Eval.grid_images=0", "Optimizer.lr=0.5",
+                             "Optimizer.momentum=0.5", "Arch.drop_path_rate=0.1", "Global.epochs=9"], base=TINY)
+    changes = resume_changes(saved, new)
+    assert {k for k, _, _ in changes["same"]} == {"Optimizer.momentum", "Arch.drop_path_rate"}
+    assert [k for k, _, _ in changes["lr"]] == ["Optimizer.lr"]
+    assert {k for k, _, _ in changes["free"]} == {"Global.device", "Global.output_dir", "Global.print_interval",
+                                                 "Data.num_workers", "Eval.grid_images"}
+    # a checkpoint written before Arch.img_size existed (Data.image_size set the size) resumes unchanged
+    legacy = copy.deepcopy(saved)
+    del legacy["Arch"]["img_size"]
+    assert resume_changes(legacy, saved) == {"same": [], "lr": [], "free": []}

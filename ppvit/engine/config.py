@@ -379,6 +379,8 @@ def resume_changes(saved, new):
                 continue
             missing = object()
             old, cur = old_keys.get(key, missing), new_keys.get(key, missing)
+            if old is missing and (section, key) == ("Arch", "img_size"):
+                old = (saved.get("Data") or {}).get("image_size", missing)  # saved when Data.image_size set it
             if old is missing and key in SCHEMA.get(section, {}):
                 old = SCHEMA[section][key].default  # saved before the key existed
             if _same_value(old, cur):
