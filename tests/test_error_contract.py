@@ -179,3 +179,10 @@ def test_every_file_gets_the_same_permissions_and_every_tool_says_what_it_did(tm
     wrong = {p: oct(m) for p, m in modes.items() if m != (0o750 if os.path.isdir(p) else 0o640)}
     assert not wrong, wrong
     assert any(p.endswith("inference.pdiparams") for p in modes) and any(p.endswith(".png") for p in modes)
+
+
+def test_sync_bn_on_the_cpu_is_refused_with_the_reason(tmp_path):
+    config = write_config(tmp_path)
+    err = one_error(tool("train.py", config, [f"Global.output_dir={tmp_path / 'out'}", "Global.sync_bn=true"]))
+    assert "Global.sync_bn" in err and "CPU" in err
+    assert not os.path.exists(tmp_path / "out")

@@ -84,6 +84,10 @@ SCHEMA = {
         # steps between mid-epoch `latest` checkpoints; 0 = only at the end of each epoch
         "save_interval": Key(int, 0, check=NON_NEGATIVE, resume="free"),
         "use_amp": Key(bool, False),
+        # several GPUs: BatchNorm statistics computed over the global batch (paddle.nn.SyncBatchNorm); without
+        # it each rank normalises by its own batch and the running statistics are averaged before every
+        # evaluation and save. Paddle has no CPU kernel for it.
+        "sync_bn": Key(bool, False),
         "ema_decay": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
         "use_visualdl": Key(bool, False, resume="free"),  # VisualDL scalars in <run dir>/vdl (pip install visualdl)
     },

@@ -77,6 +77,13 @@ class Engine:
         from ..data import build_batch_mixer
 
         self.steps_per_epoch = len(self.train_loader.batch_sampler)
+        if g["sync_bn"]:
+            if self.device != "gpu":
+                raise ConfigError("Global.sync_bn needs GPUs: Paddle's SyncBatchNorm has no CPU kernel. On the CPU, "
+                                  "leave it off: the ranks' BatchNorm statistics are averaged before every "
+                                  "evaluation and save")
+            if self.world_size > 1:  # before the optimizer takes the parameters
+                self.model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         saved, plan = None, {"lr": None, "extend": None}
         if g["checkpoints"]:
             # a resume is checked against the saved run before anything is built from it or written
