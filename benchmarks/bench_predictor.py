@@ -1,19 +1,27 @@
-"""Images/s of Paddle dygraph vs the exported model under Paddle Inference (oneDNN on CPU).
+"""Images/s of every inference backend of an exported model against PyTorch eager fp32 and bf16 autocast, on
+the same model, weights and batch, in one run; and the time of a 1000-sample LIME explanation.
 
-    python benchmarks/bench_predictor.py                      # the notebook models at their notebook sizes
-    python benchmarks/bench_predictor.py -m conv2former_n_cifar -b 32 -n 20
-    python benchmarks/bench_predictor.py --size 32            # every model at 32x32 (quick)
+    PYTHONPATH=. /work/venv-torch/bin/python benchmarks/bench_predictor.py          # the issue's models
+    PYTHONPATH=. python benchmarks/bench_predictor.py -m convmixer_256_8:32:64 --rounds 20
+    PYTHONPATH=. python benchmarks/bench_predictor.py --no-lime -m conv2former_n_cifar -b 8 -n 3
 
-Both paths get the same random batch in eval mode, timed batch by batch in alternation (so a load change
-on a shared machine hits both alike) after warm-up runs; the table also shows the largest difference of
-their logits.
+Paths timed per model (``NAME:SIZE:BATCH``): Paddle dygraph; the export's backends (``paddle`` = Paddle
+Inference fp32 + oneDNN, ``paddle_bf16``, ``onnxruntime`` fp32) where export verified them; ``auto`` =
+``export_model`` + ``Predictor`` with default arguments (what users get); and where PyTorch is installed and
+a PyTorch re-implementation exists (ConViT and ConViT's timm layout, ConvMixer; from
+scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on the same weights. Every path
+runs once per round, in turn, after warm-up, so a load change on a shared machine hits all alike, with a
+pause before each (Paddle's OpenMP threads spin for 200 ms after a call and would slow whatever runs next);
+the table shows medians. Ratios are the ``auto`` path against PyTorch fp32 and against the faster of PyTorch
+fp32/bf16.
 """
 import argparse
+import importlib.util
 import os
 import tempfile
 import time
 
-# Paddle's CPU kernels use one thread unless OMP_NUM_THREADS is set before paddle is imported.
+# Paddle's and PyTorch's CPU kernels use one thread unless told; set before either is imported.
 if not os.environ.get("OMP_NUM_THREADS"):
     try:
         os.environ["OMP_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
@@ -25,77 +33,209 @@ import paddle  # noqa: E402
 
 import ppvit  # noqa: E402
 from ppvit.deploy import Predictor, export_model  # noqa: E402
+from ppvit.deploy.export import ENGINE_SWITCH_PAUSE_S  # noqa: E402
+from ppvit.explain import LimeImageExplainer, predictor_predict_fn  # noqa: E402
 
-# the models the notebooks train (each at its cfg's input size, which is its notebook's)
-NOTEBOOK_MODELS = ["conv2former_n_cifar", "convit_small", "dilateformer_t", "coatnet_0", "convmixer_256_8"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the issue's table: model, input side, batch
+DEFAULT_RUNS = ["convit_tiny:224:16", "convmixer_256_8:32:64", "conv2former_n_cifar:32:64"]
 
 
-def build(name, size):
+# ------------------------------------------------------------------------------------------------- PyTorch
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    return torch
+
+
+def _script(name):
+    """A module of scripts/ by file path (scripts/ is not a package; no sys.path edit)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def torch_model(name, model, size):
+    """The PyTorch re-implementation of ``model`` with its weights, or (None, why)."""
+    torch = _torch()
+    if torch is None:
+        return None, "PyTorch is not installed (run with /work/venv-torch/bin/python for the comparison)"
+    if name.startswith("convit"):
+        ref = _script("make_fixtures_convert").ConViT(
+            img_size=size, patch_size=model.patch_embed.proj._kernel_size[0], num_classes=model.num_classes,
+            embed_dim=model.embed_dim // model.blocks[0].attn.num_heads,
+            depth=len(model.blocks), num_heads=model.blocks[0].attn.num_heads,
+            local_up_to_layer=model.local_up_to_layer)
+    elif name.startswith("convmixer"):
+        conv = model.state_dict()["0.weight"]
+        dim, patch = conv.shape[0], conv.shape[-1]
+        kernel = model.state_dict()["3.0.fn.0.weight"].shape[-1]
+        depth = sum(1 for k in model.state_dict() if k.endswith(".0.fn.0.weight"))
+        act = torch.nn.ReLU if "768_32" in name else torch.nn.GELU
+        ref = _script("make_fixtures_coatnet_convmixer").ConvMixer(dim, depth, kernel, patch, model.num_classes, act)
+    else:
+        return None, f"no PyTorch re-implementation of {name} in scripts/"
+    linears = {n + ".weight" for n, m in ref.named_modules() if isinstance(m, torch.nn.Linear)}
+    src = {k: v.numpy() for k, v in model.state_dict().items()}
+    state = {}
+    for key, value in ref.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = value
+            continue
+        pkey = key.replace("running_mean", "_mean").replace("running_var", "_variance")
+        w = src[pkey].T if key in linears else src[pkey]  # Paddle stores Linear weights [in, out]
+        state[key] = torch.from_numpy(np.ascontiguousarray(w)).reshape(value.shape)
+    ref.load_state_dict(state)
+    return ref.eval(), None
+
+
+def torch_paths(ref):
+    torch = _torch()
+
+    def fp32(x):
+        with torch.inference_mode():
+            return ref(torch.from_numpy(x)).numpy()
+
+    def bf16(x):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return ref(torch.from_numpy(x)).float().numpy()
+
+    return {"pytorch fp32": fp32, "pytorch bf16": bf16}
+
+
+# --------------------------------------------------------------------------------------------------- timing
+def timed(paths, x, rounds, warmup):
+    for fn in paths.values():
+        for _ in range(warmup):
+            fn(x)
+    times = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, fn in paths.items():
+            # Paddle's Intel OpenMP threads spin for 200 ms after a call (KMP_BLOCKTIME): let them sleep, or
+            # the next path (PyTorch's own thread pool, ONNX Runtime's) would share the cores with them
+            time.sleep(ENGINE_SWITCH_PAUSE_S)
+            t = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - t)
+    return {name: len(x) / float(np.median(ts)) for name, ts in times.items()}
+
+
+def bench_model(name, size, batch, rounds, warmup, folder):
+    paddle.seed(0)
     model = ppvit.create_model(name, num_classes=10, img_size=size)
     model.eval()
-    return model
-
-
-def bench(name, size, batch_size, iters, warmup, threads, folder):
-    model = build(name, size)
     prefix = os.path.join(folder, name)
-    export_model(model, prefix, size, {"model": name}, onnx=False)
-    pred = Predictor(prefix, device="cpu", threads=threads, batch_size=batch_size)
-    x = np.random.rand(batch_size, 3, size, size).astype("float32")
-    xt = paddle.to_tensor(x)
-    with paddle.no_grad():
-        for _ in range(warmup):
-            ref = model(xt).numpy()
-            out = pred(x)
-        t_dy = t_pr = 0.0
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            ref = model(xt).numpy()
-            t1 = time.perf_counter()
-            out = pred(x)
-            t2 = time.perf_counter()
-            t_dy += t1 - t0
-            t_pr += t2 - t1
-    n = batch_size * iters
-    return {"model": name, "size": size, "dygraph": n / t_dy, "predictor": n / t_pr, "speedup": t_dy / t_pr,
-            "max_abs": float(np.abs(out - ref).max()), "onednn": pred.onednn}
+    t = time.perf_counter()
+    info = export_model(model, prefix, size, {"model": name})  # default arguments: verify + time every backend
+    export_s = time.perf_counter() - t
+    x = np.random.RandomState(0).standard_normal((batch, 3, size, size)).astype("float32")
+
+    def dygraph(a):
+        with paddle.no_grad():
+            return model(paddle.to_tensor(a)).numpy()
+
+    paths = {"paddle dygraph": dygraph}
+    for backend, rec in info["backends"].items():
+        if rec["verified"]:
+            paths[backend] = Predictor(prefix, device="cpu", backend=backend)
+    auto = Predictor(prefix)  # default arguments, as users call it
+    paths["auto"] = auto
+    ref, why = torch_model(name, model, size)
+    if ref is not None:
+        paths.update(torch_paths(ref))
+    outputs = {n: fn(x) for n, fn in paths.items()}
+    speeds = timed(paths, x, rounds, warmup)
+    base = outputs["paddle dygraph"]
+    diffs = {n: float(np.abs(o - base).max()) for n, o in outputs.items()}
+    return {"name": name, "size": size, "batch": batch, "speeds": speeds, "diffs": diffs, "info": info,
+            "auto": auto.backend_name, "torch": why, "export_s": export_s}
 
 
+def bench_lime(folder, runs=3, num_samples=1000, batch_size=None):
+    """Seconds of a ``num_samples`` LIME explanation of conv2former_n_cifar (32x32) through the predictor."""
+    paddle.seed(0)
+    model = ppvit.create_model("conv2former_n_cifar", num_classes=10)
+    prefix = os.path.join(folder, "lime_conv2former_n_cifar")
+    export_model(model, prefix, 32)
+    pred = Predictor(prefix)
+    image = np.random.RandomState(1).randint(0, 256, (32, 32, 3)).astype(np.uint8)
+    kwargs = {} if batch_size is None else {"batch_size": batch_size}
+    times = []
+    for _ in range(runs):
+        explainer = LimeImageExplainer(predictor_predict_fn(pred), random_seed=0, progress=False)
+        t = time.perf_counter()
+        explainer.interpret(image, num_samples=num_samples, visual=False, **kwargs)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), pred.backend_name, times
+
+
+# ---------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("-m", "--models", nargs="+", default=list(NOTEBOOK_MODELS),
-                   help="registered model names (default: the notebook models)")
-    p.add_argument("-b", "--batch-size", type=int, default=32)
-    p.add_argument("-n", "--iters", type=int, default=10, help="timed batches per path")
+    p.add_argument("-m", "--models", nargs="+", default=DEFAULT_RUNS, help="NAME[:SIZE[:BATCH]] (default: %(default)s; size: the notebook's, batch: 64 up to 64x64, else 16)")
+    p.add_argument("-b", "--batch-size", type=int, default=None, help="batch for every model (default: its own)")
+    p.add_argument("--size", type=int, default=None, help="input size for every model (default: its own)")
+    p.add_argument("-n", "--rounds", type=int, default=10, help="timed rounds (every path once per round)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--size", type=int, default=None, help="input size for every model (default: the notebook's)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the predictor (default: OMP_NUM_THREADS)")
+    p.add_argument("--lime-samples", type=int, default=1000, help="LIME perturbed samples (the issue's 1000)")
+    p.add_argument("--lime-runs", type=int, default=3, help="LIME explanations timed (median)")
+    p.add_argument("--no-lime", action="store_true", help="skip the LIME timing")
     args = p.parse_args(argv)
-    for name in args.models:
+    runs = []
+    for spec in args.models:
+        name, _, rest = spec.partition(":")
+        size, _, batch = rest.partition(":")  # NAME[:SIZE[:BATCH]]
         if not ppvit.models.is_model(name):
             p.error(ppvit.models.registry.unknown_model_message(name))
+        size = args.size or int(size or ppvit.get_model_cfg(name).input_size[-1])
+        runs.append((name, size, args.batch_size or int(batch or (64 if size <= 64 else 16))))
 
     paddle.set_device("cpu")
-    paddle.seed(0)
-    np.random.seed(0)
-    print(f"paddle {paddle.__version__}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
-          f"batch {args.batch_size}, {args.iters} timed batches after {args.warmup} warm-up", flush=True)
-    rows = []
+    torch = _torch()
+    print(f"paddle {paddle.__version__}, torch {torch.__version__ if torch else 'not installed'}, "
+          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.rounds} rounds after {args.warmup} warm-up; "
+          "images/s (median)", flush=True)
+    if torch is None:
+        print("PyTorch columns skipped: torch is not installed (use /work/venv-torch/bin/python)", flush=True)
+    results = []
     with tempfile.TemporaryDirectory() as folder:
-        for name in args.models:
-            size = args.size or ppvit.get_model_cfg(name).input_size[1]
-            rows.append(bench(name, size, args.batch_size, args.iters, args.warmup, args.threads, folder))
-            r = rows[-1]
-            print(f"  {name}: dygraph {r['dygraph']:.1f} img/s, predictor {r['predictor']:.1f} img/s", flush=True)
-
-    header = f"{'model':<22}{'input':>8}{'dygraph img/s':>15}{'predictor img/s':>17}{'speed-up':>10}" \
-             f"{'max |diff|':>12}  oneDNN"
-    # oneDNN "no": the program holds an op whose oneDNN kernel is broken in this Paddle (see predictor.py)
-    print("\n" + header + "\n" + "-" * len(header))
-    for r in rows:
-        size = f"{r['size']}x{r['size']}"
-        print(f"{r['model']:<22}{size:>8}{r['dygraph']:>15.1f}{r['predictor']:>17.1f}"
-              f"{r['speedup']:>9.1f}x{r['max_abs']:>12.1e}  {'yes' if r['onednn'] else 'no'}")
+        for name, size, batch in runs:
+            r = bench_model(name, size, batch, args.rounds, args.warmup, folder)
+            results.append(r)
+            print(f"\n{name} {size}x{size}, batch {batch} (export + verification + timing {r['export_s']:.0f} s; "
+                  f"auto -> {r['auto']})")
+            if r["torch"]:
+                print(f"  PyTorch skipped: {r['torch']}")
+            for backend, rec in r["info"]["backends"].items():
+                if not rec["verified"]:
+                    print(f"  {backend}: not offered ({rec['reason']})")
+            torch_fp32 = r["speeds"].get("pytorch fp32")
+            torch_best = max((r["speeds"][k] for k in ("pytorch fp32", "pytorch bf16") if k in r["speeds"]),
+                             default=None)
+            dygraph = r["speeds"]["paddle dygraph"]
+            print(f"  {'path':<16}{'images/s':>10}{'vs dygraph':>12}{'vs torch fp32':>15}{'vs best torch':>15}"
+                  f"{'max|diff| to dygraph':>22}")
+            for path, speed in r["speeds"].items():
+                vs32 = f"{speed / torch_fp32:.2f}x" if torch_fp32 else "-"
+                vsbest = f"{speed / torch_best:.2f}x" if torch_best else "-"
+                print(f"  {path:<16}{speed:>10.1f}{speed / dygraph:>11.2f}x{vs32:>15}{vsbest:>15}"
+                      f"{r['diffs'][path]:>22.2e}")
+        if not args.no_lime:
+            secs, backend, times = bench_lime(folder, args.lime_runs, args.lime_samples)
+            print(f"\nLIME, {args.lime_samples} samples, conv2former_n_cifar 32x32 through Predictor() ({backend}): "
+                  f"{secs:.2f} s median of {', '.join(f'{t:.2f}' for t in times)}")
+    if torch is not None:
+        print("\nauto (export_model + Predictor, default arguments) against PyTorch, same batch, same run:")
+        for r in results:
+            s = r["speeds"]
+            if "pytorch fp32" in s:
+                best = max(s["pytorch fp32"], s["pytorch bf16"])
+                print(f"  {r['name']:<22} {s['auto'] / s['pytorch fp32']:.2f}x eager fp32, "
+                      f"{s['auto'] / best:.2f}x the faster of fp32/bf16 ({r['auto']})")
 
 
 if __name__ == "__main__":

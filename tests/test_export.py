@@ -1,4 +1,5 @@
-"""Export to Paddle Inference and classify image files: the predictor must agree with the dygraph model."""
+"""Export (Paddle Inference program + ONNX) and classify image files: the predictor must agree with the dygraph
+model, through every backend export verified."""
 import json
 import os
 
@@ -169,7 +170,7 @@ def test_program_with_onednn_unsafe_op_runs_on_plain_kernels(tmp_path):
     model = PadAllDims()
     export_model(model, str(tmp_path / "pad"), 6)
     assert "pad" in program_ops(str(tmp_path / "pad.json"))
-    pred = Predictor(str(tmp_path / "pad"), device="cpu")
+    pred = Predictor(str(tmp_path / "pad"), device="cpu", backend="paddle")
     assert not pred.onednn
     x = np.random.rand(2, 3, 6, 6).astype("float32")
     np.testing.assert_allclose(pred(x), _dygraph(model, x), atol=1e-5)
@@ -189,18 +190,32 @@ NOTEBOOK_MODELS = [
 
 @pytest.mark.parametrize("name,kwargs,size", NOTEBOOK_MODELS, ids=[m[0] for m in NOTEBOOK_MODELS])
 def test_notebook_model_predictor_matches_dygraph(name, kwargs, size, tmp_path):
+    """Every family exports an ONNX model that ONNX Runtime runs to dygraph's logits (<= 1e-4), and every
+    backend export verified serves them within its tolerance; auto runs the fastest verified one."""
     assert ppvit.models.is_model(name), f"{name} is not registered"
     model = ppvit.create_model(name, num_classes=10, **kwargs)
     model.eval()
     prefix = str(tmp_path / name)
-    export_model(model, prefix, size, {"model": name})
+    info = export_model(model, prefix, size, {"model": name}, bench_batch_size=4)
+    assert info["files"]["onnx"] == name + ".onnx"
+    assert info["backends"]["onnxruntime"]["verified"], info["backends"]["onnxruntime"]
+    assert info["backends"]["paddle"]["verified"], info["backends"]["paddle"]
     x = np.random.rand(3, 3, size, size).astype("float32")
     ref = _dygraph(model, x)
-    pred = Predictor(prefix, device="cpu", batch_size=2)  # two batch sizes through one predictor
-    out = pred(x)
-    assert out.shape == ref.shape == (3, 10)
-    assert np.abs(out - ref).max() <= 1e-4
+    for backend in ("paddle", "onnxruntime"):
+        pred = Predictor(prefix, device="cpu", batch_size=2, backend=backend)  # two batch sizes through one predictor
+        out = pred(x)
+        assert out.shape == ref.shape == (3, 10) and pred.backend_name == backend
+        assert np.isfinite(out).all() and np.abs(out - ref).max() <= 1e-4, (backend, np.abs(out - ref).max())
+    auto = Predictor(prefix, device="cpu")
+    verified = {n: r for n, r in info["backends"].items() if r["verified"]}
+    assert auto.backend_name == info["backend"] in verified
+    assert info["backend"] == max(verified, key=lambda n: verified[n]["images_per_s"])
+    tol = 0.05 if auto.backend_name == "paddle_bf16" else 1e-4
+    assert np.abs(auto(x) - ref).max() <= tol * max(1.0, np.abs(ref).max())
     # oneDNN (the fast path) stays on unless the program holds an op its kernels get wrong
+    pred = Predictor(prefix, device="cpu", backend="paddle")
+    pred(x)
     ops = set(program_ops(os.path.join(str(tmp_path), name + ".json")))
     if not ops & set(ONEDNN_UNSAFE_OPS):
         assert pred.onednn

@@ -227,6 +227,55 @@ def test_predictor_adapter_feeds_normalised_nchw_and_returns_softmax():
     np.testing.assert_allclose(probs, np.exp(logits) / np.exp(logits).sum(1, keepdims=True), atol=1e-5)
 
 
+class _BatchedPredictor:
+    """A predictor with its own batch size that records the batches it gets (texture-in-top-left logits)."""
+
+    batch_size = 48
+
+    def __init__(self):
+        self.sizes = []
+
+    def __call__(self, x):
+        self.sizes.append(len(x))
+        images = (x.transpose(0, 2, 3, 1) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) * 255.0
+        return np.log(texture_in_top_left(images))
+
+
+def test_lime_feeds_the_predictor_its_batch_size_and_overlapping_gives_the_same_result():
+    """predictor_predict_fn lets LIME build batch i+1 while batch i runs; the explanation must not change."""
+    predictor = _BatchedPredictor()
+    fn = predictor_predict_fn(predictor)
+    a = LimeImageExplainer(fn, random_seed=4, progress=False)
+    wa = a.interpret(block_image(), num_samples=150, visual=False)  # batch_size None: the predictor's 48
+    distinct = len(np.unique(a.lime_results["samples"], axis=0))  # each distinct mask is classified once
+    assert predictor.sizes == [1] + [48] * (distinct // 48) + [distinct % 48]  # the image itself, then the masks
+    b = LimeImageExplainer(lambda images: fn(images), random_seed=4, progress=False)  # no prepare/run: serial
+    wb = b.interpret(block_image(), num_samples=150, batch_size=48, visual=False)
+    assert wa == wb
+    np.testing.assert_array_equal(a.lime_results["predictions"], b.lime_results["predictions"])
+    c = LimeImageExplainer(lambda images: fn(images), random_seed=4, progress=False)
+    c.interpret(block_image(), num_samples=150, visual=False)  # a plain predict_fn: interpretdl's 50
+    assert predictor.sizes[-1 - (distinct + 49) // 50:] == [1] + [50] * (distinct // 50) + [distinct % 50] * (distinct % 50 > 0)
+
+
+def test_repeated_masks_are_classified_once():
+    """Few superpixels: 300 masks over 4 of them are at most 16 distinct images; predictions still per sample."""
+    calls = []
+
+    def predict_fn(images):
+        calls.append(len(images))
+        return texture_in_top_left(images)
+
+    quadrants = lambda image: (np.arange(SIZE)[:, None] >= QUADRANT) * 2 + (np.arange(SIZE)[None] >= QUADRANT)  # noqa: E731
+    explainer = LimeImageExplainer(predict_fn, random_seed=0, progress=False, segmentation_fn=quadrants)
+    explainer.interpret(block_image(), num_samples=300, batch_size=64, visual=False)
+    res = explainer.lime_results
+    assert res["samples"].shape == (300, 4) and sum(calls) - 1 <= 16
+    np.testing.assert_allclose(res["predictions"], texture_in_top_left(
+        np.stack([np.where(m[res["segmentation"]][..., None], res["input"],
+                           explainer._fudged_image(res["input"], res["segmentation"], 4)) for m in res["samples"]])))
+
+
 def test_paddle_adapter_matches_the_model():
     paddle.seed(0)
     model = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.AdaptiveAvgPool2D(1), paddle.nn.Flatten(),

@@ -214,7 +214,8 @@ def benchmarks(workdir):
                                              "--warmup", "0"]),
         ("bench_convit_gpsa.py", ["--variant", "tiny", "-b", "1", "--iters", "1", "--warmup", "0",
                                   "--img-size", "64"]),
-        ("bench_predictor.py", ["-m", "conv2former_n_cifar", "-b", "2", "-n", "1", "--warmup", "0"]),
+        ("bench_predictor.py", ["-m", "conv2former_n_cifar", "-b", "2", "-n", "1", "--warmup", "0",
+                                "--lime-samples", "20", "--lime-runs", "1"]),
     ]:
         proc = run(f"python benchmarks/{script}", ROOT, extra)
         assert re.search(r"\d+(\.\d+)?x", proc.stdout), proc.stdout  # prints ratios

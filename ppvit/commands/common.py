@@ -66,29 +66,33 @@ def lime_mean_std(preprocess):
     return [m / k for m in preprocess["mean"]], [s / k for s in preprocess["std"]]
 
 
-def open_predictor(prefix, device, batch_size, key):
-    """An exported model for serving; one whose source weights changed since the export is refused."""
-    from ..deploy import Predictor
+def open_predictor(prefix, device, batch_size, key, backend="auto"):
+    """``Predictor(prefix)`` with ``backend`` (``auto``: the fastest one verified at export); a missing export
+    or a backend that cannot be served is a ``ConfigError`` naming ``key``'s section, and an export whose
+    source weights changed since it was made is refused (``CheckpointError``)."""
+    from ..deploy import BackendError, Predictor
     from ..io.provenance import check_export_current
 
     try:
-        predictor = Predictor(prefix, device=device, batch_size=batch_size)
+        predictor = Predictor(prefix, device=device, batch_size=batch_size, backend=backend)
     except FileNotFoundError as e:
         raise ConfigError(f"{key}: {e}; write one with tools/export.py -c CONFIG "
                           "-o Global.pretrained_model=...") from None
+    except BackendError as e:
+        raise ConfigError(f"{key.split('.')[0]}.backend: {e}") from None
     check_export_current(predictor.prefix, predictor.meta, key)  # never serve an export older than its weights
     return predictor
 
 
-def predictor_of(model, folder, size, device, batch_size):
-    """``model`` exported (no ONNX, no metadata) to ``folder`` and opened with Paddle Inference: for many
-    forward passes the export pays for itself. ``folder`` must outlive the predictor (it rebuilds from the
-    files if oneDNN fails)."""
-    from ..deploy import Predictor, export_model
+def predictor_of(model, folder, size, device, batch_size, backend="auto", key="Eval.use_predictor"):
+    """``model`` exported to ``folder`` (every backend verified and timed) and opened with ``backend``: for
+    many forward passes the export pays for itself. ``folder`` must outlive the predictor (it rebuilds from
+    the files if oneDNN fails)."""
+    from ..deploy import export_model
 
     prefix = os.path.join(folder, EXPORT_PREFIX)
-    export_model(model, prefix, size, onnx=False)
-    return Predictor(prefix, device=device, batch_size=batch_size)
+    export_model(model, prefix, size)
+    return open_predictor(prefix, device, batch_size, key, backend)
 
 
 def _as_list(value, key):

@@ -96,13 +96,13 @@ def eval_forward(engine):
     device, batch_size = cfg["Global"]["device"], cfg["Data"]["eval_batch_size"]
     tmp = None
     if ev["model"]:
-        predictor = open_predictor(ev["model"], device, batch_size, "Eval.model")
-        how, weights = "Paddle Inference", predictor.prefix
+        predictor = open_predictor(ev["model"], device, batch_size, "Eval.model", ev["backend"])
+        how, weights = predictor.backend_label, predictor.prefix
         _check_eval_predictor(cfg, predictor, engine.eval_set[0][0])
     elif ev["use_predictor"]:
         tmp = tempfile.TemporaryDirectory(prefix="ppvit-eval-")
-        predictor = predictor_of(engine.model, tmp.name, input_size(cfg), device, batch_size)
-        how, weights = "Paddle Inference (exported on the fly)", cfg["Global"]["pretrained_model"]
+        predictor = predictor_of(engine.model, tmp.name, input_size(cfg), device, batch_size, ev["backend"])
+        how, weights = f"{predictor.backend_label} (exported on the fly)", cfg["Global"]["pretrained_model"]
     else:
         engine._eval_forward = EvalForward(engine.model, "Paddle dygraph", cfg["Global"]["pretrained_model"])
         return engine._eval_forward

@@ -58,22 +58,23 @@ def run(cfg):
     with tempfile.TemporaryDirectory(prefix="ppvit-explain-") as tmp:
         if ex["model"]:  # an exported model: its own preprocessing and labels
             build_device(g["device"])
-            predictor = open_predictor(ex["model"], g["device"], ex["batch_size"], "Explain.model")
+            predictor = open_predictor(ex["model"], g["device"], ex["batch_size"], "Explain.model", ex["backend"])
             if not predictor.meta:
                 raise ConfigError(f"Explain.model: {predictor.prefix} has no .meta.json (preprocessing unknown)")
             size = predictor.input_shape[1]
             names = predictor.labels or names
             predict_fn = predictor_predict_fn(predictor, *lime_mean_std(predictor.meta["preprocess"]))
-            how = f"Paddle Inference ({predictor.prefix})"
+            how = f"{predictor.backend_label} ({predictor.prefix})"
             source, exported = predictor.meta.get("source_weights"), predictor.prefix
         else:
             model, size = load_model(cfg), input_size(cfg)
             mean, std = lime_mean_std(preprocess_of(cfg))
             source, exported = weights_record(g["pretrained_model"]), None
             if ex["use_predictor"]:  # thousands of forward passes: worth the export
-                predictor = predictor_of(model, tmp, size, g["device"], ex["batch_size"])
+                predictor = predictor_of(model, tmp, size, g["device"], ex["batch_size"], ex["backend"],
+                                         "Explain.use_predictor")
                 predict_fn = predictor_predict_fn(predictor, mean, std)
-                how = "Paddle Inference (exported on the fly)"
+                how = f"{predictor.backend_label} (exported on the fly)"
             else:
                 predict_fn = paddle_predict_fn(model, mean, std)
                 how = "Paddle dygraph"

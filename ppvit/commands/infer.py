@@ -19,15 +19,16 @@ def run(cfg):
         raise ConfigError("Infer.images is not set: give image files and/or folders, e.g. "
                           "-o Infer.images=photo.png or -o Infer.images=[a.png,images/]")
     model = inf["model"] or os.path.join(run_dir(cfg), "inference")
-    predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model")
+    predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model", inf["backend"])
     results = classify_files(predictor, _as_list(inf["images"], "Infer.images"), inf["topk"])
     for r in results:
         print(format_result(r), flush=True)
 
     out = inf["output"] or run_dir(cfg)
     os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, "infer.json"), {"model": predictor.prefix, "results": results,
-                                                 "source_weights": (predictor.meta or {}).get("source_weights")})
+    write_json(os.path.join(out, "infer.json"), {"model": predictor.prefix, "backend": predictor.backend_name,
+                                                 "source_weights": (predictor.meta or {}).get("source_weights"),
+                                                 "results": results})
     shown = results[:inf["grid_images"]]
     if shown:
         png = save_prediction_grid(

@@ -1,6 +1,9 @@
-"""Deployment: export a model for Paddle Inference (+ ONNX), run it, classify image files with it."""
+"""Deployment: export a model (Paddle Inference program + ONNX), verify and time each inference backend,
+run the fastest verified one, classify image files with it."""
+from .backends import AUTO, BACKENDS, bf16_support
 from .export import default_preprocess, export_model, meta_path, read_meta
 from .predictor import (
+    BackendError,
     ImageReadError,
     Predictor,
     classify_files,
@@ -12,6 +15,10 @@ from .predictor import (
 )
 
 __all__ = [
+    "AUTO",
+    "BACKENDS",
+    "BackendError",
+    "bf16_support",
     "ImageReadError",
     "Predictor",
     "classify_files",

@@ -1,8 +1,12 @@
-"""Run an exported model with Paddle Inference, and classify image files with it.
+"""Run an exported model through the fastest backend verified at export, and classify image files with it.
 
-On CPU the predictor uses oneDNN and several math threads: for the models here that is many times
-faster than Paddle's dygraph (see ``benchmarks/bench_predictor.py``). On a CUDA build with a visible
-GPU, ``device="auto"`` runs on the GPU.
+``Predictor(prefix)`` reads ``<prefix>.meta.json``: ``backend: auto`` (the default) runs the backend that
+export found fastest among those that reproduced the dygraph model (``backends.py`` lists them); a named
+backend runs only if export verified it, otherwise ``Predictor`` refuses with the reason. A file changed since
+it was verified (its sha256 differs) is refused too; under ``auto`` the next-fastest verified backend with
+intact files is used instead, with a warning. Exports written before verification existed run ``paddle``
+fp32 (the program itself) only. On a CUDA build with a visible GPU, ``device="auto"`` runs Paddle Inference
+on the GPU.
 """
 import logging
 import os
@@ -12,29 +16,17 @@ import numpy as np
 from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image  # noqa: F401  (re-exported by ppvit.deploy)
 from ..utils.device import resolve_device
 from ..utils.softmax import softmax  # noqa: F401  (re-exported by ppvit.deploy)
-from .export import read_meta
+from .backends import (  # noqa: F401 - re-exported: older code imports these from here
+    AUTO, BACKENDS, ONEDNN_UNSAFE_OPS, ONNXRUNTIME, PADDLE, cpu_count, default_threads, program_ops,
+)
+from .export import open_backend, read_meta, sha256_file
 
 logger = logging.getLogger("ppvit")
 
 
 
-# Ops whose oneDNN kernels are unsafe in Paddle 3.3: the generic `pad` op (F.pad with a pad per dimension)
-# corrupts the heap (glibc "malloc assertion failure", or a hang) instead of raising, so a program holding
-# one runs on the plain CPU kernels. F.pad on the last two dims of NCHW (the pad3d op) is fine.
-ONEDNN_UNSAFE_OPS = ("pad",)
-
-
-def cpu_count():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def default_threads():
-    """``OMP_NUM_THREADS`` when the user set it, else every core this process may use."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else cpu_count()
+class BackendError(ValueError):
+    """A backend that cannot be served for this export (not verified, unknown, or its files changed)."""
 
 
 def resolve_prefix(path):
@@ -54,50 +46,38 @@ def resolve_prefix(path):
     return path
 
 
-def program_ops(program_file):
-    """Names of the ops in a PIR ``.json`` program (op nodes carry ``"#": "<dialect>.<name>"``); an empty
-    set for other formats."""
-    import json
-
-    if not program_file.endswith(".json"):
-        return set()
-    with open(program_file, encoding="utf-8") as f:
-        tree = json.load(f)
-    ops, stack = set(), [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            tag = node.get("#")
-            if isinstance(tag, str) and "O" in node:  # an operation (it lists its outputs)
-                ops.add(tag.split(".", 1)[-1])
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return ops
 
 
 class Predictor:
-    """An exported model under Paddle Inference: ``predictor(batch)`` maps an NCHW float32 array to logits.
+    """An exported model: ``predictor(batch)`` maps an NCHW float32 array to float32 logits.
 
     Args:
         model_prefix: the ``out_prefix`` given to ``export_model`` (or one of its files, or its folder).
         device: "auto" (GPU when Paddle has one), "cpu", "gpu" or "gpu:N".
         threads: CPU math threads; None for ``OMP_NUM_THREADS`` or else every available core.
         batch_size: largest batch sent to the engine at once; bigger inputs are run in chunks.
-        onednn: use oneDNN kernels on CPU (much faster for these models; off only for comparison).
-        ir_optim: let Paddle Inference fuse/optimise the graph.
+        backend: "auto" (the fastest verified at export; ``paddle`` on a GPU), or one of "paddle",
+            "paddle_bf16", "onnxruntime". Raises ``BackendError`` for a backend export did not verify.
+        onednn: ``paddle`` backend on CPU: use oneDNN kernels (much faster here; off only for comparison).
+        ir_optim: ``paddle`` backends: let Paddle Inference fuse/optimise the graph.
+
+    ``backend_name`` says what runs, ``backend_record`` what export measured for it (None if unverified).
     """
 
-    def __init__(self, model_prefix, device="auto", threads=None, batch_size=64, onednn=True, ir_optim=True):
+    def __init__(self, model_prefix, device="auto", threads=None, batch_size=64, backend=AUTO, onednn=True,
+                 ir_optim=True):
+        from .backends import OnnxRuntimeBackend, PaddleBackend
+
         self.prefix = resolve_prefix(model_prefix)
         self.meta = read_meta(self.prefix)
-        files = (self.meta or {}).get("files") or {}
         folder = os.path.dirname(self.prefix)
-        program = os.path.join(folder, files["program"]) if files.get("program") else None
-        if program is None:
-            program = next((self.prefix + e for e in (".json", ".pdmodel") if os.path.isfile(self.prefix + e)), None)
-        params = os.path.join(folder, files.get("params") or os.path.basename(self.prefix) + ".pdiparams")
-        if program is None or not os.path.isfile(program) or not os.path.isfile(params):
+        files = dict((self.meta or {}).get("files") or {})
+        if not files.get("program"):
+            files["program"] = next((os.path.basename(self.prefix) + e for e in (".json", ".pdmodel")
+                                     if os.path.isfile(self.prefix + e)), None)
+        files.setdefault("params", os.path.basename(self.prefix) + ".pdiparams")
+        if not files["program"] or not all(os.path.isfile(os.path.join(folder, files[k]))
+                                           for k in ("program", "params")):
             raise FileNotFoundError(
                 f"no exported model at {self.prefix}: expected {self.prefix}.json (or .pdmodel) and "
                 f"{self.prefix}.pdiparams, as written by ppvit.deploy.export_model / tools/export.py"
@@ -108,38 +88,83 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.device, device_id = resolve_device(device)
         self.threads = int(threads) if threads else default_threads()
-
-        self._files = (program, params)
-        self.onednn = bool(onednn) and self.device == "cpu"
-        unsafe = sorted(program_ops(program) & set(ONEDNN_UNSAFE_OPS)) if self.onednn else []
-        if unsafe:
-            logger.warning("%s uses %s, whose oneDNN kernel is broken in this Paddle; running it on the plain "
-                           "CPU kernels (slower)", self.prefix, ", ".join(unsafe))
-            self.onednn = False
-        self._ir_optim = ir_optim
-        self._device_id = device_id
-        self._build()
-
-    def _build(self):
-        from paddle import inference
-
-        config = inference.Config(*self._files)
-        if self.device == "gpu":
-            config.enable_use_gpu(256, self._device_id)
+        self._folder, self._files = folder, files
+        self.backend_name = self._choose(str(backend or AUTO).lower())
+        self.backend_record = ((self.meta or {}).get("backends") or {}).get(self.backend_name)
+        if self.backend_name == PADDLE:
+            self._engine = PaddleBackend(os.path.join(folder, files["program"]), os.path.join(folder, files["params"]),
+                                         self.device, device_id, self.threads, onednn=onednn, ir_optim=ir_optim,
+                                         label=self.prefix)
+        elif self.backend_name == ONNXRUNTIME:
+            self._engine = OnnxRuntimeBackend(os.path.join(folder, files["onnx"]), self.threads, label=self.prefix)
         else:
-            config.disable_gpu()
-            config.set_cpu_math_library_num_threads(self.threads)
-            if self.onednn:
-                config.enable_onednn()
-                # oneDNN caches kernels per input shape; chunking makes at most a few shapes.
-                config.set_onednn_cache_capacity(8)
-            else:
-                config.disable_onednn()  # Paddle 3 turns it on by default on CPU
-        config.switch_ir_optim(self._ir_optim)
-        config.disable_glog_info()
-        self._predictor = inference.create_predictor(config)
-        self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
-        self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+            self._engine = open_backend(self.backend_name, folder, files, "cpu", self.threads, label=self.prefix)
+
+    # backend choice ------------------------------------------------------------------------------------
+    def _choose(self, backend):
+        if backend != AUTO and backend not in BACKENDS:
+            raise BackendError(f"unknown backend {backend!r}; choose 'auto' or one of {list(BACKENDS)}")
+        records = (self.meta or {}).get("backends")
+        if self.device == "gpu":
+            if backend not in (AUTO, PADDLE):
+                raise BackendError(f"backend {backend!r} runs on CPU only; on the GPU use 'paddle' or 'auto', "
+                                   "or pass device='cpu'")
+            backend = PADDLE  # the program itself, fp32, on CUDA: as verified on CPU
+        if not records:  # an export without verification records: the program itself, fp32, as before
+            if backend not in (AUTO, PADDLE):
+                raise BackendError(f"backend {backend!r} was not verified for {self.prefix} (its export has no "
+                                   "verification records); re-export it with ppvit.deploy.export_model / "
+                                   "tools/export.py, or use backend='paddle'")
+            problem = self._changed_files(PADDLE) if self.meta else None
+            if problem:
+                raise BackendError(f"{self.prefix} cannot be served: {problem}")
+            return PADDLE
+        verified = sorted((n for n, r in records.items() if r.get("verified")),
+                          key=lambda n: -float(records[n].get("images_per_s") or 0.0))
+        if backend != AUTO:
+            rec = records.get(backend)
+            if not rec or not rec.get("verified"):
+                why = rec["reason"] if rec else "it was not checked at export"
+                raise BackendError(f"backend {backend!r} is not offered for {self.prefix}: {why}; verified: "
+                                   f"{verified or 'none'} (use backend='auto' for the fastest of them)")
+            problem = self._changed_files(backend)
+            if problem:
+                raise BackendError(f"backend {backend!r} of {self.prefix} cannot be served: {problem}")
+            return backend
+        chosen = self.meta.get("backend")
+        order = ([chosen] if chosen in verified else []) + [n for n in verified if n != chosen]
+        for name in order:
+            problem = self._changed_files(name)
+            if not problem:
+                return name
+            logger.warning("%s: backend %s skipped: %s", self.prefix, name, problem)
+        raise BackendError(f"no verified backend of {self.prefix} can be served (verified at export: "
+                           f"{verified or 'none'}); re-export it with tools/export.py")
+
+    def _changed_files(self, name):
+        """Why ``name``'s files are not the ones export verified (None when they are)."""
+        digests = (self.meta or {}).get("sha256") or {}
+        needed = [self._files.get("onnx")] if name == ONNXRUNTIME else [self._files["program"], self._files["params"]]
+        for f in needed:
+            path = os.path.join(self._folder, f) if f else None
+            if not path or not os.path.isfile(path):
+                return f"{f or 'its model file'} is missing"
+            if f in digests and sha256_file(path) != digests[f]:
+                return f"{f} changed after it was verified at export (sha256 differs); re-export the model"
+        return None
+
+    @property
+    def backend_label(self):
+        """What runs, for people: "Paddle Inference fp32 (oneDNN)", "ONNX Runtime fp32", ..."""
+        from .backends import LABELS
+
+        label = LABELS[self.backend_name]
+        return label + (" (oneDNN)" if self.onednn else " (GPU)" if self.device == "gpu" else "")
+
+    @property
+    def onednn(self):
+        """Whether oneDNN kernels run (Paddle Inference backends on CPU)."""
+        return bool(getattr(self._engine, "onednn", False))
 
     @property
     def input_shape(self):
@@ -165,21 +190,7 @@ class Predictor:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _run(self, chunk):
-        self._input.reshape(list(chunk.shape))
-        self._input.copy_from_cpu(chunk)
-        try:
-            self._predictor.run()
-        except RuntimeError as e:
-            if not self.onednn:
-                raise
-            # Some fused oneDNN kernels reject shapes the plain CPU kernels take (Paddle 3.3: a matmul of a
-            # 4-D input with a transposed weight); stay correct, slower, rather than fail.
-            logger.warning("oneDNN failed on %s (%s); falling back to Paddle's plain CPU kernels",
-                           self.prefix, e)
-            self.onednn = False
-            self._build()
-            return self._run(chunk)
-        return self._output.copy_to_cpu()
+        return self._engine(chunk)
 
     def __call__(self, x):
         """Logits for an NCHW float32 batch (a single CHW image is taken as a batch of one)."""

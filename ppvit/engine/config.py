@@ -62,6 +62,8 @@ def _smoothing(v):
 
 
 NONE = type(None)
+# tools/eval|infer|explain through a predictor; ppvit.deploy.backends names them (not imported: paddle-free)
+BACKENDS = ("auto", "paddle", "paddle_bf16", "onnxruntime")
 POSITIVE = (_positive, "> 0")
 NON_NEGATIVE = (_non_negative, ">= 0")
 
@@ -142,6 +144,7 @@ SCHEMA = {
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
         "model": Key((str, NONE), None),  # an exported model (prefix, file or folder): run it by Paddle Inference
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and evaluate that
+        "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend: auto = fastest verified at export
     },
     "Export": {
         "output": Key((str, NONE), None),  # folder; null = <run dir>/inference
@@ -154,6 +157,7 @@ SCHEMA = {
         "batch_size": Key(int, 32, check=POSITIVE),
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N in infer_predictions.png; 0 = none
         "output": Key((str, NONE), None),  # folder of infer.json and the grid; null = the run dir
+        "backend": Key(str, "auto", choices=BACKENDS),  # auto | paddle | paddle_bf16 | onnxruntime
     },
     "Explain": {
         "indices": Key((int, list), [0]),  # test-set images to explain (when Explain.images is null)
@@ -163,6 +167,7 @@ SCHEMA = {
         "batch_size": Key(int, 50, check=POSITIVE),
         "model": Key((str, NONE), None),  # an exported model: run LIME through Paddle Inference with it
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and use that
+        "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend (Explain.model / use_predictor)
         "output": Key((str, NONE), None),  # folder of the PNGs; null = <run dir>/explain
     },
 }

@@ -54,6 +54,7 @@ INTERPRETDL_RECIPE = (
 )
 
 _BACKENDS = ("ppvit", "interpretdl")
+DEFAULT_BATCH_SIZE = 50  # interpretdl's
 
 
 # ----------------------------------------------------------------------------------------------- model side
@@ -72,14 +73,20 @@ def predictor_predict_fn(predictor, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEF
 
     The returned function takes NHWC RGB images on the 0..255 scale, normalises them with ``mean``/``std``,
     calls ``predictor`` and returns softmax probabilities ``[N, C]`` (``softmax=False`` returns its output
-    unchanged, for a predictor that already outputs probabilities).
+    unchanged, for a predictor that already outputs probabilities). Its two halves are exposed as
+    ``predict_fn.prepare`` (images -> model input) and ``predict_fn.run`` (model input -> probabilities), so
+    that :class:`LimeImageExplainer` can build the next batch while the predictor runs this one, and
+    ``predict_fn.batch_size`` is the predictor's own batch size (the batch LIME feeds it by default).
     """
     if not callable(predictor):
         raise TypeError(f"predictor must be callable, got {type(predictor).__name__}")
     mean, std = _check_mean_std(mean, std)
 
-    def predict_fn(images):
-        out = predictor(_normalize_nchw(images, mean, std))
+    def prepare(images):
+        return _normalize_nchw(images, mean, std)
+
+    def run(x):
+        out = predictor(x)
         if isinstance(out, (list, tuple)):
             out = out[0]
         out = np.asarray(out, dtype=np.float64)
@@ -87,7 +94,12 @@ def predictor_predict_fn(predictor, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEF
             raise ValueError(f"the predictor must return a [N, num_classes] array, got shape {out.shape}")
         return _softmax(out, axis=1) if softmax else out
 
+    def predict_fn(images):
+        return run(prepare(images))
+
     predict_fn.mean, predict_fn.std = mean, std
+    predict_fn.prepare, predict_fn.run = prepare, run
+    predict_fn.batch_size = getattr(predictor, "batch_size", None)
     return predict_fn
 
 
@@ -267,7 +279,7 @@ class LimeImageExplainer:
         self.lime_results = {}
 
     # ---------------------------------------------------------------------------------------------- public
-    def interpret(self, data, interpret_class=None, top_k=1, num_samples=1000, batch_size=50, resize_to=224,
+    def interpret(self, data, interpret_class=None, top_k=1, num_samples=1000, batch_size=None, resize_to=224,
                   crop_to=None, visual=True, save_path=None):
         """Explain one image; returns ``lime_weights = {class: [(segment_id, weight), ...]}``.
 
@@ -279,11 +291,15 @@ class LimeImageExplainer:
                 probable classes (most probable first).
             top_k: number of top classes when ``interpret_class`` is None.
             num_samples: perturbed samples (the first is the unperturbed image).
-            batch_size: images per ``predict_fn`` call.
+            batch_size: images per ``predict_fn`` call; None = the predictor's own batch size when ``predict_fn``
+                wraps one (:func:`predictor_predict_fn`: large batches keep its engine busy), else 50
+                (interpretdl's default).
             visual: show the overlay with matplotlib (skipped on non-interactive backends).
             save_path: write the overlay image (PNG) there.
         """
         self._check_args(interpret_class, top_k, num_samples, batch_size, resize_to, crop_to)
+        if batch_size is None:
+            batch_size = int(getattr(self.predict_fn, "batch_size", None) or DEFAULT_BATCH_SIZE)
         if self.backend == "interpretdl":
             return self._interpret_interpretdl(data, interpret_class, top_k, num_samples, batch_size,
                                                resize_to, crop_to, visual, save_path)
@@ -347,31 +363,66 @@ class LimeImageExplainer:
                                 ratio_superpixels=self.ratio_superpixels, metadata=metadata)
 
     # ---------------------------------------------------------------------------------------------- steps
-    def _predict(self, images):
-        probs = self.predict_fn(images)
+    def _predict(self, images, run=None, n=None):
+        probs = (run or self.predict_fn)(images)
+        n = len(images) if n is None else n
         if isinstance(probs, (list, tuple)):
             probs = probs[0]
         probs = np.asarray(probs)
-        if probs.ndim != 2 or probs.shape[0] != len(images):
-            raise ValueError(f"predict_fn must return [N, num_classes] for N={len(images)} images, "
+        if probs.ndim != 2 or probs.shape[0] != n:
+            raise ValueError(f"predict_fn must return [N, num_classes] for N={n} images, "
                              f"got shape {probs.shape}")
         return probs
 
     def _sample(self, image, segments, num_samples, batch_size):
-        """Binary masks over superpixels and the predictions on the images they make."""
+        """Binary masks over superpixels and the predictions on the images they make.
+
+        Each distinct mask is classified once. When ``predict_fn`` exposes ``prepare``/``run`` (see
+        :func:`predictor_predict_fn`), a worker thread builds and normalises batch i+1 while the model runs
+        batch i (both numpy and the inference engines release the GIL); the results are the same as calling
+        ``predict_fn`` batch by batch.
+        """
         n_features = int(segments.max()) + 1
         fudged = self._fudged_image(image, segments, n_features)
         samples = self.rng.integers(0, 2, size=(num_samples, n_features), dtype=np.int64)
         samples[0, :] = 1  # the unperturbed image anchors the fit
-        on = samples.astype(bool)
+        # a mask drawn twice makes the same image: classify each distinct one once (small images have few
+        # superpixels, and 1000 masks over ~10 of them repeat often); rows map back through `inverse`
+        distinct, first, inverse = np.unique(samples.astype(bool), axis=0, return_index=True, return_inverse=True)
+        order = np.argsort(first)  # distinct masks in the order they were drawn (the unperturbed image first)
+        on = distinct[order]
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        inverse = rank[inverse.ravel()]
+        starts = range(0, len(on), batch_size)
+        prepare = getattr(self.predict_fn, "prepare", None)
+        run = getattr(self.predict_fn, "run", None)
+        split = callable(prepare) and callable(run)
+
+        def build(start):
+            keep = on[start:start + batch_size][:, segments][..., None]  # B, H, W, 1
+            batch = np.where(keep, image[None], fudged[None])  # B, H, W, 3 uint8
+            return (prepare(batch) if split else batch), len(batch)
+
         predictions = []
-        with tqdm(total=num_samples, desc="LIME", unit="img", disable=not self.progress) as bar:
-            for start in range(0, num_samples, batch_size):
-                keep = on[start:start + batch_size][:, segments][..., None]  # B, H, W, 1
-                batch = np.where(keep, image[None], fudged[None])  # B, H, W, 3 uint8
-                predictions.append(self._predict(batch))
-                bar.update(len(keep))
-        return samples, np.concatenate(predictions, axis=0)
+        with tqdm(total=len(on), desc="LIME", unit="img", disable=not self.progress) as bar:
+            if not split or len(starts) == 1:
+                for start in starts:
+                    batch, n = build(start)
+                    predictions.append(self._predict(batch, run if split else None, n))
+                    bar.update(n)
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    pending = pool.submit(build, starts[0])
+                    for i in range(len(starts)):
+                        batch, n = pending.result()
+                        if i + 1 < len(starts):
+                            pending = pool.submit(build, starts[i + 1])
+                        predictions.append(self._predict(batch, run, n))
+                        bar.update(n)
+        return samples, np.concatenate(predictions, axis=0)[inverse]
 
     def _fudged_image(self, image, segments, n_features):
         if self.hide_color is not None:
@@ -417,7 +468,7 @@ class LimeImageExplainer:
 
         positive_int("top_k", top_k)
         positive_int("num_samples", num_samples)
-        positive_int("batch_size", batch_size)
+        positive_int("batch_size", batch_size, allow_none=True)
         positive_int("resize_to", resize_to, allow_none=True)
         positive_int("crop_to", crop_to, allow_none=True)
         if num_samples < 2:
