@@ -20,8 +20,8 @@ import pytest
 from tests.conftest import ROOT
 
 README = os.path.join(ROOT, "README.md")
-QUICK_START = ("python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && "
-               "python tools/train.py -c configs/quickstart.yaml")
+QUICK_START = ("python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && "
+               "ppvit train -c configs/quickstart.yaml")
 TEST_COMMAND = "python -m pytest -q tests"
 
 
@@ -50,6 +50,9 @@ def run(cmd, cwd, extra=(), timeout=900):
     argv = shlex.split(cmd)
     if argv[0] == "python":
         argv[0] = sys.executable
+    elif argv[0] == "ppvit":  # the console script beside this interpreter, else the same main as a module
+        script = os.path.join(os.path.dirname(sys.executable), "ppvit")
+        argv[:1] = [script] if os.path.isfile(script) else [sys.executable, "-m", "ppvit"]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(argv + list(extra), cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -68,11 +71,12 @@ def best_top1(run_dir):
 
 # ---- the handlers ------------------------------------------------------------------------------------
 def quick_start(workdir):
-    # the venv + pip part is what .ci/run does before the tests; the training part runs here, timed
+    # the venv + pip part is what .ci/run does before the tests; the training part runs here, timed, through
+    # the installed `ppvit` command (or, where this interpreter has ppvit on PYTHONPATH only, its module form)
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
-    assert "python3 -m venv .venv" in ci and ". .venv/bin/activate" in ci and "-r requirements.txt" in ci
+    assert "python3 -m venv .venv" in ci and ". .venv/bin/activate" in ci and "pip install -q -e '.[test]'" in ci
     start = time.time()
-    run("python tools/train.py -c configs/quickstart.yaml", workdir, out(workdir))
+    run("ppvit train -c configs/quickstart.yaml", workdir, out(workdir))
     elapsed = time.time() - start
     top1 = best_top1(workdir / "output" / "quickstart")
     assert elapsed < 300, f"quick start took {elapsed:.0f} s"
@@ -197,10 +201,11 @@ def fine_tune_dilateformer(workdir):
               "pretrained/dilateformer_t.safetensors")
 
 
-def issue4_tools(workdir):
-    """export/infer/explain: run exactly as written by tests/test_tools_issue4.py (after a short training run
-    and with a folder of images), which checks their outputs; here: that those are the README's lines."""
-    from tests import test_tools_issue4 as t
+def export_infer_explain_tools(workdir):
+    """export/infer/explain: run exactly as written by tests/test_export_infer_explain_tools.py (after a short
+    training run and with a folder of images), which checks their outputs; here: that those are the README's
+    lines."""
+    from tests import test_export_infer_explain_tools as t
 
     cmds = readme_commands()
     for cmd in (t.EXPORT_CMD, t.INFER_CMD, t.EXPLAIN_CMD, t.EXPLAIN_PREDICTOR_CMD, t.EVAL_PREDICTOR_CMD):
@@ -216,6 +221,7 @@ def benchmarks(workdir):
                                   "--img-size", "64"]),
         ("bench_predictor.py", ["-m", "conv2former_n_cifar", "-b", "2", "-n", "1", "--warmup", "0",
                                 "--lime-samples", "20", "--lime-runs", "1"]),
+        ("bench_train_speed.py", ["--models", "convmixer_256_8", "--quick", "--repeats", "1"]),
     ]:
         proc = run(f"python benchmarks/{script}", ROOT, extra)
         assert re.search(r"\d+(\.\d+)?x", proc.stdout), proc.stdout  # prints ratios
@@ -252,6 +258,7 @@ COMMANDS_CONVERT_CONVIT = ("python tools/convert_weights.py --model convit_tiny 
 COMMANDS_CONVERT_DILATE = ("python tools/convert_weights.py --model dilateformer_t --src dilateformer_tiny.pth "
                            "--dst pretrained/dilateformer_t.safetensors")
 
+TOOLS = export_infer_explain_tools
 COMMANDS = {
     QUICK_START: quick_start,
     TEST_COMMAND: test_command,
@@ -272,13 +279,13 @@ COMMANDS = {
     COMMANDS_CONVERT_DILATE: convert_dilateformer,
     "python tools/train.py -c configs/convit_tiny_ft.yaml": fine_tune_convit,
     "python tools/export.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams":
-        issue4_tools,
-    "python tools/infer.py -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3": issue4_tools,
+        TOOLS,
+    "python tools/infer.py -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3": TOOLS,
     "python tools/explain.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"
-    " -o 'Explain.indices=[0,3]'": issue4_tools,
-    "python tools/eval.py -c configs/quickstart.yaml -o Eval.model=output/quickstart/inference": issue4_tools,
+    " -o 'Explain.indices=[0,3]'": TOOLS,
+    "python tools/eval.py -c configs/quickstart.yaml -o Eval.model=output/quickstart/inference": TOOLS,
     "python tools/explain.py -c configs/quickstart.yaml -o Explain.model=output/quickstart/inference"
-    " -o 'Explain.indices=[0,3]'": issue4_tools,
+    " -o 'Explain.indices=[0,3]'": TOOLS,
     "python tools/train.py -c configs/dilateformer_t_ft.yaml": fine_tune_dilateformer,
     "python -m ppvit.data.demo data/photos": own_images,
     "python tools/train.py -c configs/folder_demo.yaml": own_images,

@@ -17,10 +17,8 @@ EXPORT_PREFIX = "inference"  # <folder>/inference.json + .pdiparams + .meta.json
 
 # ------------------------------------------------------------------------------------------ shared pieces
 def input_size(cfg):
-    """The model's input side: ``Data.image_size``, or the transform pipeline's own size."""
-    from ..data.transforms import get_pipeline
-
-    return cfg["Data"]["image_size"] or get_pipeline(cfg["Data"]["transform"]).default_size
+    """The model's input side: ``Arch.img_size`` (which defaults to the model's ``pretrained_cfg``)."""
+    return int(cfg["Arch"]["img_size"])
 
 
 def class_names(cfg):

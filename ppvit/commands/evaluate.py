@@ -121,7 +121,7 @@ def _check_eval_predictor(cfg, predictor, image):
     if predictor.input_shape and tuple(predictor.input_shape) != shape:
         raise ConfigError(f"Eval.model: {predictor.prefix} takes inputs of shape {list(predictor.input_shape)}, "
                           f"the config's test images have shape {list(shape)} (Data.transform="
-                          f"{cfg['Data']['transform']}, Data.image_size={cfg['Data']['image_size']})")
+                          f"{cfg['Data']['transform']}, Arch.img_size={cfg['Arch']['img_size']}; set -o Arch.img_size=... to match)")
     n = predictor(np.asarray(image, np.float32)[None]).shape[-1]
     if n != cfg["Arch"]["num_classes"]:
         raise ConfigError(f"Eval.model: {predictor.prefix} predicts {n} classes, Arch.num_classes is "

@@ -2,9 +2,27 @@
 meta.json}[,onnx], checked against the dygraph model."""
 import os
 
+import numpy as np
+
 from ..engine.config import run_dir
 from ..engine.logger import get_logger
 from .common import EXPORT_PREFIX, class_names, input_size, load_model, preprocess_of
+
+
+def _check_images(cfg, log):
+    """The first ``Export.check_images`` test images of the run's data (preprocessed as in evaluation), which
+    every backend must classify as the dygraph model does; None when off or when the data is not here."""
+    n = cfg["Export"]["check_images"]
+    if not n:
+        return None
+    from ..data import DataError, build_dataset
+
+    try:
+        dataset = build_dataset(dict(cfg["Data"], limit=None), "test")
+    except DataError as e:  # e.g. no CIFAR archive on this machine: verification keeps its fixed batch
+        log.info(f"export: no test images to verify the backends on ({e}); using the fixed check batch only")
+        return None
+    return np.stack([np.asarray(dataset[i][0], dtype="float32") for i in range(min(n, len(dataset)))])
 
 
 def run(cfg):
@@ -22,7 +40,8 @@ def run(cfg):
     meta = {"labels": class_names(cfg), "model": cfg["Arch"]["name"], "preprocess": preprocess_of(cfg),
             "arch": cfg["Arch"], "weights": os.path.abspath(weights),
             "transform": cfg["Data"]["transform"], "dataset": cfg["Data"]["dataset"]}
-    info = export_model(model, prefix, size, meta, onnx=cfg["Export"]["onnx"])
+    info = export_model(model, prefix, size, meta, onnx=cfg["Export"]["onnx"],
+                        check_images=_check_images(cfg, log))
 
     # export_model ran every backend against the dygraph model; say how far each one is from it
     for name, rec in info["backends"].items():

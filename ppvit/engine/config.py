@@ -149,6 +149,8 @@ SCHEMA = {
     "Export": {
         "output": Key((str, NONE), None),  # folder; null = <run dir>/inference
         "onnx": Key(bool, True),  # also <prefix>.onnx where paddle2onnx is installed
+        # the first N test images every backend must classify as dygraph does (>= 99.5% top-1 agreement); 0: off
+        "check_images": Key(int, 256, check=NON_NEGATIVE),
     },
     "Infer": {
         "model": Key((str, NONE), None),  # exported prefix, one of its files or its folder; null = <run>/inference

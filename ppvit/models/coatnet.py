@@ -22,7 +22,7 @@ import paddle
 import paddle.nn as nn
 
 from .helpers import apply_key_map
-from .layers import DropPath, check_input_size, drop_path_rates, to_2tuple
+from .layers import DepthwiseConv2D, DropPath, check_input_size, drop_path_rates, to_2tuple
 from .registry import ModelCfg, register_model
 
 __all__ = ["CoAtNet", "checkpoint_filter_fn", "TORCH_KEY_MAP"]
@@ -77,7 +77,7 @@ class MBConv(nn.Layer):
                 nn.GELU(),
             )),
             ("dw_conv", nn.Sequential(
-                nn.Conv2D(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim, bias_attr=False),
+                DepthwiseConv2D(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim, bias_attr=False),
                 nn.BatchNorm2D(hidden_dim),
                 nn.GELU(),
             )),

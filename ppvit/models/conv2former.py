@@ -17,7 +17,7 @@ import paddle.nn as nn
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .helpers import apply_key_map
-from .layers import DropPath, LayerNorm2d, drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_
+from .layers import DepthwiseConv2D, DropPath, LayerNorm2d, drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_
 from .registry import ModelCfg, register_model
 
 __all__ = ["Conv2Former", "Conv2FormerCifar", "TORCH_KEY_MAP", "checkpoint_filter_fn"]
@@ -34,7 +34,7 @@ class MLP(nn.Layer):
         hidden = int(dim * mlp_ratio)
         self.norm = LayerNorm2d(dim, eps=1e-6)
         self.fc1 = nn.Conv2D(dim, hidden, 1)
-        self.pos = nn.Conv2D(hidden, hidden, 3, padding=1, groups=hidden)
+        self.pos = DepthwiseConv2D(hidden, hidden, 3, padding=1, groups=hidden)
         self.fc2 = nn.Conv2D(hidden, dim, 1)
         self.act = nn.GELU()
 
@@ -56,7 +56,7 @@ class SpatialAttention(nn.Layer):
         setattr(self, self.modulator_name, nn.Sequential(
             nn.Conv2D(dim, dim, 1),
             nn.GELU(),
-            nn.Conv2D(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim),
+            DepthwiseConv2D(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim),
         ))
         self.v = nn.Conv2D(dim, dim, 1)
         self.proj = nn.Conv2D(dim, dim, 1)

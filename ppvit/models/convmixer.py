@@ -20,7 +20,7 @@ import paddle.nn.functional as F
 
 from ..constants import CIFAR10_MEAN, CIFAR10_STD
 from .helpers import apply_key_map
-from .layers import DropPath, drop_path_rates, to_2tuple
+from .layers import DepthwiseConv2D, DropPath, drop_path_rates, to_2tuple
 from .registry import ModelCfg, register_model
 
 __all__ = ["ConvMixer", "checkpoint_filter_fn", "torch_key_map"]
@@ -48,7 +48,7 @@ class ConvMixer(nn.Sequential):
         blocks = [
             nn.Sequential(
                 Residual(nn.Sequential(
-                    nn.Conv2D(dim, dim, kernel_size, groups=dim, padding="same"),
+                    DepthwiseConv2D(dim, dim, kernel_size, groups=dim, padding="same"),
                     act_layer(),
                     nn.BatchNorm2D(dim),
                 ), drop_path=dpr[i]),

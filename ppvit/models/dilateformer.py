@@ -14,7 +14,7 @@ import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
 from .helpers import apply_key_map
-from .layers import Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple
+from .layers import DepthwiseConv2D, Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple
 from .registry import ModelCfg, register_model
 
 __all__ = ["DilateFormer", "dilate_attention"]
@@ -176,7 +176,7 @@ class Block(nn.Layer):
     def __init__(self, dim, attn, mlp_ratio=4.0, drop=0.0, drop_path=0.0, act_layer=nn.GELU,
                  norm_layer=nn.LayerNorm):
         super().__init__()
-        self.pos_embed = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.pos_embed = DepthwiseConv2D(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = norm_layer(dim)
         self.attn = attn
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
