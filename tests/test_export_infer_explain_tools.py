@@ -195,8 +195,11 @@ def test_explain_writes_lime_figures_deterministically(work, tmp_path):
     ok(run(EXPLAIN_CMD, work, "-o", f"Explain.output={tmp_path / 'again'}", "-o", "Explain.indices=3"))
     assert (tmp_path / "again" / "lime_test3.png").read_bytes() == figures["lime_test3.png"]
     ok(run(EXPLAIN_PREDICTOR_CMD, work, "-o", f"Explain.output={tmp_path / 'predictor'}"))
-    for f, data in figures.items():
-        assert (tmp_path / "predictor" / f).read_bytes() == data
+    for f in figures:  # the same pixels; the PNG text names the source (the weights, and here the export)
+        with Image.open(folder / f) as a, Image.open(tmp_path / "predictor" / f) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+            assert a.text["Source"].split(" (exported")[0] == b.text["Source"].split(" (exported")[0]
+            assert "exported model" in b.text["Source"]
 
 
 def test_explain_image_files_through_predictor(work, tmp_path):
@@ -205,9 +208,12 @@ def test_explain_image_files_through_predictor(work, tmp_path):
                   "-o", "Explain.use_predictor=true", "-o", "Explain.num_samples=100", "-o", "Explain.top_k=2",
                   "-o", f"Explain.output={out}"))
     assert "(exported on the fly)" in proc.stdout
-    assert sorted(os.listdir(out)) == [f"lime_digit{i}.png" for i in range(N_IMAGES)]
-    for f in os.listdir(out):
+    figures = [f"lime_digit{i}.png" for i in range(N_IMAGES)]
+    assert sorted(os.listdir(out)) == ["explain.json"] + figures  # the figures and which weights they explain
+    for f in figures:
         assert_png(out / f)
+    index = json.loads((out / "explain.json").read_text())
+    assert sorted(index["figures"]) == figures and index["source_weights"]["sha256"]
     (work / "notes.txt").write_text("not an image")
     bad = run("python tools/explain.py -c configs/quickstart.yaml", work, "-o", "Explain.images=notes.txt")
     assert bad.returncode == 2 and "notes.txt" in bad.stderr and "Traceback" not in bad.stderr

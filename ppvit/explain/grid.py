@@ -72,8 +72,10 @@ def prediction_grid(images, pred, true=None, class_names=None, probs=None, ncols
 
 
 def save_prediction_grid(path, images, pred, true=None, class_names=None, probs=None, ncols=9, scale=1.5,
-                         title=None):
-    """Write :func:`prediction_grid` as a PNG (atomically); returns ``path``."""
+                         title=None, metadata=None):
+    """Write :func:`prediction_grid` as a PNG (atomically); returns ``path``. ``metadata``: PNG text chunks
+    (``{"Source": "..."}``), e.g. which weights made the predictions."""
     from ..utils.figures import save_png
 
-    return save_png(prediction_grid(images, pred, true, class_names, probs, ncols, scale, title), path)
+    return save_png(prediction_grid(images, pred, true, class_names, probs, ncols, scale, title), path,
+                    metadata=metadata)

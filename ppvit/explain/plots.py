@@ -75,8 +75,9 @@ def show_image(image):
 
 
 def save_lime_figure(path, image, segments, lime_weights, classes=None, probabilities=None, class_names=None,
-                     title=None, ratio_superpixels=0.2, dpi=100, min_display=160):
-    """Save image | superpixels | explanation (one panel per class in ``classes``) as a PNG.
+                     title=None, ratio_superpixels=0.2, dpi=100, min_display=160, metadata=None):
+    """Save image | superpixels | explanation (one panel per class in ``classes``) as a PNG (``metadata``: PNG
+    text chunks, e.g. which weights were explained).
 
     Images smaller than ``min_display`` pixels are enlarged (nearest neighbour) for the figure only. Uses a
     bare Agg canvas, so it works headless and leaves pyplot's state alone. Returns ``path``.
@@ -108,4 +109,4 @@ def save_lime_figure(path, image, segments, lime_weights, classes=None, probabil
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=11)
-    return save_png(fig, path)
+    return save_png(fig, path, metadata=metadata)
