@@ -276,6 +276,7 @@ COMMANDS = {
     "python benchmarks/bench_dilateformer_attention.py": benchmarks,
     "python benchmarks/bench_convit_gpsa.py": benchmarks,
     "python benchmarks/bench_predictor.py": benchmarks,
+    "python benchmarks/bench_train_speed.py": benchmarks,
     COMMANDS_CONVERT_DILATE: convert_dilateformer,
     "python tools/train.py -c configs/convit_tiny_ft.yaml": fine_tune_convit,
     "python tools/export.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams":
