@@ -28,12 +28,12 @@ def test_every_shipped_config_validates(path):
 
 def test_overrides_are_typed_and_repeatable():
     cfg = load_config(QUICKSTART, ["Global.epochs=3", "Optimizer.lr=2e-3", "Data.limit=64", "Data.limit=32",
-                                   "Global.pretrained_model=null", "Arch.depth=2", "Arch.dims=[8, 16]"])
+                                   "Global.pretrained_model=null", "Arch.depth=2", "Arch.kernel_size=3"])
     assert cfg["Global"]["epochs"] == 3 and isinstance(cfg["Global"]["epochs"], int)
     assert cfg["Optimizer"]["lr"] == pytest.approx(2e-3)
     assert cfg["Data"]["limit"] == 32  # the last -o wins
     assert cfg["Global"]["pretrained_model"] is None
-    assert model_kwargs(cfg)["depth"] == 2 and model_kwargs(cfg)["dims"] == [8, 16]
+    assert model_kwargs(cfg)["depth"] == 2 and model_kwargs(cfg)["kernel_size"] == 3
 
 
 def test_defaults_fill_and_ints_promote_to_float():

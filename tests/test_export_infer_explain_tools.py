@@ -26,13 +26,13 @@ EXPORT_CMD = ("python tools/export.py -c configs/quickstart.yaml "
 INFER_CMD = "python tools/infer.py -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3"
 EXPLAIN_CMD = ("python tools/explain.py -c configs/quickstart.yaml "
                "-o Global.pretrained_model=output/quickstart/best_model.pdparams -o 'Explain.indices=[0,3]'")
-# fp32 Paddle Inference where a result must equal dygraph's bit for bit (auto may pick a verified bf16 backend)
-EXPLAIN_PREDICTOR_CMD = ("python tools/explain.py -c configs/quickstart.yaml -o Explain.backend=paddle "
+EXPLAIN_PREDICTOR_CMD = ("python tools/explain.py -c configs/quickstart.yaml "
                          "-o Explain.model=output/quickstart/inference -o 'Explain.indices=[0,3]'")
 EVAL_CMD = ("python tools/eval.py -c configs/quickstart.yaml "
             "-o Global.pretrained_model=output/quickstart/best_model.pdparams")
-EVAL_PREDICTOR_CMD = ("python tools/eval.py -c configs/quickstart.yaml -o Eval.model=output/quickstart/inference "
-                      "-o Eval.backend=paddle")
+EVAL_PREDICTOR_CMD = "python tools/eval.py -c configs/quickstart.yaml -o Eval.model=output/quickstart/inference"
+# fp32 Paddle Inference where a result must equal dygraph's bit for bit (auto may pick a verified bf16 backend)
+FP32 = {"explain": ["-o", "Explain.backend=paddle"], "eval": ["-o", "Eval.backend=paddle"]}
 N_IMAGES = 4
 
 
@@ -198,9 +198,12 @@ def test_explain_writes_lime_figures_deterministically(work, tmp_path):
         assert_png(folder / f)
     ok(run(EXPLAIN_CMD, work, "-o", f"Explain.output={tmp_path / 'again'}", "-o", "Explain.indices=3"))
     assert (tmp_path / "again" / "lime_test3.png").read_bytes() == figures["lime_test3.png"]
-    ok(run(EXPLAIN_PREDICTOR_CMD, work, "-o", f"Explain.output={tmp_path / 'predictor'}"))
-    for f, data in figures.items():
-        assert (tmp_path / "predictor" / f).read_bytes() == data
+    ok(run(EXPLAIN_PREDICTOR_CMD, work, *FP32["explain"], "-o", f"Explain.output={tmp_path / 'predictor'}"))
+    for f in figures:  # the same pixels; the PNG text names the source (the weights, and here the export)
+        with Image.open(folder / f) as a, Image.open(tmp_path / "predictor" / f) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+            assert a.text["Source"].split(" (exported")[0] == b.text["Source"].split(" (exported")[0]
+            assert "exported model" in b.text["Source"]
 
 
 def test_explain_image_files_through_predictor(work, tmp_path):
@@ -209,9 +212,12 @@ def test_explain_image_files_through_predictor(work, tmp_path):
                   "-o", "Explain.use_predictor=true", "-o", "Explain.num_samples=100", "-o", "Explain.top_k=2",
                   "-o", f"Explain.output={out}"))
     assert "(exported on the fly)" in proc.stdout
-    assert sorted(os.listdir(out)) == [f"lime_digit{i}.png" for i in range(N_IMAGES)]
-    for f in os.listdir(out):
+    figures = [f"lime_digit{i}.png" for i in range(N_IMAGES)]
+    assert sorted(os.listdir(out)) == ["explain.json"] + figures  # the figures and which weights they explain
+    for f in figures:
         assert_png(out / f)
+    index = json.loads((out / "explain.json").read_text())
+    assert sorted(index["figures"]) == figures and index["source_weights"]["sha256"]
     (work / "notes.txt").write_text("not an image")
     bad = run("python tools/explain.py -c configs/quickstart.yaml", work, "-o", "Explain.images=notes.txt")
     assert bad.returncode == 2 and "notes.txt" in bad.stderr and "Traceback" not in bad.stderr
@@ -243,8 +249,8 @@ def test_eval_through_predictor_matches_dygraph(work):
     proc = ok(run(EVAL_CMD, work))
     dygraph, dy_table = _eval_result(proc, work)
     assert dygraph["forward"] == "Paddle dygraph" and dygraph["count"] == 360 and len(dy_table) == 12
-    runs = {"exported": (EVAL_PREDICTOR_CMD, []),
-            "on the fly": (EVAL_CMD, ["-o", "Eval.use_predictor=true", "-o", "Eval.backend=paddle"])}
+    runs = {"exported": (EVAL_PREDICTOR_CMD, FP32["eval"]),
+            "on the fly": (EVAL_CMD, ["-o", "Eval.use_predictor=true"] + FP32["eval"])}
     for how, (cmd, extra) in runs.items():
         (run_dir / "predictions.png").unlink()
         proc = ok(run(cmd, work, *extra))

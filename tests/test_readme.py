@@ -104,17 +104,30 @@ def train_on_cifar_file(workdir):
 
 
 def train_resume_eval(workdir):
-    run("python tools/train.py -c configs/quickstart.yaml -o Global.epochs=3", workdir, out(workdir))
+    run(CMD_TRAIN_3, workdir, out(workdir))
+    run3 = workdir / "output" / "quickstart_3ep"
+    assert json.load(open(run3 / "history.json"))["epochs"]["epoch"] == [1, 2, 3]
+    # an interrupted quick start (stopped after 2 of its 10 epochs), resumed as the README says
+    from ppvit.engine import Engine, load_config
+
+    Engine(load_config(os.path.join(ROOT, "configs", "quickstart.yaml"),
+                       [f"Global.output_dir={workdir / 'output'}"])).train(until_epoch=2)
+    run(CMD_RESUME, workdir, out(workdir))
     run_dir = workdir / "output" / "quickstart"
-    assert json.load(open(run_dir / "history.json"))["epochs"]["epoch"][-1] == 3
-    # resume the finished 3-epoch run to the config's 10 epochs
-    run("python tools/train.py -c configs/quickstart.yaml -o Global.checkpoints=output/quickstart", workdir,
-        out(workdir))
     epochs = json.load(open(run_dir / "history.json"))["epochs"]["epoch"]
     assert epochs == list(range(1, 11)), epochs
-    proc = run("python tools/eval.py -c configs/quickstart.yaml "
-               "-o Global.pretrained_model=output/quickstart/best_model.pdparams", workdir, out(workdir))
+    # the finished 3-epoch run, extended to 5 epochs in its own folder
+    run(CMD_EXTEND, workdir, out(workdir))
+    assert json.load(open(run3 / "history.json"))["epochs"]["epoch"] == [1, 2, 3, 4, 5]
+    proc = run(CMD_EVAL, workdir, out(workdir))
     assert "top-1" in (proc.stdout + proc.stderr).lower() or "top1" in (proc.stdout + proc.stderr).lower()
+
+
+CMD_TRAIN_3 = "python tools/train.py -c configs/quickstart.yaml -o Global.epochs=3 -o Global.run_name=quickstart_3ep"
+CMD_RESUME = "python tools/train.py -c configs/quickstart.yaml -o Global.checkpoints=output/quickstart"
+CMD_EXTEND = ("python tools/train.py -c configs/quickstart.yaml -o Global.checkpoints=output/quickstart_3ep "
+              "-o Global.epochs=5 -o Global.extend=true")
+CMD_EVAL = "python tools/eval.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"
 
 
 def needs_gpus(workdir):
@@ -260,10 +273,10 @@ COMMANDS = {
     TEST_COMMAND: test_command,
     "python tools/train.py -c configs/conv2former_n_cifar.yaml -o Data.data_file=/path/to/cifar-10-python.tar.gz":
         train_on_cifar_file,
-    "python tools/train.py -c configs/quickstart.yaml -o Global.epochs=3": train_resume_eval,
-    "python tools/train.py -c configs/quickstart.yaml -o Global.checkpoints=output/quickstart": train_resume_eval,
-    "python tools/eval.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams":
-        train_resume_eval,
+    CMD_TRAIN_3: train_resume_eval,
+    CMD_RESUME: train_resume_eval,
+    CMD_EXTEND: train_resume_eval,
+    CMD_EVAL: train_resume_eval,
     "pip uninstall -y paddlepaddle && pip install paddlepaddle-gpu==3.3.1 -i "
     "https://www.paddlepaddle.org.cn/packages/stable/cu126/": needs_gpu_wheel,
     "python -m paddle.distributed.launch --gpus 0,1,2,3 tools/train.py -c configs/dilateformer_t.yaml": needs_gpus,

@@ -107,9 +107,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     run = tmp_path / "quickstart"
     before = {f: (run / f).read_bytes() for f in ("latest.pdstate", "latest.pdparams", "best_model.pdparams",
                                                   "final_model.pdparams", "history.json")}
-    # resume for a second epoch with an absurd learning rate: the loss explodes within a few steps
+    # extend the run by a second epoch with an absurd learning rate: the loss explodes within a few steps
     res = _tool("train.py", "-c", cfg, *common, "-o", "Global.epochs=2", "-o", "Optimizer.lr=1e30",
-                "-o", f"Global.checkpoints={run}")
+                "-o", f"Global.checkpoints={run}", "-o", "Global.extend=true")
     assert res.returncode == 1, res.stderr[-3000:]
     assert "non-finite loss" in res.stderr and "at epoch 2/2 step" in res.stderr
     assert f"the last good checkpoint is {run / 'latest.pdstate'}" in res.stderr

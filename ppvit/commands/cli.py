@@ -2,8 +2,10 @@
 (PaddleClas's ``-c``/``-o``) and ``ppvit convert --model NAME --src FILE --dst FILE``. ``tools/*.py`` and
 ``python -m ppvit`` run the same ``main``.
 
-User errors (config, data, checkpoint, image files) print one line to stderr and exit 2, without a
-traceback (``PPVIT_DEBUG=1`` shows it); a non-finite loss exits 1; real bugs keep their traceback.
+The error contract (ppvit/errors.py): a ``PpvitError`` (config, data, checkpoint, image file: the user's to fix)
+or a missing/unwritable path prints one ``error:`` line to stderr and exits 2 (``PPVIT_DEBUG=1`` shows the
+traceback); a run stopped by a non-finite loss or weights exits 1 and Ctrl-C 130, each with one line saying what
+was kept. Anything else is a bug and keeps its traceback.
 """
 from . import _bootstrap  # noqa: F401,I001  (OMP_NUM_THREADS and a quiet Paddle import, before anything else)
 
@@ -69,6 +71,7 @@ def run(verb, args):
     from ..engine.distributed import rank
     from ..engine.logger import setup_logging
     from ..engine.trainer import NonFiniteLossError
+    from ..errors import PpvitError
 
     try:
         if verb == "convert":
@@ -91,12 +94,12 @@ def run(verb, args):
             import_module(f"{__package__}.{module}").run(cfg)
     except NonFiniteLossError as e:
         return _fail(e, 1)
-    except (ValueError, OSError) as e:  # ConfigError, DataError, CheckpointError, ImageReadError, files
-        if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise  # disk full, I/O errors: a real failure keeps its traceback
+    except (PpvitError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        # the user's to fix: ConfigError, DataError, CheckpointError, ImageReadError, a missing or unwritable
+        # path; any other exception (a ValueError from a bug, disk full) keeps its traceback
         return _fail(e, 2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # training says which checkpoint it kept
+        print(" ".join(str(e).split()) or "interrupted", file=sys.stderr)
         return 130
     return 0
 

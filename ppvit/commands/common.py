@@ -1,7 +1,8 @@
 """What the config-driven commands (eval, export, infer, explain) share: the model with its weights, its
 input size and preprocessing, the class names, a Paddle Inference predictor.
 
-User mistakes raise ``ConfigError`` (or another ``ValueError``), which the CLI prints as one line, exit 2.
+User mistakes raise a ``PpvitError`` (``ConfigError``, ``CheckpointError``, ...), which the CLI prints as one
+line, exit 2. Weights are loaded strictly here (no training follows): the head must fit like every other key.
 """
 import os
 
@@ -35,11 +36,12 @@ def class_names(cfg):
 @paddle.no_grad()
 def load_model(cfg):
     """The config's model with its weights (``Global.pretrained_model``, else the run's best model), in eval
-    mode on ``Global.device``; an input size the model does not take is a ``ConfigError``."""
+    mode on ``Global.device``; weights that do not fit (head included) are a ``CheckpointError``, an input size
+    the model does not take is a ``ConfigError``."""
     build_device(cfg["Global"]["device"])
     seed_everything(cfg["Global"]["seed"])
     cfg["Global"]["pretrained_model"] = run_weights(cfg)
-    model = build_model(cfg)
+    model = build_model(cfg, training=False)
     size = input_size(cfg)
     check_input_size(model, (3, size, size), cfg)
     model.eval()
@@ -64,16 +66,20 @@ def lime_mean_std(preprocess):
 
 def open_predictor(prefix, device, batch_size, key, backend="auto"):
     """``Predictor(prefix)`` with ``backend`` (``auto``: the fastest one verified at export); a missing export
-    or a backend that cannot be served is a ``ConfigError`` naming ``key``'s section."""
+    or a backend that cannot be served is a ``ConfigError`` naming ``key``'s section, and an export whose
+    source weights changed since it was made is refused (``CheckpointError``)."""
     from ..deploy import BackendError, Predictor
+    from ..io.provenance import check_export_current
 
     try:
-        return Predictor(prefix, device=device, batch_size=batch_size, backend=backend)
+        predictor = Predictor(prefix, device=device, batch_size=batch_size, backend=backend)
     except FileNotFoundError as e:
         raise ConfigError(f"{key}: {e}; write one with tools/export.py -c CONFIG "
                           "-o Global.pretrained_model=...") from None
     except BackendError as e:
         raise ConfigError(f"{key.split('.')[0]}.backend: {e}") from None
+    check_export_current(predictor.prefix, predictor.meta, key)  # never serve an export older than its weights
+    return predictor
 
 
 def predictor_of(model, folder, size, device, batch_size, backend="auto", key="Eval.use_predictor"):

@@ -15,7 +15,6 @@ The steps, each a function:
 import argparse
 import logging
 import os
-import sys
 
 from ..io import CheckpointError, compare_state_dict, save_state, state_dict_mismatch_message
 from ..io.torch_checkpoint import ConversionError, read_checkpoint
@@ -134,8 +133,11 @@ def add_arguments(parser):
 
 def run(args):
     """Convert as ``args`` (from ``add_arguments``) say; user errors raise ``CheckpointError``/``OSError``."""
-    if not logging.getLogger("ppvit").handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # ppvit's own console handler: logging.basicConfig would do nothing, because Paddle's import (under the
+    # bootstrap's redirected stderr) already gave the root logger a handler writing into that buffer
+    from ..engine.logger import setup_logging
+
+    setup_logging(console=True)
     return convert_checkpoint(args.model, args.src, args.dst, reader=args.reader, **dict(args.model_arg))
 
 

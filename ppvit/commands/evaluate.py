@@ -14,6 +14,7 @@ from ..engine.evaluator import evaluate as evaluate_loader, per_class_table
 from ..engine.logger import close_logging, get_logger, setup_logging
 from ..engine.plots import plot_confusion_matrix
 from ..io import write_json
+from ..io.provenance import source_metadata, weights_record
 from ..utils.softmax import softmax
 from .common import input_size, open_predictor, predictor_of, preprocess_of
 
@@ -54,10 +55,16 @@ def evaluate_run(engine):
             png = os.path.join(out, "confusion_matrix.png")
             plot_confusion_matrix(res["confusion"], names, png)
             result = {k: res[k] for k in ("loss", "top1", "top5", "count")}
-            result.update(weights=forward.weights, forward=forward.how, class_names=names,
+            if e.cfg["Eval"]["model"]:  # an exported model: the weights it was exported from
+                source = (forward.predictor.meta or {}).get("source_weights")
+            else:
+                source = weights_record(forward.weights)
+            e.source_weights = source  # predictions.png records it too
+            result.update(weights=forward.weights, source_weights=source, forward=forward.how, class_names=names,
                           confusion=res["confusion"].tolist())
             write_json(os.path.join(out, "eval.json"), result)
             log.info(f"confusion matrix: {png}")
+            log.info(f"metrics: {os.path.join(out, 'eval.json')}")
         return res
     finally:
         close_logging()
@@ -146,6 +153,7 @@ def save_eval_grid(engine):
         os.path.join(engine.run_dir, "predictions.png"),
         denormalize(np.stack(images), engine.cfg["Data"]["transform"]), pred,
         true=[int(np.ravel(y)[0]) for y in labels], class_names=engine.class_names,
-        probs=probs[np.arange(n), pred], title=f"{engine.cfg['Arch']['name']}: first {n} test images")
+        probs=probs[np.arange(n), pred], title=f"{engine.cfg['Arch']['name']}: first {n} test images",
+        metadata=source_metadata(getattr(engine, "source_weights", None)))
     setup_logging(None, console=True).info(f"prediction grid: {png}")
     return png

@@ -9,6 +9,8 @@ import numpy as np
 from ..engine.builder import build_device
 from ..engine.config import ConfigError, run_dir
 from ..engine.logger import get_logger
+from ..io import write_json
+from ..io.provenance import source_metadata, weights_record
 from .common import (_as_list, _name, _unique, class_names, input_size, lime_mean_std, load_model, open_predictor,
                      predictor_of, preprocess_of, rgb_file)
 
@@ -74,9 +76,11 @@ def run(cfg):
             names = predictor.labels or names
             predict_fn = predictor_predict_fn(predictor, *lime_mean_std(predictor.meta["preprocess"]))
             how = f"{predictor.backend_label} ({predictor.prefix})"
+            source, exported = predictor.meta.get("source_weights"), predictor.prefix
         else:
             model, size = load_model(cfg), input_size(cfg)
             mean, std = lime_mean_std(preprocess_of(cfg))
+            source, exported = weights_record(g["pretrained_model"]), None
             if ex["use_predictor"]:  # thousands of forward passes: worth the export
                 predictor = predictor_of(model, tmp, size, g["device"], ex["batch_size"], ex["backend"],
                                          "Explain.use_predictor")
@@ -113,7 +117,12 @@ def run(cfg):
             if label is not None:
                 title += f", true {_name(names, label)}" + ("" if label == pred else " (wrong)")
             path = _unique(os.path.join(out, stem + ".png"), written)
-            explainer.save_figure(path, class_names=names, title=title)
+            explainer.save_figure(path, class_names=names, title=title, metadata=source_metadata(source, exported))
             written.append(path)
             log.info(f"[{n}/{len(items)}] {title} -> {path}")
+        index = write_json(os.path.join(out, "explain.json"),  # which weights the figures explain
+                           {"source_weights": source, "model": exported, "forward": how,
+                            "num_samples": ex["num_samples"], "seed": g["seed"],
+                            "figures": [os.path.relpath(p, out) for p in written]})
+        log.info(f"explanations: {index}")
     return written

@@ -34,8 +34,11 @@ def run(cfg):
     size = input_size(cfg)
     folder = cfg["Export"]["output"] or os.path.join(run_dir(cfg), "inference")
     prefix = os.path.join(folder, EXPORT_PREFIX)
+    weights = cfg["Global"]["pretrained_model"]
+    # export_model records the weights' path and sha256 (source_weights): a later infer/eval/explain refuses
+    # the export once they change
     meta = {"labels": class_names(cfg), "model": cfg["Arch"]["name"], "preprocess": preprocess_of(cfg),
-            "arch": cfg["Arch"], "weights": cfg["Global"]["pretrained_model"],
+            "arch": cfg["Arch"], "weights": os.path.abspath(weights),
             "transform": cfg["Data"]["transform"], "dataset": cfg["Data"]["dataset"]}
     info = export_model(model, prefix, size, meta, onnx=cfg["Export"]["onnx"],
                         check_images=_check_images(cfg, log))

@@ -20,6 +20,10 @@ KEY_DOCS = {
     "Global.pretrained_model": "weights (.pdparams/.safetensors) to start training from, or to evaluate, "
                                "export and explain; null = the run's best_model.pdparams",
     "Global.checkpoints": "resume a run: its folder or its latest prefix",
+    "Global.overwrite": "train into a run folder that already holds a run, replacing it (else refused)",
+    "Global.extend": "resume a finished run for more epochs (Global.epochs = the new total); the schedule restarts "
+                     "over the added ones",
+    "Global.sync_bn": "several GPUs: BatchNorm statistics over the global batch (SyncBatchNorm; no CPU kernel)",
     "Global.eval_interval": "validate every N epochs (and always after the last)",
     "Global.print_interval": "a log line (step, lr, loss, img/s, eta) every N training steps, on the console "
                              "and in train.log, as PaddleClas's print_batch_step",

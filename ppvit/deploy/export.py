@@ -35,6 +35,9 @@ import paddle
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..io import write_json
+# one file digest and one record of source weights for the package (sha256_file: the predictor checks digests)
+from ..io.provenance import sha256_file  # noqa: F401
+from ..io.provenance import weights_record as source_weights_record
 from ..utils.quiet import PADDLE_EXPORT_NOTICES, drop_stderr_lines
 
 logger = logging.getLogger("ppvit")
@@ -131,25 +134,6 @@ def _export_onnx(prefix, program, params, opset_version):
 
     onnx.save(model, prefix + ".onnx")
     return os.path.basename(prefix) + ".onnx"
-
-
-def sha256_file(path, chunk=1 << 22):
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def source_weights_record(path):
-    """Path, size, mtime and sha256 of the weights an export came from, so that a later check can tell
-    an export older than (or not made from) its weights; None when ``path`` is not a file."""
-    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
-        return None
-    st = os.stat(path)
-    return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime, "sha256": sha256_file(path)}
 
 
 def verification_batch(preprocess, h, w, n=VERIFY_BATCH, seed=0):

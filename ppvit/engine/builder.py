@@ -59,20 +59,28 @@ def build_loaders(data_cfg, seed, mode="train"):
 
 
 # ----------------------------------------------------------------------------------------------- model
-def build_model(cfg):
-    """``create_model(Arch.name, Global.pretrained_model, Arch.num_classes, **other Arch keys)``."""
+def build_model(cfg, training=True):
+    """``create_model(Arch.name, num_classes=Arch.num_classes, **other Arch keys)`` with
+    ``Global.pretrained_model``'s weights: for training, a head trained for another class count is
+    re-initialised (fine-tuning, logged); otherwise (eval, export, explain) every key must fit, head included.
+
+    The Arch keys were checked against the model's signature when the config loaded; a ``ValueError`` the
+    model's constructor raises for their values (e.g. an even kernel size) is a ``ConfigError``.
+    """
     from ..models import create_model
+    from ..models.helpers import load_pretrained
 
     arch = cfg["Arch"]
     kwargs = model_kwargs(cfg)
     try:
-        return create_model(arch["name"], pretrained=cfg["Global"]["pretrained_model"],
-                            num_classes=arch["num_classes"], **kwargs)
-    except TypeError as e:
-        if "argument" not in str(e):
-            raise
+        model = create_model(arch["name"], num_classes=arch["num_classes"], **kwargs)
+    except ValueError as e:
         raise ConfigError(f"Arch: model {arch['name']} rejected its arguments "
                           f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items()) or '(none)'}: {e}") from None
+    weights = cfg["Global"]["pretrained_model"]
+    if weights:
+        load_pretrained(model, weights, reset_head=training)
+    return model
 
 
 @paddle.no_grad()

@@ -1,12 +1,11 @@
 """Run checkpoints: the notebooks' ``best_model``/``final_model`` files and a resumable ``latest``.
 
-``latest.pdstate`` alone holds everything a resume needs (model, optimizer, scheduler, epoch/step, best
-metric, history, python/numpy/paddle RNG state), so a single atomic rename commits a checkpoint and a
-kill at any moment leaves the previous one whole. ``latest.pdparams``/``latest.pdopt`` are the same
-weights and optimizer in the notebooks' format, for loading as ``pretrained_model``.
+``latest.pdstate`` alone holds everything a resume needs (model, optimizer, scheduler, EMA, and the
+``TrainState``: epoch/step, best metric, history, config, schedule segment, RNG streams), so a single atomic
+rename commits a checkpoint and a kill at any moment leaves the previous one whole. ``latest.pdparams`` and
+``latest.pdopt`` are the same weights and optimizer in the notebooks' format, for ``pretrained_model``.
 """
 import os
-import random
 
 import numpy as np
 import paddle
@@ -15,7 +14,7 @@ from ..io import CheckpointError, check_state_dict, save_state
 from .config import ConfigError, run_dir
 
 LATEST = "latest"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1: the random streams beside "meta" instead of inside it (still read)
 
 
 def unwrap(model):
@@ -27,17 +26,6 @@ def save_weights(model, optimizer, prefix):
     """``prefix.pdparams`` + ``prefix.pdopt``, as the notebooks wrote them (each atomically)."""
     save_state(unwrap(model).state_dict(), prefix + ".pdparams")
     save_state(optimizer.state_dict(), prefix + ".pdopt")
-
-
-def rng_state():
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "paddle": [s for s in paddle.get_rng_state()]}
-
-
-def set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    paddle.set_rng_state(state["paddle"])
 
 
 def _param_names(model):
@@ -69,7 +57,7 @@ def optimizer_state_for(model, state):
     return out
 
 
-def save_latest(run_dir, model, optimizer, scheduler, meta, ema=None):
+def save_latest(run_dir, model, optimizer, scheduler, train_state, mixer=None, ema=None):
     """Write ``latest.pdstate`` (the commit point) and the notebook-format ``latest.pdparams/.pdopt``."""
     prefix = os.path.join(run_dir, LATEST)
     state = {
@@ -78,8 +66,7 @@ def save_latest(run_dir, model, optimizer, scheduler, meta, ema=None):
         "optimizer": optimizer_state_by_structured_name(optimizer, model),
         "scheduler": scheduler.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
-        "rng": rng_state(),
-        "meta": meta,
+        "meta": train_state.state_dict(mixer),
     }
     save_state(state, prefix + ".pdstate")
     save_weights(model, optimizer, prefix)
@@ -106,7 +93,7 @@ def load_latest(path):
     except Exception as e:  # truncated files raise EOFError, UnpicklingError, ValueError, ...
         raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); it may be "
                               "truncated") from None
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "meta" not in state:
+    if not isinstance(state, dict) or state.get("version") not in (1, STATE_VERSION) or "meta" not in state:
         raise CheckpointError(f"{path} is not a ppvit training checkpoint")
     state["path"] = path
     return state
@@ -120,15 +107,22 @@ def load_exact(model, weights, source):
     model.set_state_dict({k: paddle.to_tensor(np.asarray(weights[k]), dtype=v.dtype) for k, v in own.items()})
 
 
+def read_train_state(state):
+    """The ``TrainState`` of a ``load_latest`` state (nothing is loaded into any object yet)."""
+    from .state import TrainState
+
+    return TrainState.from_state_dict(state["meta"], rng=state.get("rng"), path=state["path"])
+
+
 def restore(state, model, optimizer, scheduler, ema=None):
-    """Load a ``load_latest`` state into freshly built objects; the model must match key for key."""
+    """Load a ``load_latest`` state's tensors into freshly built objects; the model must match key for key.
+    (The ``TrainState``, random streams included, is ``read_train_state``'s.)"""
     load_exact(unwrap(model), state["model"], state["path"])
     optimizer.set_state_dict(optimizer_state_for(model, state["optimizer"]))
     scheduler.set_state_dict(state["scheduler"])
     if ema is not None and state.get("ema") is not None:
         ema.set_state_dict(state["ema"])
-    set_rng_state(state["rng"])
-    return state["meta"]
+
 
 
 def run_weights(cfg):

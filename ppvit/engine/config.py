@@ -10,8 +10,10 @@ import os
 
 import yaml
 
+from ..errors import PpvitError
 
-class ConfigError(ValueError):
+
+class ConfigError(PpvitError):
     """A config the user has to fix."""
 
 
@@ -19,14 +21,20 @@ REQUIRED = object()  # marker: the key has no default
 
 
 class Key:
-    """One config key: accepted types, default, optional choices and a range check."""
+    """One config key: accepted types, default, optional choices and a range check.
 
-    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc=""):
+    ``resume``: whether a resumed run may change it. ``"same"`` keys decide the computation (a resume that
+    changes one is refused); ``"free"`` keys cannot change the result (paths, workers, logging);
+    ``"lr"`` is the learning rate, which may change and applies from the first resumed step.
+    """
+
+    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc="", resume="same"):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.choices = choices
         self.check = check  # (predicate, "what it must be")
         self.doc = doc
+        self.resume = resume
 
     def type_names(self):
         names = {int: "int", float: "float", str: "str", bool: "bool", type(None): "null", list: "list"}
@@ -65,20 +73,29 @@ NON_NEGATIVE = (_non_negative, ">= 0")
 
 SCHEMA = {
     "Global": {
-        "device": Key(str, "auto", choices=("auto", "gpu", "cpu")),
+        "device": Key(str, "auto", choices=("auto", "gpu", "cpu"), resume="free"),
         "seed": Key(int, 42),
         "epochs": Key(int, REQUIRED, check=POSITIVE),
-        "output_dir": Key(str, "./output"),
-        "run_name": Key((str, NONE), None),  # run folder name; null = the config file's stem
-        "pretrained_model": Key((str, NONE), None),
-        "checkpoints": Key((str, NONE), None),
-        "eval_interval": Key(int, 1, check=POSITIVE),
-        "print_interval": Key(int, 10, check=POSITIVE),
+        "output_dir": Key(str, "./output", resume="free"),
+        "run_name": Key((str, NONE), None, resume="free"),  # run folder name; null = the config file's stem
+        # weights to start from (training) or to use (eval, export, explain); a resume takes its own
+        "pretrained_model": Key((str, NONE), None, resume="free"),
+        "checkpoints": Key((str, NONE), None, resume="free"),
+        # a run folder that holds a run is never trained into again, unless resumed or this says so
+        "overwrite": Key(bool, False, resume="free"),
+        # resume a finished run for more epochs (Global.epochs in all): the schedule restarts over the added ones
+        "extend": Key(bool, False, resume="free"),
+        "eval_interval": Key(int, 1, check=POSITIVE, resume="free"),
+        "print_interval": Key(int, 10, check=POSITIVE, resume="free"),
         # steps between mid-epoch `latest` checkpoints; 0 = only at the end of each epoch
-        "save_interval": Key(int, 0, check=NON_NEGATIVE),
+        "save_interval": Key(int, 0, check=NON_NEGATIVE, resume="free"),
         "use_amp": Key(bool, False),
+        # several GPUs: BatchNorm statistics computed over the global batch (paddle.nn.SyncBatchNorm); without
+        # it each rank normalises by its own batch and the running statistics are averaged before every
+        # evaluation and save. Paddle has no CPU kernel for it.
+        "sync_bn": Key(bool, False),
         "ema_decay": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
-        "use_visualdl": Key(bool, False),  # VisualDL scalars in <run dir>/vdl (pip install visualdl)
+        "use_visualdl": Key(bool, False, resume="free"),  # VisualDL scalars in <run dir>/vdl (pip install visualdl)
     },
     "Arch": {
         "name": Key(str, REQUIRED),
@@ -96,7 +113,7 @@ SCHEMA = {
     },
     "Optimizer": {
         "name": Key(str, "Adam", choices=("Adam", "AdamW", "SGD")),
-        "lr": Key(float, REQUIRED, check=POSITIVE),
+        "lr": Key(float, REQUIRED, check=POSITIVE, resume="lr"),
         "weight_decay": Key(float, 0.0, check=NON_NEGATIVE),
         "momentum": Key(float, 0.9, check=NON_NEGATIVE),
         "grad_clip": Key((float, NONE), None, check=POSITIVE),
@@ -119,8 +136,8 @@ SCHEMA = {
         "skip_bad_images": Key(bool, False),  # drop unreadable images (logged) instead of stopping
         "transform": Key(str, "conv2former_cifar"),
         "batch_size": Key(int, REQUIRED, check=POSITIVE),
-        "eval_batch_size": Key(int, REQUIRED, check=POSITIVE),
-        "num_workers": Key(int, 0, check=NON_NEGATIVE),
+        "eval_batch_size": Key(int, REQUIRED, check=POSITIVE, resume="free"),
+        "num_workers": Key(int, 0, check=NON_NEGATIVE, resume="free"),
         "drop_last": Key(bool, True),  # drop the last partial training batch (000/004); 002's fit kept it
         "limit": Key((int, NONE), None, check=POSITIVE),
         "mixup_alpha": Key(float, 0.0, check=NON_NEGATIVE),
@@ -168,6 +185,7 @@ SCHEMA = {
     },
 }
 OPEN_SECTIONS = ("Arch",)  # sections whose extra keys are model kwargs
+FREE_SECTIONS = ("Eval", "Export", "Infer", "Explain")  # the verbs' settings: a resume may change any of them
 # keys of the validated config that no user sets: derived from others by ``validate``
 DERIVED = {("Data", "image_size"): "Arch.img_size"}
 
@@ -233,7 +251,7 @@ def validate(cfg):
         for key, value in given.items():  # model kwargs, passed through as written
             if key not in keys:
                 out[section][key] = value
-    _check_model(out["Arch"]["name"])
+    _check_model(out["Arch"])
     _fill_input_size(out)
     _check_loss(out["Loss"])
     return out
@@ -283,11 +301,20 @@ def _fill_input_size(cfg):
     cfg["Data"]["image_size"] = arch["img_size"]
 
 
-def _check_model(name):
-    from ..models.registry import is_model, unknown_model_message
+def _check_model(arch):
+    """A registered ``Arch.name``, and keyword arguments its model accepts with fitting types (checked
+    against the model class's signature and its variant's values, without building it)."""
+    from ..models.arguments import check_arguments
+    from ..models.registry import _MODELS, is_model, unknown_model_message
 
+    name = arch["name"]
     if not is_model(name):
         raise ConfigError("Arch.name: " + unknown_model_message(name))
+    kwargs = {k: v for k, v in arch.items() if k not in ("name", "num_classes") and not (k == "img_size" and v is None)}
+    problems = check_arguments(name, _MODELS[name], dict(kwargs, num_classes=arch["num_classes"]))
+    if problems:
+        raise ConfigError("; ".join(f"Arch.{key} {msg}" if msg.startswith("must") else f"Arch.{key}: {msg}"
+                                    for key, msg in problems))
 
 
 def parse_override(text):
@@ -303,7 +330,22 @@ def parse_override(text):
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({_one_line(e)})") from None
+    if _drops_a_comment(raw, value):
+        # YAML reads " # ..." as a comment: "out # tmp" would silently become "out"
+        raise ConfigError(f"override {text!r}: YAML reads everything from ' #' on as a comment, which would cut "
+                          f"the value; quote it to keep the '#' (-o '{path.strip()}=\"{raw.strip()}\"') or "
+                          "remove the comment")
     return parts[0], parts[1], value
+
+
+def _drops_a_comment(raw, value):
+    """True when YAML parsed ``raw`` with a comment left out (a '#' at the start or after a blank that
+    is not inside the value it returned)."""
+    import re
+
+    if not re.search(r"(^|\s)#", raw):
+        return False
+    return "#" not in yaml.safe_dump(value)
 
 
 def _one_line(err):
@@ -360,6 +402,39 @@ def run_dir(cfg):
 def model_kwargs(cfg):
     """Arch keys other than name/num_classes (``img_size`` included): the model builder's keyword arguments."""
     return {k: v for k, v in cfg["Arch"].items() if k not in ("name", "num_classes")}
+
+
+def resume_changes(saved, new):
+    """Keys whose value differs between the config a run ran with (``saved``) and the one resuming it:
+    ``{"same": [(key, old, new)], "lr": [...], "free": [...]}`` by what a resume may do with them (``Key.resume``;
+    ``Arch`` keys and unknown ones are "same", the verbs' sections "free"). ``Global.epochs`` is left to the
+    caller, which knows how far the run got."""
+    out = {"same": [], "lr": [], "free": []}
+    for section in sorted(set(saved) | set(new), key=lambda s: list(SCHEMA).index(s) if s in SCHEMA else 99):
+        old_keys, new_keys = saved.get(section) or {}, new.get(section) or {}
+        for key in list(old_keys) + [k for k in new_keys if k not in old_keys]:
+            if (section == "Global" and key == "epochs") or (section, key) in DERIVED:
+                continue
+            missing = object()
+            old, cur = old_keys.get(key, missing), new_keys.get(key, missing)
+            if old is missing and (section, key) == ("Arch", "img_size"):
+                old = (saved.get("Data") or {}).get("image_size", missing)  # saved when Data.image_size set it
+            if old is missing and key in SCHEMA.get(section, {}):
+                old = SCHEMA[section][key].default  # saved before the key existed
+            if _same_value(old, cur):
+                continue
+            spec = SCHEMA.get(section, {}).get(key)
+            kind = "free" if section in FREE_SECTIONS else spec.resume if spec is not None else "same"
+            out[kind].append((f"{section}.{key}", None if old is missing else old, None if cur is missing else cur))
+    return out
+
+
+def _same_value(a, b):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return float(a) == float(b)
+    return a == b
 
 
 def dump(cfg):

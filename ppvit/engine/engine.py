@@ -7,19 +7,20 @@
 Nothing is written while the engine is built, so any error found here (missing dataset, mismatched
 checkpoint, ...) leaves an existing run folder untouched.
 """
+import os
 
 import numpy as np
 import paddle
 
-from ..io import CheckpointError
 from . import checkpoint as ckpt
 from .builder import build_device, build_loaders, build_loss, build_model, check_input_size, seed_everything
 from .config import ConfigError, run_dir
 from .distributed import init_distributed, rank, world_size
 from .ema import ModelEMA
 from .logger import get_logger
-from .state import History
 from .optim import build_optimizer, build_scheduler
+from .resume import check_run_folder, plan_resume
+from .state import TrainState
 from .vdl import check_visualdl
 
 
@@ -52,7 +53,8 @@ class Engine:
         # (an exported model given as Eval.model brings its own weights)
         if mode == "eval" and not g["pretrained_model"] and not cfg.get("Eval", {}).get("model"):
             g["pretrained_model"] = ckpt.run_weights(cfg)
-        self.model = build_model(cfg)
+        # strict outside training: the head must fit too (only fine-tuning re-initialises it)
+        self.model = build_model(cfg, training=mode == "train")
         # an Arch/Data size mismatch stops here, before any file is written
         check_input_size(self.model, tuple(self.eval_set[0][0].shape), cfg)
 
@@ -60,10 +62,8 @@ class Engine:
         self.loss_fn = build_loss(cfg["Loss"])
         self.eval_loss_fn = self.loss_fn
 
-        self.history = History()
-        self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
-        self.best = {"top1": None, "epoch": None}
-        self.resume_meta = None
+        self.state = None  # the TrainState (training only)
+        self.resumed_from = None
         if mode == "train":
             self._build_training()
 
@@ -76,9 +76,37 @@ class Engine:
         cfg, g = self.cfg, self.cfg["Global"]
         from ..data import build_batch_mixer
 
-        # 6. optimizer and per-step schedule (T_max = steps_per_epoch * epochs)
         self.steps_per_epoch = len(self.train_loader.batch_sampler)
-        self.scheduler = build_scheduler(cfg["Optimizer"], self.steps_per_epoch, g["epochs"])
+        if g["sync_bn"]:
+            if self.device != "gpu":
+                raise ConfigError("Global.sync_bn needs GPUs: Paddle's SyncBatchNorm has no CPU kernel. On the CPU, "
+                                  "leave it off: the ranks' BatchNorm statistics are averaged before every "
+                                  "evaluation and save")
+            if self.world_size > 1:  # before the optimizer takes the parameters
+                self.model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        saved, plan = None, {"lr": None, "extend": None}
+        if g["checkpoints"]:
+            # a resume is checked against the saved run before anything is built from it or written
+            checkpoint = ckpt.load_latest(g["checkpoints"])
+            saved = ckpt.read_train_state(checkpoint)
+            folder = os.path.dirname(checkpoint["path"])
+            plan = plan_resume(saved, cfg, self.steps_per_epoch, folder)
+            # a resume continues in its run's folder, whatever Global.output_dir/run_name say now
+            if os.path.abspath(folder) != os.path.abspath(self.run_dir):
+                g["output_dir"], g["run_name"] = os.path.dirname(folder) or ".", os.path.basename(folder)
+                self.run_dir = run_dir(cfg)
+        else:
+            check_run_folder(cfg, self.run_dir)
+        self.state = saved or TrainState(cfg, self.steps_per_epoch)
+        self.state.config = cfg
+        if plan["extend"]:  # Global.extend: the added epochs get a schedule of their own
+            self.state.schedule = {"start_epoch": plan["extend"][0], "epochs": plan["extend"][1] - plan["extend"][0]}
+        self.resume_plan = plan
+
+        # 6. optimizer and per-step schedule over the run's (or the extension's) steps
+        segment = self.state.schedule
+        opt_cfg = cfg["Optimizer"] if segment["start_epoch"] == 0 else dict(cfg["Optimizer"], warmup_epochs=0.0)
+        self.scheduler = build_scheduler(opt_cfg, self.steps_per_epoch, segment["epochs"])
         self.optimizer = build_optimizer(cfg["Optimizer"], self.model, self.scheduler)
         self.mixer = build_batch_mixer(cfg["Data"], cfg["Arch"]["num_classes"])
         if self.mixer is not None:  # its own stream, saved with the checkpoint (the global one is the loader's)
@@ -86,30 +114,49 @@ class Engine:
 
         # 7. AMP (GPU only) and EMA
         self.use_amp = bool(g["use_amp"]) and self.device == "gpu"
+        if g["use_amp"] and not self.use_amp and self.is_main:
+            self.logger.warning("Global.use_amp=true is ignored: AMP needs a GPU and this run is on the CPU "
+                                "(training in float32)")
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.use_amp else None
         self.ema = ModelEMA(self.model, g["ema_decay"]) if g["ema_decay"] else None
         check_visualdl(g["use_visualdl"])  # optional package: missing is an error before anything is written
 
-        # 8. resume: model, optimizer, scheduler, step, best metric, history and RNG state
-        if g["checkpoints"]:
-            state = ckpt.load_latest(g["checkpoints"])
-            meta = ckpt.restore(state, self.model, self.optimizer, self.scheduler, self.ema)
-            if meta["steps_per_epoch"] != self.steps_per_epoch:
-                raise CheckpointError(
-                    f"{state['path']} was trained with {meta['steps_per_epoch']} steps per epoch, this config "
-                    f"gives {self.steps_per_epoch}: resume with the run's Data.batch_size and Data.limit")
-            self.resume_meta = dict(meta, path=state["path"])
-            self.start_epoch, self.start_batch = meta["epoch"], meta["batch"]
-            self.global_step = meta["global_step"]
-            self.best = dict(meta["best"])
-            self.history = History(meta["history"])
-            if self.mixer is not None and meta.get("mixer_rng") is not None:
-                self.mixer.rng.set_state(meta["mixer_rng"])
+        # 8. resume: model, optimizer, scheduler (unless extending), EMA and the random streams
+        if saved is not None:
+            ckpt.restore(checkpoint, self.model, self.optimizer, self.scheduler, self.ema)
+            if plan["extend"]:  # the added epochs start their own schedule at its first step
+                self.scheduler.last_epoch = 0
+            # the scheduler's saved lr is the old base lr's: recompute it, so a changed Optimizer.lr applies
+            # from the first resumed step
+            self.scheduler.last_lr = self.scheduler.get_lr()
+            self.resumed_from = checkpoint["path"]
+            self.state.restore_rng(self.mixer)
             if self.world_size > 1:  # only rank 0's RNG was saved: give each rank its own stream again
-                seed_everything(g["seed"] + 1000 * self.rank + self.global_step)
+                seed_everything(g["seed"] + 1000 * self.rank + self.state.global_step)
         else:
             # each rank draws its own augmentation/dropout randomness
             seed_everything(g["seed"] + 1000 * self.rank)
+
+    # where the run is (the TrainState's), for callers and tests
+    @property
+    def start_epoch(self):
+        return self.state.epoch
+
+    @property
+    def start_batch(self):
+        return self.state.batch
+
+    @property
+    def global_step(self):
+        return self.state.global_step
+
+    @property
+    def best(self):
+        return self.state.best
+
+    @property
+    def history(self):
+        return self.state.history
 
     def _check_class_count(self):
         n = self.cfg["Arch"]["num_classes"]

@@ -1,5 +1,13 @@
-"""The state of a training run that outlives one process: the history of losses and accuracies (saved as
-``history.json`` and inside the ``latest`` checkpoint for resume)."""
+"""The one state of a training run, what outlives one process: ``TrainState`` owns everything a resume needs
+besides the model and optimizer tensors (where the run is, its best metric, its ``History`` of losses and
+accuracies, its random streams, the config it runs with and the schedule segment it is on) and is serialised in
+one place (``state_dict``/``from_state_dict``, inside ``latest.pdstate``; the history also as ``history.json``).
+The rules a resume must follow are in ``engine/resume.py``."""
+import random
+
+import numpy as np
+import paddle
+
 from ..io import write_json
 
 
@@ -48,3 +56,71 @@ class History:
                     "iter": [self.epochs["epoch"][i] for i in ev]},
         }
         return loss_record, acc_record
+
+
+def rng_state():
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "paddle": [s for s in paddle.get_rng_state()]}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    paddle.set_rng_state(state["paddle"])
+
+
+class TrainState:
+    """Where a run is and what it has done.
+
+    epoch, batch: the resume point (``batch`` batches of epoch ``epoch`` (0-based) are done).
+    global_step: optimizer steps taken. steps_per_epoch: batches per epoch (fixed by data, batch, ranks).
+    best: {"top1", "epoch"} of the best validation so far. history: per-step and per-epoch records.
+    epoch_sums: the running sums of a half-done epoch. config: the config the run runs with.
+    schedule: {"start_epoch", "epochs"}, the schedule segment the run is on: the whole run, or the epochs
+    added by ``Global.extend``. mixer_rng: the MixUp/CutMix stream; rng: python/numpy/paddle streams.
+    """
+
+    def __init__(self, config, steps_per_epoch):
+        self.epoch, self.batch, self.global_step = 0, 0, 0
+        self.steps_per_epoch = steps_per_epoch
+        self.best = {"top1": None, "epoch": None}
+        self.history = History()
+        self.epoch_sums = None
+        self.config = config
+        self.schedule = {"start_epoch": 0, "epochs": config["Global"]["epochs"]}
+        self.mixer_rng = None
+        self.rng = None
+        self.path = None  # the checkpoint this state was read from
+
+    @property
+    def finished(self):
+        return self.epoch >= self.config["Global"]["epochs"] and self.batch == 0
+
+    def state_dict(self, mixer=None):
+        """Everything, for ``latest.pdstate``; the random streams are read now."""
+        return {
+            "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
+            "steps_per_epoch": self.steps_per_epoch, "best": dict(self.best), "history": self.history.state_dict(),
+            "epoch_sums": self.epoch_sums, "config": self.config, "schedule": dict(self.schedule),
+            "mixer_rng": mixer.rng.get_state() if mixer is not None else None, "rng": rng_state(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, meta, rng=None, path=None):
+        """A state read from a checkpoint (``rng``: the streams of checkpoints that kept them beside it)."""
+        state = cls(meta["config"], meta["steps_per_epoch"])
+        state.epoch, state.batch, state.global_step = meta["epoch"], meta["batch"], meta["global_step"]
+        state.best = dict(meta["best"])
+        state.history = History(meta["history"])
+        state.epoch_sums = meta.get("epoch_sums")
+        state.schedule = dict(meta.get("schedule") or {"start_epoch": 0, "epochs": meta["config"]["Global"]["epochs"]})
+        state.mixer_rng = meta.get("mixer_rng")
+        state.rng = meta.get("rng", rng)
+        state.path = path
+        return state
+
+    def restore_rng(self, mixer=None):
+        if self.rng is not None:
+            set_rng_state(self.rng)
+        if mixer is not None and self.mixer_rng is not None:
+            mixer.rng.set_state(self.mixer_rng)

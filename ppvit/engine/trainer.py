@@ -14,10 +14,11 @@ from ..io import write_json, write_text
 from ..models.profile import count_params
 from . import checkpoint as ckpt
 from .config import dump
-from .distributed import all_reduce_sum
+from .distributed import all_reduce_sum, non_finite_tensors, sync_buffers
 from .evaluator import evaluate
 from .logger import close_logging, setup_logging
 from .plots import plot_learning_curve
+from .resume import clear_run_folder
 from .vdl import open_visualdl
 
 
@@ -40,50 +41,86 @@ def train(engine, until_epoch=None):
 
     ``until_epoch`` stops after that many epochs (the schedule still spans ``Global.epochs``), leaving a
     ``latest`` checkpoint to resume from: for training in chunks.
+
+    Raises ``NonFiniteLossError`` when the training loss, the validation loss or the weights stop being
+    finite (nothing of that epoch is saved) and ``TrainingInterrupted`` on Ctrl-C; both say what was kept.
     """
-    e, g = engine, engine.cfg["Global"]
+    e, g, state = engine, engine.cfg["Global"], engine.state
     out = e.run_dir
+    if e.is_main and g["overwrite"] and not e.resumed_from:
+        removed = clear_run_folder(out)  # before train.log is opened: the new run gets a log of its own
     log = setup_logging(os.path.join(out, "train.log") if e.is_main else None, console=e.is_main)
     try:
         if e.is_main:
+            if g["overwrite"] and not e.resumed_from and removed:
+                log.info(f"Global.overwrite: replaced the earlier run in {out} (removed {', '.join(removed)})")
             os.makedirs(out, exist_ok=True)
             write_text(os.path.join(out, "config.yaml"), dump(e.cfg))
         e.vdl = open_visualdl(e)  # Global.use_visualdl: <run dir>/vdl on rank 0, else None
         _log_header(e, log)
+        e.last_saved = (state.epoch, state.batch, state.global_step) if e.resumed_from else None
+        first_epoch, first_batch = state.epoch, state.batch
         stop = g["epochs"] if until_epoch is None else min(until_epoch, g["epochs"])
-        for epoch in range(e.start_epoch, stop):
-            start_batch = e.start_batch if epoch == e.start_epoch else 0
+        for epoch in range(first_epoch, stop):
+            start_batch = first_batch if epoch == first_epoch else 0
             stats = _train_one_epoch(e, epoch, start_batch, log)
             _end_of_epoch(e, epoch, stats, log)
-        e.start_epoch, e.start_batch = max(stop, e.start_epoch), 0
+        state.epoch, state.batch = max(stop, state.epoch), 0
         if stop < g["epochs"]:
             log.info(f"stopped after epoch {stop}/{g['epochs']}; resume with -o Global.checkpoints={e.run_dir}")
-            return e.history.state_dict()
+            return state.history.state_dict()
         if e.is_main:
             final_model = e.ema.module if e.ema is not None else e.model
             ckpt.save_weights(final_model, e.optimizer, os.path.join(out, "final_model"))
-            best = e.best["top1"]
-            log.info(f"done: {g['epochs']} epochs; best val top-1 {100 * best:.2f}% (epoch {e.best['epoch']})"
+            best = state.best["top1"]
+            log.info(f"done: {g['epochs']} epochs; best val top-1 {100 * best:.2f}% (epoch {state.best['epoch']})"
                      if best is not None else f"done: {g['epochs']} epochs")
             log.info(f"outputs in {out}")
         _dump_rank_digest(e)
-        return e.history.state_dict()
+        return state.history.state_dict()
+    except KeyboardInterrupt:
+        msg = f"interrupted; {_kept(e)}"
+        log.error(msg, extra={"file_only": True})  # the tool prints it to stderr
+        raise TrainingInterrupted(msg) from None
     finally:
         if getattr(e, "vdl", None) is not None:
             e.vdl.close()
         close_logging()
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says which checkpoint was kept and how to resume."""
+
+
+def _kept(e):
+    """What a stopped run leaves behind and how to go on from it, in one sentence."""
+    latest = os.path.join(e.run_dir, ckpt.LATEST + ".pdstate")
+    if not os.path.isfile(latest) or e.last_saved is None:
+        return "no checkpoint had been written yet (nothing to resume)"
+    epoch, batch, step = e.last_saved
+    where = f"after epoch {epoch}" if batch == 0 else f"at epoch {epoch + 1} batch {batch}"
+    return (f"the last good checkpoint is {latest} ({where}, step {step}); resume with "
+            f"-o Global.checkpoints={e.run_dir}")
+
+
 def _log_header(e, log):
     cfg = e.cfg
-    resumed = f", resumed from {e.resume_meta['path']} at epoch {e.start_epoch + 1} batch {e.start_batch}" \
-        if e.resume_meta else ""
+    resumed = f", resumed from {e.resumed_from} at epoch {e.start_epoch + 1} batch {e.start_batch}" \
+        if e.resumed_from else ""
     log.info(f"ppvit train: {cfg['Global']['run_name']} | model {cfg['Arch']['name']} "
              f"({_fmt_count(count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
     log.info(f"data {cfg['Data']['dataset']}: {len(e.train_set)} train / {len(e.eval_set)} test images, "
              f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
              f"{cfg['Optimizer']['name']} lr {cfg['Optimizer']['lr']} ({cfg['Optimizer']['scheduler']}) | "
              f"{cfg['Global']['epochs']} epochs | outputs {e.run_dir}")
+    plan = e.resume_plan
+    if plan["lr"]:
+        log.info(f"Optimizer.lr changed on resume: {plan['lr'][0]} -> {plan['lr'][1]}, from the first resumed step")
+    if plan["extend"]:
+        old, new = plan["extend"]
+        added = f"epoch {new}" if new == old + 1 else f"epochs {old + 1}-{new}"
+        log.info(f"Global.extend: extending the finished {old}-epoch run to {new} epochs; {added} follow a new "
+                 f"{cfg['Optimizer']['scheduler']} schedule from lr {cfg['Optimizer']['lr']} (no warmup)")
     for split, dataset in (("train", e.train_set), ("test", e.eval_set)):  # Data.skip_bad_images
         skipped = skipped_images(dataset)
         if skipped:
@@ -93,69 +130,78 @@ def _log_header(e, log):
 
 
 def _train_one_epoch(e, epoch, start_batch, log):
-    g = e.cfg["Global"]
+    g, state = e.cfg["Global"], e.state
     epochs, spe = g["epochs"], e.steps_per_epoch
     model = e.train_model
     model.train()
     sampler = e.train_loader.batch_sampler
     sampler.set_epoch(epoch, start_batch)
     # running sums of this epoch (restored when resuming mid-epoch)
-    sums = dict(e.resume_meta["epoch_sums"]) if (start_batch and e.resume_meta) else \
+    sums = dict(state.epoch_sums) if (start_batch and state.epoch_sums) else \
         {"loss": 0.0, "correct": 0.0, "count": 0.0, "time": 0.0}
     bar = tqdm(total=spe, initial=start_batch, desc=f"epoch {epoch + 1}/{epochs}", disable=not e.is_main,
                dynamic_ncols=True, leave=False, mininterval=1.0)
     t_epoch = time.perf_counter()
     t0 = t_epoch
     seen = 0
-    for batch, (images, labels) in enumerate(e.train_loader, start=start_batch):
-        labels = labels.reshape([-1]).astype("int64")
-        targets = labels
-        if e.mixer is not None:
-            images, targets = e.mixer(images, labels)
-        lr = e.optimizer.get_lr()
-        with paddle.amp.auto_cast(enable=e.use_amp):
-            logits = model(images)
-            loss = e.loss_fn(logits, targets)
-        loss_value = float(loss)
-        _check_finite(e, loss_value, epoch, batch, log)
-        if e.scaler is not None:
-            e.scaler.scale(loss).backward()
-            e.scaler.step(e.optimizer)
-            e.scaler.update()
-        else:
-            loss.backward()
-            e.optimizer.step()
-        e.optimizer.clear_grad()
-        e.scheduler.step()
-        if e.ema is not None:
-            e.ema.update(e.model)
-        e.global_step += 1
+    try:
+        for batch, (images, labels) in enumerate(e.train_loader, start=start_batch):
+            labels = labels.reshape([-1]).astype("int64")
+            targets = labels
+            if e.mixer is not None:
+                images, targets = e.mixer(images, labels)
+            lr = e.optimizer.get_lr()
+            with paddle.amp.auto_cast(enable=e.use_amp):
+                logits = model(images)
+                loss = e.loss_fn(logits, targets)
+            loss_value = float(loss)
+            _check_finite(e, loss_value, epoch, batch, log)
+            if e.scaler is not None:
+                e.scaler.scale(loss).backward()
+                e.scaler.step(e.optimizer)
+                e.scaler.update()
+            else:
+                loss.backward()
+                e.optimizer.step()
+            e.optimizer.clear_grad()
+            e.scheduler.step()
+            if e.ema is not None:
+                e.ema.update(e.model)
+            state.global_step += 1
 
-        n = labels.shape[0]
-        sums["loss"] += loss_value * n
-        sums["correct"] += float((logits.argmax(axis=-1) == labels).astype("float32").sum())
-        sums["count"] += n
-        seen += n
-        e.history.add_step(step=e.global_step, epoch=epoch + 1, loss=loss_value, lr=lr)
-        if e.vdl is not None:
-            e.vdl.step(e.global_step, loss_value, lr)
-        now = time.perf_counter()
-        ips = seen * e.world_size / max(now - t0, 1e-9)
-        bar.set_postfix_str(f"loss {loss_value:.4f} lr {lr:.2e} {ips:.1f} img/s", refresh=False)
-        bar.update(1)
-        if (batch + 1) % g["print_interval"] == 0 or batch + 1 == spe:
-            done = batch + 1 - start_batch
-            remaining = (spe - batch - 1) + spe * (epochs - epoch - 1)
-            # console and train.log, as PaddleClas's print_batch_step (the bar shows the steps in between)
-            log.info(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {lr:.6g} loss {loss_value:.4f} "
-                      f"ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
-        if g["save_interval"] and e.global_step % g["save_interval"] == 0 and batch + 1 < spe:
-            sums["time"] += now - t_epoch
-            t_epoch = now
-            _save_latest(e, epoch, batch + 1, sums)
-    bar.close()
+            n = labels.shape[0]
+            sums["loss"] += loss_value * n
+            sums["correct"] += float((logits.argmax(axis=-1) == labels).astype("float32").sum())
+            sums["count"] += n
+            seen += n
+            state.history.add_step(step=state.global_step, epoch=epoch + 1, loss=loss_value, lr=lr)
+            if e.vdl is not None:
+                e.vdl.step(state.global_step, loss_value, lr)
+            now = time.perf_counter()
+            ips = seen * e.world_size / max(now - t0, 1e-9)
+            bar.set_postfix_str(f"loss {loss_value:.4f} lr {lr:.2e} {ips:.1f} img/s", refresh=False)
+            bar.update(1)
+            if (batch + 1) % g["print_interval"] == 0 or batch + 1 == spe:
+                done = batch + 1 - start_batch
+                remaining = (spe - batch - 1) + spe * (epochs - epoch - 1)
+                # console and train.log, as PaddleClas's print_batch_step (the bar shows the steps in between)
+                log.info(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {lr:.6g} loss {loss_value:.4f} "
+                         f"ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
+            if g["save_interval"] and state.global_step % g["save_interval"] == 0 and batch + 1 < spe:
+                sums["time"] += now - t_epoch
+                t_epoch = now
+                sync_buffers(e.model, e.ema.module if e.ema is not None else None)
+                _check_weights(e, f"at epoch {epoch + 1}/{epochs} step {batch + 1}", log)
+                _save_latest(e, epoch, batch + 1, sums)
+    finally:
+        bar.close()  # before any message: a stop or an interrupt is then printed on a line of its own
     sums["time"] += time.perf_counter() - t_epoch
     return sums
+
+
+def _stop(e, msg, log):
+    log.error(msg, extra={"file_only": True})  # the tool prints it to stderr
+    raise NonFiniteLossError(msg)
 
 
 def _check_finite(e, loss_value, epoch, batch, log):
@@ -163,50 +209,64 @@ def _check_finite(e, loss_value, epoch, batch, log):
     if e.world_size > 1:  # every rank must stop together, or the others hang in the next all-reduce
         bad = all_reduce_sum([float(bad)])[0] > 0
     if bad:
-        latest = os.path.join(e.run_dir, ckpt.LATEST + ".pdstate")
-        kept = f"the last good checkpoint is {latest}" if os.path.isfile(latest) else \
-            "no checkpoint had been written yet"
-        msg = (f"non-finite loss ({loss_value}) at epoch {epoch + 1}/{e.cfg['Global']['epochs']} step {batch + 1} "
-               f"(global step {e.global_step + 1}); stopped before updating the weights; {kept}. "
-               "Try a lower Optimizer.lr or Optimizer.grad_clip.")
-        log.error(msg, extra={"file_only": True})  # the tool prints it to stderr
-        raise NonFiniteLossError(msg)
+        _stop(e, f"non-finite loss ({loss_value}) at epoch {epoch + 1}/{e.cfg['Global']['epochs']} step {batch + 1} "
+                 f"(global step {e.state.global_step + 1}); stopped before updating the weights; {_kept(e)}, "
+                 "after lowering Optimizer.lr or setting Optimizer.grad_clip", log)
+
+
+def _check_weights(e, where, log):
+    """Weights (parameters and buffers, EMA included) must be finite before they are evaluated or saved."""
+    bad = non_finite_tensors(e.model, e.ema.module if e.ema is not None else None)
+    if e.world_size > 1:  # every rank must stop together
+        if all_reduce_sum([float(bool(bad))])[0] > 0 and not bad:
+            bad = ["(on another rank)"]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" ... ({len(bad)} in all)" if len(bad) > 5 else "")
+        _stop(e, f"non-finite weights {where}: {shown}; nothing of this epoch was saved; {_kept(e)}, after "
+                 "lowering Optimizer.lr or setting Optimizer.grad_clip", log)
 
 
 def _end_of_epoch(e, epoch, sums, log):
-    g = e.cfg["Global"]
+    g, state = e.cfg["Global"], e.state
     loss_sum, correct, count = all_reduce_sum([sums["loss"], sums["correct"], sums["count"]])
     train_loss, train_acc = loss_sum / max(count, 1), correct / max(count, 1)
     last = epoch + 1 == g["epochs"]
+    # one model on every rank (BatchNorm statistics averaged) before it is evaluated or saved
+    eval_model = e.ema.module if e.ema is not None else e.model
+    sync_buffers(e.model, e.ema.module if e.ema is not None else None)
+    _check_weights(e, f"after epoch {epoch + 1}/{g['epochs']}", log)
     val = None
     if (epoch + 1) % g["eval_interval"] == 0 or last:
-        eval_model = e.ema.module if e.ema is not None else e.model
         val = evaluate(eval_model, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"])
-    improved = val is not None and (e.best["top1"] is None or val["top1"] > e.best["top1"])
+        if not math.isfinite(val["loss"]):
+            _stop(e, f"non-finite validation loss ({val['loss']}) after epoch {epoch + 1}/{g['epochs']} (the training "
+                     f"loss was {train_loss:.4f}); nothing of this epoch was saved; {_kept(e)}, after lowering "
+                     "Optimizer.lr or setting Optimizer.grad_clip", log)
+    improved = val is not None and (state.best["top1"] is None or val["top1"] > state.best["top1"])
     if improved:
-        e.best = {"top1": float(val["top1"]), "epoch": epoch + 1}
+        state.best = {"top1": float(val["top1"]), "epoch": epoch + 1}
     lr = e.optimizer.get_lr()
-    e.history.add_epoch(epoch=epoch + 1, step=e.global_step, lr=lr, train_loss=train_loss, train_acc=train_acc,
-                        val_loss=val and val["loss"], val_top1=val and val["top1"], val_top5=val and val["top5"],
-                        time=sums["time"], images_per_sec=count / max(sums["time"], 1e-9))
+    state.history.add_epoch(epoch=epoch + 1, step=state.global_step, lr=lr, train_loss=train_loss,
+                            train_acc=train_acc, val_loss=val and val["loss"], val_top1=val and val["top1"],
+                            val_top5=val and val["top5"], time=sums["time"],
+                            images_per_sec=count / max(sums["time"], 1e-9))
     if e.vdl is not None:
         e.vdl.epoch(epoch + 1, train_loss=train_loss, train_top1=100 * train_acc, lr=lr,
                     val_loss=val and val["loss"], val_top1=val and 100 * val["top1"], val_top5=val and 100 * val["top5"])
+    _save_latest(e, epoch + 1, 0, None)
     if e.is_main:
         out = e.run_dir
         if improved:
-            ckpt.save_weights(e.ema.module if e.ema is not None else e.model, e.optimizer,
-                              os.path.join(out, "best_model"))
-        _save_latest(e, epoch + 1, 0, None)
-        e.history.save(os.path.join(out, "history.json"),
-                       extra={"run": e.cfg["Global"]["run_name"], "best": e.best})
-        loss_record, acc_record = e.history.records()
+            ckpt.save_weights(eval_model, e.optimizer, os.path.join(out, "best_model"))
+        state.history.save(os.path.join(out, "history.json"), extra={"run": g["run_name"], "best": state.best})
+        loss_record, acc_record = state.history.records()
         plot_learning_curve(loss_record, "loss", "Loss", "Training steps", os.path.join(out, "loss_curve.png"))
         plot_learning_curve(acc_record, "acc", "Top-1 accuracy (%)", "Epoch", os.path.join(out, "acc_curve.png"),
                             percent=True)  # in %, as the log lines
     val_text = (f"val loss {val['loss']:.4f} top-1 {100 * val['top1']:.2f}% top-5 {100 * val['top5']:.2f}%"
                 if val is not None else "val --")
-    best_text = f"best {100 * e.best['top1']:.2f}% (epoch {e.best['epoch']})" if e.best["top1"] is not None else ""
+    best_text = f"best {100 * state.best['top1']:.2f}% (epoch {state.best['epoch']})" \
+        if state.best["top1"] is not None else ""
     log.info(f"epoch {epoch + 1}/{g['epochs']} | train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
              f"{val_text} | lr {lr:.3g} | {sums['time']:.1f}s {count / max(sums['time'], 1e-9):.1f} img/s | "
              f"{best_text}{' *' if improved else ''}")
@@ -214,15 +274,12 @@ def _end_of_epoch(e, epoch, sums, log):
 
 def _save_latest(e, epoch, batch, epoch_sums):
     """Commit a resume point: ``epoch``/``batch`` is where the resumed run starts."""
+    state = e.state
+    state.epoch, state.batch, state.epoch_sums = epoch, batch, epoch_sums
     if not e.is_main:
         return
-    meta = {
-        "epoch": epoch, "batch": batch, "global_step": e.global_step, "steps_per_epoch": e.steps_per_epoch,
-        "best": dict(e.best), "history": e.history.state_dict(), "epoch_sums": epoch_sums,
-        "mixer_rng": e.mixer.rng.get_state() if e.mixer is not None else None,
-        "config": e.cfg,
-    }
-    ckpt.save_latest(e.run_dir, e.model, e.optimizer, e.scheduler, meta, ema=e.ema)
+    ckpt.save_latest(e.run_dir, e.model, e.optimizer, e.scheduler, state, mixer=e.mixer, ema=e.ema)
+    e.last_saved = (epoch, batch, state.global_step)
 
 
 def _dump_rank_digest(e):
@@ -232,9 +289,11 @@ def _dump_rank_digest(e):
     if not folder:
         return
     h = hashlib.sha256()
-    for name, value in sorted(e.model.state_dict().items()):
+    state = e.model.state_dict()  # parameters and buffers (BatchNorm statistics)
+    for name, value in sorted(state.items()):
         h.update(name.encode())
         h.update(np.ascontiguousarray(value.numpy()).tobytes())
     os.makedirs(folder, exist_ok=True)
     write_json(os.path.join(folder, f"rank{e.rank}.json"),
-               {"rank": e.rank, "world_size": e.world_size, "sha256": h.hexdigest(), "global_step": e.global_step})
+               {"rank": e.rank, "world_size": e.world_size, "sha256": h.hexdigest(), "tensors": len(state),
+                "global_step": e.global_step})

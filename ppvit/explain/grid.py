@@ -91,8 +91,10 @@ def prediction_grid(images, pred, true=None, class_names=None, probs=None, ncols
 
 
 def save_prediction_grid(path, images, pred, true=None, class_names=None, probs=None, ncols=9, scale=1.5,
-                         title=None, captions=None):
-    """Write :func:`prediction_grid` as a PNG (atomically); returns ``path``."""
+                         title=None, captions=None, metadata=None):
+    """Write :func:`prediction_grid` as a PNG (atomically); returns ``path``. ``metadata``: PNG text chunks
+    (``{"Source": "..."}``), e.g. which weights made the predictions."""
     from ..utils.figures import save_png
 
-    return save_png(prediction_grid(images, pred, true, class_names, probs, ncols, scale, title, captions), path)
+    return save_png(prediction_grid(images, pred, true, class_names, probs, ncols, scale, title, captions), path,
+                    metadata=metadata)

@@ -355,13 +355,14 @@ class LimeImageExplainer:
         return explanation_image(res["input"], res["segmentation"], res["lime_weights"][c],
                                  self.ratio_superpixels, boundaries=boundaries)
 
-    def save_figure(self, path, class_names=None, title=None, interpret_class=None):
-        """PNG with the image, its superpixels and the explanation of each explained class side by side."""
+    def save_figure(self, path, class_names=None, title=None, interpret_class=None, metadata=None):
+        """PNG with the image, its superpixels and the explanation of each explained class side by side
+        (``metadata``: PNG text chunks, e.g. ``{"Source": "weights ..."}``)."""
         res = self._last_results()
         classes = res["classes"] if interpret_class is None else [int(interpret_class)]
         return save_lime_figure(path, res["input"], res["segmentation"], res["lime_weights"], classes=classes,
                                 probabilities=res["probability"], class_names=class_names, title=title,
-                                ratio_superpixels=self.ratio_superpixels)
+                                ratio_superpixels=self.ratio_superpixels, metadata=metadata)
 
     # ---------------------------------------------------------------------------------------------- steps
     def _predict(self, images, run=None, n=None):

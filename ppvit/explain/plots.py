@@ -75,12 +75,13 @@ def show_image(image):
 
 
 def save_lime_figure(path, image, segments, lime_weights, classes=None, probabilities=None, class_names=None,
-                     title=None, ratio_superpixels=0.2, dpi=100, min_display=160):
-    """Save :func:`lime_figure` as a PNG (atomically); returns ``path``."""
+                     title=None, ratio_superpixels=0.2, dpi=100, min_display=160, metadata=None):
+    """Save :func:`lime_figure` as a PNG (atomically); returns ``path``. ``metadata``: PNG text chunks, e.g.
+    which weights were explained."""
     from ..utils.figures import save_png
 
     return save_png(lime_figure(image, segments, lime_weights, classes, probabilities, class_names, title,
-                                ratio_superpixels, dpi, min_display), path)
+                                ratio_superpixels, dpi, min_display), path, metadata=metadata)
 
 
 def lime_figure(image, segments, lime_weights, classes=None, probabilities=None, class_names=None, title=None,
@@ -123,6 +124,7 @@ def lime_figure(image, segments, lime_weights, classes=None, probabilities=None,
     handles = [Patch(facecolor=(0.0, 0.6, 0.0), label="raises the class's probability most (positive LIME "
                      f"weight, top {ratio_superpixels:.0%} by |weight|)"),
                Patch(facecolor=(0.4, 0.4, 0.4), label="other superpixels (dimmed)"),
-               Line2D([], [], color=BOUNDARY_COLOR, lw=2, label="superpixel boundaries (in LIME panels: around the highlighted ones)")]
+               Line2D([], [], color=BOUNDARY_COLOR, lw=2,
+                      label="superpixel boundaries (in LIME panels: around the highlighted ones)")]
     fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     return fig

@@ -1,11 +1,12 @@
 """Atomic file writes: a temp file in the same folder, then one rename, so a kill at any moment leaves the
-previous file intact. Text and strict JSON (NaN/Infinity refused, as JSON has no such values) go through here."""
+previous file intact. Text and strict JSON (a NaN or infinity is written as null: JSON has neither) go through here."""
 import contextlib
 import json
+import math
 import os
 import tempfile
 
-__all__ = ["atomic_path", "write_text", "write_json"]
+__all__ = ["atomic_path", "finite_or_null", "strict_json", "write_text", "write_json"]
 
 
 @contextlib.contextmanager
@@ -38,7 +39,26 @@ def write_text(path, text):
     return os.fspath(path)
 
 
+def finite_or_null(obj):
+    """``obj`` with every NaN or infinite float replaced by None (JSON's null), recursively (numpy scalars
+    and arrays become plain numbers and lists)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):
+        return finite_or_null(obj.tolist())
+    return obj
+
+
+def strict_json(data, indent=1):
+    """Strict JSON text: JSON has no NaN or Infinity (Python's json writes them, other readers reject them),
+    so a non-finite number is written as null."""
+    return json.dumps(finite_or_null(data), indent=indent, allow_nan=False)
+
+
 def write_json(path, data, indent=1):
-    """Write ``data`` as strict JSON (UTF-8, non-ASCII kept as is, a final newline), atomically. Raises
-    ``ValueError`` (before anything is written) when it holds NaN or an infinity, which JSON cannot represent."""
-    return write_text(path, json.dumps(data, indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
+    """Write ``data`` as strict JSON (a non-finite number as null), atomically."""
+    return write_text(path, strict_json(data, indent=indent))

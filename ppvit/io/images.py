@@ -3,13 +3,15 @@ import os
 
 import numpy as np
 
+from ..errors import PpvitError
+
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image"]
 
 # what counts as an image when a folder is listed (inference inputs, Data.dataset: folder)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(PpvitError):
     """A file that cannot be read as an image; the message names the file."""
 
 

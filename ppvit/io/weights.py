@@ -9,6 +9,7 @@ from typing import List, NamedTuple, Tuple
 import numpy as np
 import paddle
 
+from ..errors import PpvitError
 from .atomic import atomic_path
 
 __all__ = ["CheckpointError", "StateDictDiff", "check_state_dict", "compare_state_dict", "load_state",
@@ -18,7 +19,7 @@ __all__ = ["CheckpointError", "StateDictDiff", "check_state_dict", "compare_stat
 STATE_DICT_WRAPPERS = ("state_dict", "model", "module", "net")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PpvitError):
     """A weight file that cannot be used: missing, unreadable, or not matching the model."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ..errors import PpvitError
 
 __all__ = ["ModelCfg", "PretrainedWeightsError", "register_model", "create_model", "list_models", "is_model",
            "get_model_cfg", "rename_old_kwargs"]
@@ -76,7 +77,7 @@ class ModelCfg(Mapping):
         return dataclasses.replace(self, **changes)
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(PpvitError):
     """``pretrained`` is not a weight file ppvit can read (ppvit downloads nothing)."""
 
 

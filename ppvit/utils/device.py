@@ -12,8 +12,10 @@ def has_gpu():
 
 def resolve_device(device, key="device"):
     """``"auto"`` | ``"cpu"`` | ``"gpu"`` | ``"gpu:N"`` -> ``("cpu", None)`` or ``("gpu", N)``; ``auto`` is the
-    GPU when Paddle has one. Raises ``ValueError`` (naming ``key``) for a GPU this Paddle cannot use or an
-    unknown name."""
+    GPU when Paddle has one. Raises ``PpvitError`` (a ``ValueError``, naming ``key``) for a GPU this Paddle
+    cannot use or an unknown name: the user's to fix."""
+    from ..errors import PpvitError
+
     device = str(device or "auto").lower()
     gpu = has_gpu()
     if device == "auto":
@@ -24,7 +26,7 @@ def resolve_device(device, key="device"):
         if not gpu:
             import paddle
 
-            raise ValueError(f"{key} is {device}, but this Paddle has no usable GPU (compiled with CUDA: "
+            raise PpvitError(f"{key} is {device}, but this Paddle has no usable GPU (compiled with CUDA: "
                              f"{paddle.device.is_compiled_with_cuda()}, or no visible device); use cpu or auto")
         return ("gpu", int(device.split(":")[1]) if ":" in device else 0)
-    raise ValueError(f"{key} must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
+    raise PpvitError(f"{key} must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")

@@ -1,0 +1,188 @@
+"""One error contract (issue 9): a mistake the user can fix is one ``error:`` line and exit 2 (model arguments
+included, checked when the config loads); a bug keeps its traceback; messages stand on their own line and
+say what was saved; every tool says what it did; every file ppvit writes gets the same permissions."""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import ppvit
+from ppvit.engine import ConfigError, load_config
+from tests.runs import ROOT, TINY, ok, one_error, screen_lines, tool, write_config
+
+ARCH_MISTAKES = [
+    ("depth-not-int", "Arch.depth=abc", ["Arch.depth", "int", "'abc'"]),
+    ("dim-float", "Arch.dim=1.5", ["Arch.dim", "int", "1.5"]),
+    ("drop-path-word", "Arch.drop_path_rate=high", ["Arch.drop_path_rate", "float", "'high'"]),
+    ("kernel-list", "Arch.kernel_size=[5]", ["Arch.kernel_size", "int"]),
+    ("layer-from-config", "Arch.act_layer=relu", ["Arch.act_layer"]),
+    ("unknown-argument", "Arch.dimm=32", ["Arch.dimm", "did you mean dim"]),
+]
+
+
+@pytest.mark.parametrize("override, words", [c[1:] for c in ARCH_MISTAKES], ids=[c[0] for c in ARCH_MISTAKES])
+def test_model_arguments_are_checked_when_the_config_loads(tmp_path, override, words):
+    config = write_config(tmp_path)
+    with pytest.raises(ConfigError) as info:  # no model is built, no file read
+        load_config(config, [override])
+    for word in words:
+        assert word in str(info.value), str(info.value)
+
+
+def test_a_wrong_model_argument_is_one_line_and_exit_2(tmp_path):
+    config = write_config(tmp_path)
+    for name in ("train.py", "eval.py"):
+        err = one_error(tool(name, config, [f"Global.output_dir={tmp_path / 'out'}", "Arch.depth=abc"]))
+        assert "Arch.depth" in err and "'abc'" in err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_valid_model_arguments_still_load(tmp_path):
+    cfg = load_config(write_config(tmp_path), ["Arch.depth=3", "Arch.drop_path_rate=0", "Arch.kernel_size=3"])
+    assert cfg["Arch"]["depth"] == 3 and cfg["Arch"]["drop_path_rate"] == 0
+    cfg = load_config(None, [], base=dict(TINY, Arch={"name": "dilateformer_t", "num_classes": 10, "img_size": 64}))
+    assert cfg["Arch"]["img_size"] == 64
+
+
+@pytest.mark.parametrize("override", ["Global.output_dir=out # tmp", "Data.limit=8 # smoke", "Global.run_name= #x"])
+def test_a_yaml_comment_in_an_override_is_refused_not_cut(tmp_path, override):
+    config = write_config(tmp_path)
+    with pytest.raises(ConfigError, match="#"):
+        load_config(config, [override])
+    err = one_error(tool("train.py", config, [override], cwd=tmp_path))
+    assert "#" in err and "quote" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["tiny.yaml"]
+
+
+def test_a_hash_inside_a_value_is_kept(tmp_path):
+    config = write_config(tmp_path)
+    assert load_config(config, ["Global.run_name=run#2"])["Global"]["run_name"] == "run#2"
+    assert load_config(config, ['Global.output_dir="out # tmp"'])["Global"]["output_dir"] == "out # tmp"
+
+
+BUGGY_TRAIN = """
+import runpy, sys
+import ppvit.{module} as m
+original = m.{cls}.forward
+def forward(self, *args):
+    if self.training:
+        raise ValueError("a bug inside ppvit")
+    return original(self, *args)
+m.{cls}.forward = forward
+sys.path.insert(0, {tools!r})
+runpy.run_path({train!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("module, cls", [("models.convmixer", "ConvMixer"), ("losses", "SoftTargetCrossEntropy")])
+def test_a_bug_keeps_its_traceback(tmp_path, module, cls):
+    """A ValueError raised by ppvit's own code (here: a model or the loss, patched to fail in training) is a
+    bug, not a user mistake: it must not be reduced to one 'error:' line."""
+    config = write_config(tmp_path)
+    script = tmp_path / "buggy.py"
+    script.write_text(BUGGY_TRAIN.format(module=module, cls=cls, train=os.path.join(ROOT, "tools", "train.py"),
+                                          tools=os.path.join(ROOT, "tools")))
+    proc = subprocess.run([sys.executable, str(script), "-c", config, "-o", f"Global.output_dir={tmp_path}/out"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT))
+    assert proc.returncode not in (0, 2), proc.stderr[-2000:]
+    assert "Traceback" in proc.stderr and "ValueError: a bug inside ppvit" in proc.stderr, proc.stderr[-3000:]
+
+
+def _torch_layout_convmixer(path):
+    """A small ConvMixer checkpoint in locuslab's PyTorch layout (same keys; Linear weights stored [out, in])."""
+    from safetensors.numpy import save_file
+
+    model = ppvit.create_model("convmixer_256_8", dim=16, depth=2)
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    state["7.weight"] = np.ascontiguousarray(state["7.weight"].T)
+    save_file(state, path)
+
+
+def test_convert_weights_says_what_it_did(tmp_path):
+    src, dst = str(tmp_path / "torch.safetensors"), str(tmp_path / "w.pdparams")
+    _torch_layout_convmixer(src)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_weights.py"), "--model",
+                           "convmixer_256_8", "--src", src, "--dst", dst, "--model-arg", "dim=16",
+                           "--model-arg", "depth=2"], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    ok(proc)
+    assert os.path.isfile(dst)
+    assert "converted" in proc.stdout and dst in proc.stdout, (proc.stdout, proc.stderr)
+
+
+def test_amp_on_the_cpu_is_dropped_with_one_warning(tmp_path):
+    config = write_config(tmp_path)
+    proc = ok(tool("train.py", config, [f"Global.output_dir={tmp_path}", "Global.epochs=1", "Global.use_amp=true"]))
+    lines = [line for line in screen_lines(proc.stdout + "\n" + proc.stderr) if "use_amp" in line]
+    assert len(lines) == 1 and "CPU" in lines[0], lines
+
+
+def test_interrupt_is_on_its_own_line_and_says_how_to_resume(tmp_path):
+    config = write_config(tmp_path, dict(TINY, Data=dict(TINY["Data"], limit=None)))  # long enough to interrupt
+    run = tmp_path / "out" / "tiny"
+    args = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", config, "-o",
+            f"Global.output_dir={tmp_path / 'out'}", "-o", "Global.save_interval=5", "-o", "Global.epochs=3"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 200
+    while time.time() < deadline and proc.poll() is None and not (run / "latest.pdstate").exists():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    shown = [line for line in screen_lines(stderr) if "interrupted" in line]
+    assert len(shown) == 1 and shown[0].startswith("interrupted"), stderr[-2000:]
+    assert str(run / "latest.pdstate") in shown[0] and "Global.checkpoints" in shown[0], shown[0]
+
+
+def test_every_file_gets_the_same_permissions_and_every_tool_says_what_it_did(tmp_path):
+    """Under umask 027 every file ppvit writes is 0640 and every folder 0750 (the atomic temp files
+    included, which ``mkstemp`` creates 0600)."""
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+    o = [f"Global.output_dir={out}", "Global.epochs=1"]
+    images = tmp_path / "images"
+    images.mkdir()
+    import cv2
+
+    cv2.imwrite(str(images / "a.png"), np.full((16, 16, 3), 99, np.uint8))
+    old = os.umask(0o027)
+    try:
+        said = {}
+        for name, extra, words in [
+            ("train.py", [], ["outputs in"]),
+            ("eval.py", [], ["eval.json"]),
+            ("export.py", ["Export.onnx=false"], ["exported"]),
+            ("infer.py", [f"Infer.images={images}"], ["infer.json"]),
+            ("explain.py", ["Explain.num_samples=8"], ["explain"]),
+        ]:
+            said[name] = ok(tool(name, config, o + extra, cwd=tmp_path)).stdout
+            for word in words:
+                assert word in said[name], (name, said[name][-2000:])
+    finally:
+        os.umask(old)
+    modes = {}
+    for base, dirs, files in os.walk(out):
+        for d in dirs:
+            modes[os.path.join(base, d)] = stat.S_IMODE(os.stat(os.path.join(base, d)).st_mode)
+        for f in files:
+            modes[os.path.join(base, f)] = stat.S_IMODE(os.stat(os.path.join(base, f)).st_mode)
+    wrong = {p: oct(m) for p, m in modes.items() if m != (0o750 if os.path.isdir(p) else 0o640)}
+    assert not wrong, wrong
+    assert any(p.endswith("inference.pdiparams") for p in modes) and any(p.endswith(".png") for p in modes)
+
+
+def test_sync_bn_on_the_cpu_is_refused_with_the_reason(tmp_path):
+    config = write_config(tmp_path)
+    err = one_error(tool("train.py", config, [f"Global.output_dir={tmp_path / 'out'}", "Global.sync_bn=true"]))
+    assert "Global.sync_bn" in err and "CPU" in err
+    assert not os.path.exists(tmp_path / "out")

@@ -1,0 +1,119 @@
+"""Runs are never silently replaced (issue 9): training into a folder that holds a run refuses (resume it,
+choose Global.run_name, or say Global.overwrite=true); whatever is derived from weights (export, eval.json,
+explain figures) records which weights it came from, and no tool serves an export older than its weights."""
+import json
+import os
+
+import pytest
+
+from tests.runs import ok, one_error, sha256, snapshot, tool, write_config
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """A finished run with an export, an evaluation and an explanation beside it."""
+    tmp = tmp_path_factory.mktemp("run_folder")
+    config = write_config(tmp)
+    out = str(tmp / "out")
+    o = [f"Global.output_dir={out}"]
+    ok(tool("train.py", config, o + ["Global.epochs=1"], cwd=tmp))
+    run = os.path.join(out, "tiny")
+    ok(tool("export.py", config, o + ["Export.onnx=false"], cwd=tmp))
+    ok(tool("eval.py", config, o + ["Eval.grid_images=4"], cwd=tmp))
+    ok(tool("explain.py", config, o + ["Explain.num_samples=8"], cwd=tmp))
+    images = tmp / "images"
+    images.mkdir()
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(images / "a.png"), np.full((16, 16, 3), 200, np.uint8))
+    return {"tmp": tmp, "config": config, "out": out, "run": run, "o": o, "images": str(images)}
+
+
+def test_derived_outputs_record_their_weights(first):
+    run = first["run"]
+    best = os.path.join(run, "best_model.pdparams")
+    digest = sha256(best)
+    with open(os.path.join(run, "eval.json"), encoding="utf-8") as f:
+        ev = json.load(f)
+    assert ev["source_weights"]["sha256"] == digest and os.path.samefile(ev["source_weights"]["path"], best)
+    with open(os.path.join(run, "inference", "inference.meta.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    assert meta["source_weights"]["sha256"] == digest and os.path.samefile(meta["source_weights"]["path"], best)
+    with open(os.path.join(run, "explain", "explain.json"), encoding="utf-8") as f:
+        ex = json.load(f)
+    assert ex["source_weights"]["sha256"] == digest
+    assert all(os.path.isfile(os.path.join(run, "explain", p)) for p in ex["figures"])
+    # the figures carry it too (PNG text): the prediction grid and the LIME figures
+    from PIL import Image
+
+    for png in [os.path.join(run, "predictions.png")] + [os.path.join(run, "explain", p) for p in ex["figures"]]:
+        with Image.open(png) as im:
+            assert digest in im.text.get("Source", ""), (png, im.text)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(first):
+    before = snapshot(first["out"])
+    proc = tool("train.py", first["config"], first["o"] + ["Global.epochs=3"], cwd=first["tmp"])
+    err = one_error(proc)
+    assert first["run"] in err
+    for way_out in ("Global.checkpoints", "Global.run_name", "Global.overwrite=true"):
+        assert way_out in err, err
+    assert snapshot(first["out"]) == before
+
+
+def test_the_python_api_refuses_too(first):
+    from ppvit.engine import ConfigError, Engine, load_config
+
+    before = snapshot(first["out"])
+    with pytest.raises(ConfigError, match="Global.overwrite"):
+        Engine(load_config(first["config"], first["o"] + ["Global.epochs=1"])).train()
+    assert snapshot(first["out"]) == before
+
+
+def test_another_run_name_leaves_the_first_run_alone(first):
+    before = snapshot(first["run"])
+    ok(tool("train.py", first["config"], first["o"] + ["Global.epochs=1", "Global.run_name=second"], cwd=first["tmp"]))
+    assert snapshot(first["run"]) == before
+    assert os.path.isfile(os.path.join(first["out"], "second", "final_model.pdparams"))
+
+
+def test_overwrite_replaces_the_run_and_stale_exports_are_refused(first, tmp_path):
+    run, o = first["run"], first["o"]
+    old_best = sha256(os.path.join(run, "best_model.pdparams"))
+    proc = ok(tool("train.py", first["config"], o + ["Global.epochs=1", "Global.seed=11", "Global.overwrite=true"],
+                   cwd=first["tmp"]))
+    assert "overwrit" in proc.stdout.lower() or "replac" in proc.stdout.lower()
+    new_best = os.path.join(run, "best_model.pdparams")
+    assert sha256(new_best) != old_best
+    with open(os.path.join(run, "train.log"), encoding="utf-8") as f:
+        assert f.read().count("ppvit train:") == 1  # a new log, not the old one continued
+    # the earlier run's derived outputs no longer sit beside the new weights as if they were theirs
+    assert not os.path.exists(os.path.join(run, "eval.json"))
+    assert not os.path.exists(os.path.join(run, "predictions.png"))
+    assert not os.path.exists(os.path.join(run, "explain"))
+
+
+def test_an_export_older_than_its_weights_is_not_served(first, tmp_path):
+    """Export (to a folder of its own), then retrain (the weights file the export names changes): infer, eval
+    and explain through the export refuse it, naming the export and the weights, until it is exported again."""
+    cfg, o = first["config"], [f"Global.output_dir={tmp_path}"]
+    exported = str(tmp_path / "exported")
+    ok(tool("train.py", cfg, o + ["Global.epochs=1"], cwd=tmp_path))
+    ok(tool("export.py", cfg, o + ["Export.onnx=false", f"Export.output={exported}"], cwd=tmp_path))
+    served = [("infer.py", [f"Infer.model={exported}", f"Infer.images={first['images']}"]),
+              ("eval.py", [f"Eval.model={exported}"]),
+              ("explain.py", [f"Explain.model={exported}", "Explain.num_samples=8"])]
+    for name, extra in served:
+        ok(tool(name, cfg, o + extra, cwd=tmp_path))
+    ok(tool("train.py", cfg, o + ["Global.epochs=1", "Global.seed=12", "Global.overwrite=true"], cwd=tmp_path))
+    before = snapshot(tmp_path)
+    for name, extra in served:
+        err = one_error(tool(name, cfg, o + extra, cwd=tmp_path))
+        assert "best_model.pdparams" in err and exported in err and "tools/export.py" in err, (name, err)
+    assert snapshot(tmp_path) == before
+    ok(tool("export.py", cfg, o + ["Export.onnx=false", f"Export.output={exported}"], cwd=tmp_path))
+    ok(tool("infer.py", cfg, o + served[0][1], cwd=tmp_path))
+    # a device this Paddle does not have is the user's to fix too: one line, not a traceback
+    err = one_error(tool("infer.py", cfg, o + served[0][1] + ["Global.device=gpu"], cwd=tmp_path))
+    assert "gpu" in err
