@@ -19,7 +19,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .helpers import apply_key_map
-from .layers import DepthwiseConv2D, DropPath, drop_path_rates, to_2tuple
+from .layers import Conv2D, DepthwiseConv2D, DropPath, drop_path_rates, to_2tuple
 from .registry import ModelCfg, register_model
 
 __all__ = ["ConvMixer", "checkpoint_filter_fn", "torch_key_map"]
@@ -51,14 +51,14 @@ class ConvMixer(nn.Sequential):
                     act_layer(),
                     nn.BatchNorm2D(dim),
                 ), drop_path=dpr[i]),
-                nn.Conv2D(dim, dim, 1),
+                Conv2D(dim, dim, 1),
                 act_layer(),
                 nn.BatchNorm2D(dim),
             )
             for i in range(depth)
         ]
         super().__init__(
-            nn.Conv2D(in_chans, dim, patch_size, stride=patch_size),
+            Conv2D(in_chans, dim, patch_size, stride=patch_size),
             act_layer(),
             nn.BatchNorm2D(dim),
             *blocks,
