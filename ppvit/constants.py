@@ -3,7 +3,3 @@
 # ImageNet statistics (RGB, on 0..1 pixels), used by the notebooks and every ImageNet model
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
-
-# CIFAR-10 training-set statistics as locuslab/convmixer-cifar10 normalises with them
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2471, 0.2435, 0.2616)

@@ -215,6 +215,68 @@ def test_conv2d_fast_bias_is_nn_conv2d(kwargs):
         (y * y).sum().backward()
         outs[mode] = [y.numpy(), xt.grad.numpy(), layer.weight.grad.numpy()] + (
             [layer.bias.grad.numpy()] if layer.bias is not None else [])
-    np.testing.assert_array_equal(outs["auto"][0], outs["reference"][0])
+    assert_close(outs["auto"][0], outs["reference"][0], f"{kwargs} output")  # a 1x1 conv is a matmul: rounding
     for g, r in zip(outs["auto"][1:], outs["reference"][1:]):
         assert_close(g, r, f"{kwargs} gradient")
+
+
+# (batch, in, out, H, W): maps larger and smaller than the channel counts (the two weight-gradient branches),
+# batch 1, a 1x1 map, non-square maps
+POINTWISE = [(2, 4, 6, 8, 8), (2, 16, 24, 2, 3), (1, 8, 3, 5, 7), (3, 5, 5, 1, 1)]
+
+
+@pytest.mark.parametrize("shape", POINTWISE, ids=lambda s: "b{}_{}to{}_{}x{}".format(*s))
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_as_matmul_is_nn_conv2d(shape, bias):
+    """A 1x1 layers.Conv2D (computed as a matmul per sample) gives nn.Conv2D's outputs and gradients."""
+    b, cin, cout, h, w = shape
+    paddle.seed(0)
+    layer = layers.Conv2D(cin, cout, 1, bias_attr=None if bias else False)
+    assert layer._is_pointwise()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b, cin, h, w)).astype("float32")
+    grad_out = rng.standard_normal((b, cout, h, w)).astype("float32")
+    want = run(layer, x, grad_out, "reference")
+    got = run(layer, x, grad_out, "auto")
+    for g, r, what in zip(got, want, ["output", "input grad", "weight grad", "bias grad"]):
+        assert_close(g, r, f"{shape} {what}")
+
+
+def test_pointwise_conv_frozen_input_or_weight():
+    """Gradients flow to whichever of input and weight needs one (the stem's input needs none; frozen weights)."""
+    paddle.seed(0)
+    layer = layers.Conv2D(3, 4, 1)
+    plain = paddle.nn.Conv2D(3, 4, 1)
+    plain.set_state_dict(layer.state_dict())
+    x = paddle.randn([2, 3, 5, 5])
+    (layer(x) ** 2).sum().backward()
+    (plain(x) ** 2).sum().backward()
+    assert_close(layer.weight.grad.numpy(), plain.weight.grad.numpy(), "weight grad, input without grad")
+    layer.weight.stop_gradient = True
+    xg = paddle.to_tensor(x.numpy(), stop_gradient=False)
+    xp = paddle.to_tensor(x.numpy(), stop_gradient=False)
+    (layer(xg) ** 2).sum().backward()
+    (plain(xp) ** 2).sum().backward()
+    assert_close(xg.grad.numpy(), xp.grad.numpy(), "input grad, frozen weight")
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=1, stride=2), dict(kernel_size=1, padding=1),
+                                    dict(kernel_size=1, groups=2), dict(kernel_size=1, dilation=2)])
+def test_other_1x1_convs_are_not_matmuls(kwargs):
+    assert not layers.Conv2D(4, 6, **kwargs)._is_pointwise()
+
+
+def test_static_graph_keeps_paddles_conv_op(tmp_path):
+    """An exported layers.Conv2D is nn.Conv2D's conv2d op + bias add, no matmul."""
+    paddle.seed(0)
+    model = paddle.nn.Sequential(layers.Conv2D(4, 6, 1), layers.Conv2D(6, 5, 2, stride=2))
+    model.eval()
+    x = paddle.randn([1, 4, 8, 8])
+    want = model(x).numpy()
+    prefix = str(tmp_path / "pw")
+    paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None, 4, 8, 8], "float32")])
+    loaded = paddle.jit.load(prefix)
+    ops = [op.name() for op in loaded.program().global_block().ops]
+    assert sum(op.endswith("conv2d") for op in ops) == 2, ops
+    assert not any(op.endswith("matmul") for op in ops), ops
+    assert_close(loaded(x).numpy(), want, "saved program vs dygraph")

@@ -82,14 +82,14 @@ def open_predictor(prefix, device, batch_size, key, backend="auto"):
     return predictor
 
 
-def predictor_of(model, folder, size, device, batch_size, backend="auto", key="Eval.use_predictor"):
-    """``model`` exported to ``folder`` (every backend verified and timed) and opened with ``backend``: for
-    many forward passes the export pays for itself. ``folder`` must outlive the predictor (it rebuilds from
-    the files if oneDNN fails)."""
+def predictor_of(model, folder, cfg, device, batch_size, backend="auto", key="Eval.use_predictor"):
+    """``model`` exported to ``folder`` with the run's preprocessing (every backend verified on inputs
+    normalised as the run's data are, and timed) and opened with ``backend``: for many forward passes the
+    export pays for itself. ``folder`` must outlive the predictor (it rebuilds from the files if oneDNN fails)."""
     from ..deploy import export_model
 
     prefix = os.path.join(folder, EXPORT_PREFIX)
-    export_model(model, prefix, size)
+    export_model(model, prefix, input_size(cfg), {"preprocess": preprocess_of(cfg)})
     return open_predictor(prefix, device, batch_size, key, backend)
 
 

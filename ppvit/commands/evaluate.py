@@ -16,7 +16,7 @@ from ..engine.plots import plot_confusion_matrix
 from ..io import write_json
 from ..io.provenance import source_metadata, weights_record
 from ..utils.softmax import softmax
-from .common import input_size, open_predictor, predictor_of, preprocess_of
+from .common import open_predictor, predictor_of, preprocess_of
 
 
 def evaluate(config_path=None, overrides=(), cfg=None):
@@ -101,7 +101,7 @@ def eval_forward(engine):
         _check_eval_predictor(cfg, predictor, engine.eval_set[0][0])
     elif ev["use_predictor"]:
         tmp = tempfile.TemporaryDirectory(prefix="ppvit-eval-")
-        predictor = predictor_of(engine.model, tmp.name, input_size(cfg), device, batch_size, ev["backend"])
+        predictor = predictor_of(engine.model, tmp.name, cfg, device, batch_size, ev["backend"])
         how, weights = f"{predictor.backend_label} (exported on the fly)", cfg["Global"]["pretrained_model"]
     else:
         engine._eval_forward = EvalForward(engine.model, "Paddle dygraph", cfg["Global"]["pretrained_model"])

@@ -82,7 +82,7 @@ def run(cfg):
             mean, std = lime_mean_std(preprocess_of(cfg))
             source, exported = weights_record(g["pretrained_model"]), None
             if ex["use_predictor"]:  # thousands of forward passes: worth the export
-                predictor = predictor_of(model, tmp, size, g["device"], ex["batch_size"], ex["backend"],
+                predictor = predictor_of(model, tmp, cfg, g["device"], ex["batch_size"], ex["backend"],
                                          "Explain.use_predictor")
                 predict_fn = predictor_predict_fn(predictor, mean, std)
                 how = f"{predictor.backend_label} (exported on the fly)"

@@ -35,6 +35,7 @@ import paddle
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..io import write_json
+from ..utils.softmax import softmax
 # one file digest and one record of source weights for the package (sha256_file: the predictor checks digests)
 from ..io.provenance import sha256_file  # noqa: F401
 from ..io.provenance import weights_record as source_weights_record
@@ -159,12 +160,6 @@ def _dygraph_logits(model, x, batch):
     return _in_chunks(run, x, batch)
 
 
-def _softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def compare(name, out, ref, check_out=None, check_ref=None):
     """How far a backend's logits are from dygraph's, and whether that is within its tolerance.
 
@@ -183,7 +178,7 @@ def compare(name, out, ref, check_out=None, check_ref=None):
     diff = float(np.abs(out - ref).max())
     scale = max(1.0, float(np.abs(ref).max()))
     rel = diff / scale
-    prob = float(np.abs(_softmax(out.astype(np.float64)) - _softmax(ref.astype(np.float64))).max())
+    prob = float(np.abs(softmax(out.astype(np.float64)) - softmax(ref.astype(np.float64))).max())
     if check_out is not None:
         top1 = float((check_out.argmax(-1) == check_ref.argmax(-1)).mean())
     else:

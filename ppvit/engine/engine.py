@@ -25,6 +25,15 @@ from .vdl import check_visualdl
 
 
 class Engine:
+    """A run assembled from a validated config (``load_config``): device and processes, seed, data
+    (``train_loader``/``eval_loader``), model (+ ``Global.pretrained_model``), loss and, with
+    ``mode="train"``, optimizer, per-step schedule, AMP, EMA, resume state and data parallelism.
+
+    Raises ``ConfigError``/``DataError``/``CheckpointError`` (``PpvitError``) for user mistakes, before
+    anything is written. ``train()`` runs the loop (``ppvit.engine.trainer``); evaluation of saved weights
+    is ``ppvit.commands.evaluate``.
+    """
+
     def __init__(self, cfg, mode="train"):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")

@@ -22,7 +22,7 @@ import paddle
 import paddle.nn as nn
 
 from .helpers import apply_key_map
-from .layers import DepthwiseConv2D, DropPath, check_input_size, drop_path_rates, to_2tuple
+from .layers import Conv2D, DepthwiseConv2D, DropPath, check_input_size, drop_path_rates, to_2tuple
 from .registry import ModelCfg, register_model
 
 __all__ = ["CoAtNet", "checkpoint_filter_fn", "TORCH_KEY_MAP"]
@@ -69,10 +69,10 @@ class MBConv(nn.Layer):
         hidden_dim = int(in_c * expansion)
         if self.downsample:
             self.pool = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
-            self.proj = nn.Conv2D(in_c, out_c, 1, 1, 0, bias_attr=False)
+            self.proj = Conv2D(in_c, out_c, 1, 1, 0, bias_attr=False)
         self.block = nn.Sequential(
             ("expand_conv", nn.Sequential(
-                nn.Conv2D(in_c, hidden_dim, 1, stride, 0, bias_attr=False),
+                Conv2D(in_c, hidden_dim, 1, stride, 0, bias_attr=False),
                 nn.BatchNorm2D(hidden_dim),
                 nn.GELU(),
             )),
@@ -83,7 +83,7 @@ class MBConv(nn.Layer):
             )),
             ("se", SE(in_c, hidden_dim)),
             ("pro_conv", nn.Sequential(
-                nn.Conv2D(hidden_dim, out_c, 1, 1, 0, bias_attr=False),
+                Conv2D(hidden_dim, out_c, 1, 1, 0, bias_attr=False),
                 nn.BatchNorm2D(out_c),
             )),
         )
@@ -177,7 +177,7 @@ class Transformer(nn.Layer):
         if self.downsample:
             self.pool1 = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
             self.pool2 = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
-            self.proj = nn.Conv2D(in_c, out_c, 1, 1, 0, bias_attr=False)
+            self.proj = Conv2D(in_c, out_c, 1, 1, 0, bias_attr=False)
         self.attn = Attention(in_c, out_c, image_size, heads, dim_head, dropout)
         self.ffn = FFN(out_c, hidden_dim)
         self.norm1 = norm_layer(in_c)

@@ -17,7 +17,7 @@ import paddle.nn as nn
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .helpers import apply_key_map
-from .layers import DepthwiseConv2D, DropPath, LayerNorm2d, drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_
+from .layers import Conv2D, DepthwiseConv2D, DropPath, LayerNorm2d, drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_
 from .registry import ModelCfg, register_model
 
 __all__ = ["Conv2Former", "Conv2FormerCifar", "TORCH_KEY_MAP", "checkpoint_filter_fn"]
@@ -33,9 +33,9 @@ class MLP(nn.Layer):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.norm = LayerNorm2d(dim, eps=1e-6)
-        self.fc1 = nn.Conv2D(dim, hidden, 1)
+        self.fc1 = Conv2D(dim, hidden, 1)
         self.pos = DepthwiseConv2D(hidden, hidden, 3, padding=1, groups=hidden)
-        self.fc2 = nn.Conv2D(hidden, dim, 1)
+        self.fc2 = Conv2D(hidden, dim, 1)
         self.act = nn.GELU()
 
     def forward(self, x):
@@ -54,12 +54,12 @@ class SpatialAttention(nn.Layer):
         super().__init__()
         self.norm = LayerNorm2d(dim, eps=1e-6)
         setattr(self, self.modulator_name, nn.Sequential(
-            nn.Conv2D(dim, dim, 1),
+            Conv2D(dim, dim, 1),
             nn.GELU(),
             DepthwiseConv2D(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim),
         ))
-        self.v = nn.Conv2D(dim, dim, 1)
-        self.proj = nn.Conv2D(dim, dim, 1)
+        self.v = Conv2D(dim, dim, 1)
+        self.proj = Conv2D(dim, dim, 1)
 
     def forward(self, x):
         x = self.norm(x)
@@ -150,7 +150,7 @@ class Conv2FormerCifar(nn.Layer):
                        downsample=i < last)
             for i in range(len(depths))])
         # registered after the stages, as in the notebook, so state_dict order matches too
-        self.fc1 = nn.Conv2D(in_chans, dims[0], 1)
+        self.fc1 = Conv2D(in_chans, dims[0], 1)
         self.norm = LayerNorm2d(dims[-1], eps=1e-6)
         self.avgpool = nn.AdaptiveAvgPool2D(1)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
@@ -215,7 +215,7 @@ class Conv2Former(nn.Layer):
             nn.Conv2D(half, dims[0], 2, stride=2, bias_attr=False),
         )
         self.downsample_layers = nn.LayerList([stem] + [
-            nn.Sequential(LayerNorm2d(dims[i], eps=1e-6), nn.Conv2D(dims[i], dims[i + 1], 2, stride=2))
+            nn.Sequential(LayerNorm2d(dims[i], eps=1e-6), Conv2D(dims[i], dims[i + 1], 2, stride=2))
             for i in range(len(dims) - 1)])
         dpr = drop_path_rates(drop_path_rate, depths)
         self.stages = nn.LayerList([
@@ -223,7 +223,7 @@ class Conv2Former(nn.Layer):
                             for j in range(depths[i])])
             for i in range(len(dims))])
         self.head = nn.Sequential(
-            nn.Conv2D(dims[-1], head_dim, 1),
+            Conv2D(dims[-1], head_dim, 1),
             nn.GELU(),
             LayerNorm2d(head_dim, eps=1e-6),
         )

@@ -24,7 +24,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .helpers import apply_key_map
-from .layers import (Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple,
+from .layers import (Attention, Conv2D, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple,
                      trunc_normal_)
 from .registry import ModelCfg, register_model
 
@@ -51,7 +51,7 @@ class PatchEmbed(nn.Layer):
         self.patch_size = to_2tuple(patch_size)
         self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2D(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+        self.proj = Conv2D(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
 
     def forward(self, x):
         check_input_size(x, self.img_size, "ConViT")  # pos_embed and the GPSA offsets fix the grid

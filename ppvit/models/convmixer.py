@@ -18,9 +18,8 @@ import numpy as np
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..constants import CIFAR10_MEAN, CIFAR10_STD
 from .helpers import apply_key_map
-from .layers import DepthwiseConv2D, DropPath, drop_path_rates, to_2tuple
+from .layers import Conv2D, DepthwiseConv2D, DropPath, drop_path_rates, to_2tuple
 from .registry import ModelCfg, register_model
 
 __all__ = ["ConvMixer", "checkpoint_filter_fn", "torch_key_map"]
@@ -52,14 +51,14 @@ class ConvMixer(nn.Sequential):
                     act_layer(),
                     nn.BatchNorm2D(dim),
                 ), drop_path=dpr[i]),
-                nn.Conv2D(dim, dim, 1),
+                Conv2D(dim, dim, 1),
                 act_layer(),
                 nn.BatchNorm2D(dim),
             )
             for i in range(depth)
         ]
         super().__init__(
-            nn.Conv2D(in_chans, dim, patch_size, stride=patch_size),
+            Conv2D(in_chans, dim, patch_size, stride=patch_size),
             act_layer(),
             nn.BatchNorm2D(dim),
             *blocks,
@@ -198,8 +197,11 @@ def _imagenet_cfg(depth):
                     checkpoint_filter_fn=checkpoint_filter_fn)
 
 
+# ImageNet statistics (the ModelCfg default), as every ppvit recipe trains it: locuslab's script normalised
+# with CIFAR-10's own statistics, but no weights of it are published, and a cfg that disagreed with the data
+# pipeline would make an export from Python normalise differently from training
 _CIFAR_CFG = ModelCfg(
-    input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, interpolation="bilinear", crop_pct=1.0,
+    input_size=(3, 32, 32), interpolation="bilinear", crop_pct=1.0,
     num_classes=10, classifier=str(8 + 5), first_conv="0",
     source="https://github.com/locuslab/convmixer-cifar10 (seeds/003)", paper=_PAPER,
     checkpoint_filter_fn=checkpoint_filter_fn)

@@ -14,7 +14,7 @@ import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
 from .helpers import apply_key_map
-from .layers import DepthwiseConv2D, Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple
+from .layers import Conv2D, DepthwiseConv2D, Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple
 from .registry import ModelCfg, register_model
 
 __all__ = ["DilateFormer", "dilate_attention"]
@@ -135,7 +135,7 @@ class MultiDilatelocalAttention(nn.Layer):
             raise ValueError(f"num_heads {num_heads} must be a multiple of the number of dilations "
                              f"{self.num_dilation}")
         # a 1x1 conv as in the notebook (its checkpoint key and [3C, C, 1, 1] shape); applied as a linear
-        self.qkv = nn.Conv2D(dim, dim * 3, 1, bias_attr=qkv_bias)
+        self.qkv = Conv2D(dim, dim * 3, 1, bias_attr=qkv_bias)
         self.dilate_attention = nn.LayerList(
             [DilateAttention(head_dim, qk_scale, attn_drop, kernel_size, r) for r in self.dilation])
         self.proj = nn.Linear(dim, dim)
@@ -224,7 +224,7 @@ class PatchMerging(nn.Layer):
     def __init__(self, in_channels, out_channels, norm_layer=nn.BatchNorm2D):
         super().__init__()
         self.proj = nn.Sequential(
-            nn.Conv2D(in_channels, out_channels, 3, stride=2, padding=1),
+            Conv2D(in_channels, out_channels, 3, stride=2, padding=1),
             norm_layer(out_channels),
         )
 

@@ -429,12 +429,47 @@ def _select_formulation(h, w, k, maps=None):
     return "rows" if w <= 16 else "plain"
 
 
+class _PointwiseConv(paddle.autograd.PyLayer):
+    """A 1x1 convolution (stride 1, no padding, one group) as the matmul it is: y_b = W [Cout, Cin] @ x_b [Cin, HW]
+    for each sample b (one batched matmul, no data movement). Backward: dx_b = W^T @ g_b, and
+    dW = sum_b g_b @ x_b^T, as a batched matmul summed over the batch when the maps are at least as large as the
+    smaller channel count (the [B, Cout, Cin] partial products are then no larger than the activations), else
+    as one [Cout, B*HW] @ [B*HW, Cin] matmul over channel-major copies (cheap for small maps)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        B, C, H, W = x.shape
+        w = weight.reshape(weight.shape[:2])
+        ctx.save_for_backward(x, weight)
+        ctx.needs = (not x.stop_gradient, not weight.stop_gradient)  # PyLayer wants None for the others
+        return _C_ops.matmul(w, x.reshape([B, C, H * W]), False, False).reshape([B, w.shape[0], H, W])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensor()
+        B, C, H, W = x.shape
+        cout = weight.shape[0]
+        w = weight.reshape([cout, C])
+        g3, x3 = grad.reshape([B, cout, H * W]), x.reshape([B, C, H * W])
+        grad_x = _C_ops.matmul(w, g3, True, False).reshape([B, C, H, W]) if ctx.needs[0] else None
+        if not ctx.needs[1]:
+            return grad_x, None
+        if H * W >= min(cout, C):
+            grad_w = _C_ops.matmul(g3, x3, False, True).sum(0)
+        else:
+            grad_w = _C_ops.matmul(g3.transpose([1, 0, 2]).reshape([cout, B * H * W]),
+                                   x3.transpose([1, 0, 2]).reshape([C, B * H * W]), False, True)
+        return grad_x, grad_w.reshape(weight.shape)
+
+
 class Conv2D(nn.Conv2D):
     """``nn.Conv2D`` (same arguments, parameters and state_dict keys) whose bias is added as [B, C, H*W] + [C, 1]
     rather than nn.Conv2D's [B, C, H, W] + [1, C, 1, 1]: the same additions, but Paddle's CPU kernel takes its
     fast path for the first layout and a general broadcast loop (~15x slower, measured) for the second, which
-    made the bias add of the 1x1 convs ~15% of a Conv2Former training step. Only NCHW dygraph takes this path;
-    static graphs keep nn.Conv2D's ops."""
+    made the bias add of the 1x1 convs ~15% of a Conv2Former training step. In dygraph on CPU (float32), a 1x1
+    conv (stride 1, no padding, one group) is computed as the matmul it is (``_PointwiseConv``: Paddle's conv
+    kernel and its backward are slower for it). Only NCHW dygraph takes these paths; static graphs (export)
+    keep nn.Conv2D's ops, and ``depthwise_formulation("reference")`` turns both off."""
 
     def _add_bias(self, y):
         if self.bias is None:
@@ -442,10 +477,19 @@ class Conv2D(nn.Conv2D):
         B, C, H, W = y.shape
         return (y.reshape([B, C, H * W]) + self.bias.reshape([C, 1])).reshape([B, C, H, W])
 
+    def _is_pointwise(self):
+        """A 1x1 conv with stride 1, dilation 1, one group and no padding: a matmul per sample."""
+        return (list(self._kernel_size) == [1, 1] and list(self._stride) == [1, 1] and list(self._dilation) == [1, 1]
+                and self._groups == 1 and all(int(q) == 0 for q in self._updated_padding))
+
     def forward(self, x):
-        if (self.bias is None or not paddle.in_dynamic_mode() or self._data_format != "NCHW"
-                or self._padding_mode != "zeros" or getattr(_force, "name", None) == "reference"):
+        if (not paddle.in_dynamic_mode() or self._data_format != "NCHW" or self._padding_mode != "zeros"
+                or getattr(_force, "name", None) == "reference"):
             return nn.Conv2D.forward(self, x)  # explicit: to_static's rewrite breaks super()
+        if self._is_pointwise() and x.dtype == paddle.float32 and x.place.is_cpu_place():
+            return self._add_bias(_PointwiseConv.apply(x, self.weight))
+        if self.bias is None:
+            return nn.Conv2D.forward(self, x)
         return self._add_bias(F.conv2d(x, self.weight, None, self._stride, self._padding, self._dilation,
                                        self._groups))
 
