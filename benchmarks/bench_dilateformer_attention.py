@@ -14,13 +14,23 @@ Peak memory is Paddle's own allocator peak (bytes allocated above what was live 
 
     python benchmarks/bench_dilateformer_attention.py                 # B=2, C=72, 56x56 (stage 1 of T)
     python benchmarks/bench_dilateformer_attention.py --size 28 --dim 144 --heads 6   # stage 2
+
+Then the whole DilateFormer-T (eval forward, B=2, --model-size 224; --no-model skips it). It ends with the
+README's markdown table: "speed-up" is notebook time / ppvit time, "memory" ppvit's peak / the notebook's
+(below 1: ppvit needs less).
 """
+from ppvit.utils import quiet_paddle_import
+
+# OMP_NUM_THREADS = the cores (Paddle's CPU kernels use one thread otherwise) and Paddle's import notices
+# filtered, as the tools do; before anything imports paddle
+quiet_paddle_import()
+
 import argparse
 import os
 import time
 
-import numpy as np
-import paddle
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
 from paddle.base import core
 
 from notebook_reference import load_notebook
@@ -98,7 +108,11 @@ def measure(fn, inputs, backward, repeats, warmup, gpu, params=()):
     return float(np.median(times)), mem
 
 
-def run_table(title, rows, args, gpu):
+PASSES = {"forward": "forward", "fwd+bwd": "forward + backward"}
+
+
+def run_table(title, label, rows, args, gpu, table):
+    """Measure ``rows`` and append one README row per pass (``label, pass``) to ``table``."""
     print(f"\n{title}")
     print(f"  {'pass':8s} {'version':20s} {'time ms':>9s} {'peak MiB':>9s}")
     results = {}
@@ -107,10 +121,21 @@ def run_table(title, rows, args, gpu):
         results[(mode, name)] = (t, mem)
         print(f"  {mode:8s} {name:20s} {t * 1e3:9.2f} {mem / 2**20:9.2f}")
     names = sorted({n for _, n in results if n != "ppvit"})
-    for mode in ("forward", "fwd+bwd"):
-        ref = [n for n in names if (mode, n) in results][0]
-        (t0, m0), (t1, m1) = results[(mode, ref)], results[(mode, "ppvit")]
-        print(f"  {mode}: ppvit {t0 / t1:.2f}x faster than {ref}, peak memory {m1 / max(m0, 1):.2f}x")
+    for mode in PASSES:
+        refs = [n for n in names if (mode, n) in results]
+        if not refs:
+            continue
+        (t0, m0), (t1, m1) = results[(mode, refs[0])], results[(mode, "ppvit")]
+        print(f"  {mode}: ppvit {t0 / t1:.2f}x faster than {refs[0]}, peak memory ppvit/{refs[0]} "
+              f"{m1 / max(m0, 1):.2f}x")
+        star = " *" if refs[0] == "notebook-noinplace" else ""
+        table.append(f"| {label}, {PASSES[mode]} | {_fmt(t0, m0)}{star} | {_fmt(t1, m1)} | {t0 / t1:.2f}x | "
+                     f"{m1 / max(m0, 1):.2f}x |")
+
+
+def _fmt(seconds, peak):
+    time_text = f"{seconds:.1f} s" if seconds >= 1 else f"{seconds * 1e3:.0f} ms"
+    return f"{time_text}, {peak / 2**20:.1f} MiB"
 
 
 def main(argv=None):
@@ -123,7 +148,10 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--model-size", type=int, default=224, help="input side of the whole DilateFormer-T")
+    p.add_argument("--no-model", action="store_true", help="skip the whole-model comparison")
     args = p.parse_args(argv)
+    table = []
 
     gpu = resolve_device(args.device)[0] == "gpu"
     paddle.set_device("gpu" if gpu else "cpu")
@@ -144,12 +172,12 @@ def main(argv=None):
           f"HxW={args.size}x{args.size} dilations={args.dilation} OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"max |ppvit - notebook| (module) = {diff:.2e}")
-    run_table("multi-scale dilated attention module (qkv, 3 groups, proj)", [
+    run_table("multi-scale dilated attention module (qkv, 3 groups, proj)", "whole module", [
         ("forward", "notebook", nb, [x], ()),
         ("forward", "ppvit", ours, [x], ()),
         ("fwd+bwd", "notebook-noinplace", nb_noinplace, [x], nb_noinplace.parameters()),
         ("fwd+bwd", "ppvit", ours, [x], ours.parameters()),
-    ], args, gpu)
+    ], args, gpu, table)
 
     # one dilation group: q, k, v of C/num_dilation channels, the largest dilation
     d, r = args.dim // len(args.dilation), max(args.dilation)
@@ -165,12 +193,29 @@ def main(argv=None):
     with paddle.no_grad():
         core_diff = float(np.abs(ppvit_core(*qkv).numpy()
                                  - nb_core(*qkv).transpose([0, 3, 1, 2]).numpy()).max())
-    run_table(f"one group's core (d={d}, dilation={r}); max |diff| = {core_diff:.2e}", [
+    run_table(f"one group's core (d={d}, dilation={r}); max |diff| = {core_diff:.2e}", "one dilation group", [
         ("forward", "notebook-unfold", nb_core, qkv, ()),
         ("forward", "ppvit", ppvit_core, qkv, ()),
         ("fwd+bwd", "notebook-unfold", nb_core, qkv, ()),
         ("fwd+bwd", "ppvit", ppvit_core, qkv, ()),
-    ], args, gpu)
+    ], args, gpu, table)
+
+    if not args.no_model:  # the whole DilateFormer-T, the notebook's class vs ppvit's, same weights
+        import ppvit
+
+        size = args.model_size
+        nb_model = load_notebook("nb004_dilateformer").Dilateformer(
+            img_size=size, num_classes=10, depths=(2, 2, 6, 2), embed_dim=72, num_heads=(3, 6, 12, 24))
+        model = ppvit.create_model("dilateformer_t", num_classes=10, img_size=size)
+        model.set_state_dict(nb_model.state_dict())
+        nb_model.eval(), model.eval()
+        img = paddle.randn([args.batch, 3, size, size])
+        run_table(f"whole DilateFormer-T, {size}x{size}, batch {args.batch}, eval", f"DilateFormer-T {size}x{size}",
+                  [("forward", "notebook", nb_model, [img], ()), ("forward", "ppvit", model, [img], ())],
+                  args, gpu, table)
+
+    print("\n| | notebook | ppvit | speed-up | memory |\n| --- | --- | --- | --- | --- |")
+    print("\n".join(table))
 
     try:  # the notebook's own forward+backward, to show why ppvit re-implements it
         xi = x.detach()

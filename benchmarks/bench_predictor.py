@@ -21,12 +21,11 @@ import os
 import tempfile
 import time
 
-# Paddle's and PyTorch's CPU kernels use one thread unless told; set before either is imported.
-if not os.environ.get("OMP_NUM_THREADS"):
-    try:
-        os.environ["OMP_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
-    except AttributeError:
-        os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+from ppvit.utils import quiet_paddle_import
+
+# OMP_NUM_THREADS = the cores (Paddle's and PyTorch's CPU kernels use one thread otherwise) and Paddle's import
+# notices filtered, as the tools do; before paddle or torch is imported
+quiet_paddle_import()
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402

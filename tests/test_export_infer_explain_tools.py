@@ -188,6 +188,10 @@ def test_explain_writes_lime_figures_deterministically(work, tmp_path):
     predictor; a figure does not depend on the other images asked for."""
     proc = ok(run(EXPLAIN_CMD, work))
     assert "LIME" in proc.stderr  # the tqdm bar
+    # 16x16 digits have too few superpixels for LIME: one log line per image names the keys that give more
+    advice = [line for line in proc.stdout.splitlines() if "LIME found only" in line]
+    assert len(advice) == 2 and all("-o Explain.kernel_size=2" in line for line in advice), proc.stdout
+    assert "FewSuperpixelsWarning" not in proc.stderr
     folder = work / "output" / "quickstart" / "explain"
     figures = {f: (folder / f).read_bytes() for f in ("lime_test0.png", "lime_test3.png")}
     for f in figures:
@@ -283,13 +287,14 @@ def test_grid_marks_wrong_predictions_red():
     fig = prediction_grid(rgb, pred, labels, class_names=[f"d{i}" for i in range(10)], ncols=4)
     axes = fig.axes
     assert len(axes) == 6
-    assert axes[1].get_title() == f"pt: d{pred[1]}\ngt: d{labels[1]}"
+    assert axes[1].get_title() == f"pred: d{pred[1]}\ntrue: d{labels[1]}"
+    assert fig._suptitle.get_text() == "pred: predicted class, true: ground truth; green = right, red (framed) = wrong"
     colors = [ax.title.get_color() for ax in axes]
     assert colors[1] == "tab:red" and all(c == "tab:green" for i, c in enumerate(colors) if i != 1)
     assert axes[1].spines["top"].get_linewidth() == 3 and axes[0].spines["top"].get_linewidth() < 3
     # without true labels nothing is marked
     fig = prediction_grid(rgb[:2], pred[:2], probs=[0.9, 0.5])
-    assert [ax.get_title() for ax in fig.axes] == [f"pt: {pred[0]} (0.90)", f"pt: {pred[1]} (0.50)"]
+    assert [ax.get_title() for ax in fig.axes] == [f"pred: {pred[0]} (0.90)", f"pred: {pred[1]} (0.50)"]
     assert {ax.title.get_color() for ax in fig.axes} == {"black"}
     with pytest.raises(ValueError, match="same length"):
         prediction_grid(rgb[:2], pred[:3])

@@ -237,7 +237,7 @@ class _BatchedPredictor:
 
     def __call__(self, x):
         self.sizes.append(len(x))
-        images = (x.transpose(0, 2, 3, 1) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) * 255.0
+        images = (x.transpose(0, 2, 3, 1) * np.array(IMAGENET_DEFAULT_STD) + np.array(IMAGENET_DEFAULT_MEAN)) * 255.0
         return np.log(texture_in_top_left(images))
 
 

@@ -12,6 +12,7 @@ from nbclient import NotebookClient
 from ppvit.data import build_transform
 from ppvit.engine import load_config
 from ppvit.utils.notebook import NotebookRun, lime_normalization
+from ppvit.utils.quiet import PADDLE_IMPORT_NOTICES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
@@ -108,8 +109,10 @@ def test_notebook_runs_in_smoke_mode(name, kernel_name, tmp_path, monkeypatch):
 
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")  # stdout and stderr
     assert "SMOKE run" in text  # the helper saw the switch: digits, 1 epoch, small images
+    # the first cell imports Paddle quietly, as the tools do (no ccache hint, no OpenBLAS caution)
+    assert not [n for n in PADDLE_IMPORT_NOTICES[:3] if n in text], text[:2000]
     images = sum("image/png" in o.get("data", {}) for o in outputs)
     assert images >= len(FIGURES) * len(RUNS[name]), "the figures are shown in the notebook"
     for run in RUNS[name]:

@@ -213,18 +213,27 @@ def export_infer_explain_tools(workdir):
 
 
 def benchmarks(workdir):
-    """The benchmark scripts at toy sizes (their figures in the README come from full-size runs)."""
-    for script, extra in [
+    """The benchmark scripts at toy sizes (their figures in the README come from full-size runs): each prints
+    its ratios, the first two every row of their README table, and none shows Paddle's import notices."""
+    for script, extra, rows in [
         ("bench_dilateformer_attention.py", ["--size", "14", "--dim", "24", "--heads", "3", "--repeats", "1",
-                                             "--warmup", "0"]),
-        ("bench_convit_gpsa.py", ["--variant", "tiny", "-b", "1", "--iters", "1", "--warmup", "0",
-                                  "--img-size", "64"]),
+                                             "--warmup", "0", "--model-size", "64"],
+         ["whole module, forward", "whole module, forward + backward", "one dilation group, forward",
+          "one dilation group, forward + backward", "DilateFormer-T 64x64, forward"]),
+        ("bench_convit_gpsa.py", ["-b", "1", "--iters", "1", "--warmup", "0", "--img-size", "64"],
+         ["convit_tiny GPSA (dim 192, 4 heads), forward", "convit_tiny GPSA (dim 192, 4 heads), forward + backward",
+          "convit_base GPSA (dim 768, 16 heads), forward", "whole convit_tiny, forward + backward"]),
         ("bench_predictor.py", ["-m", "conv2former_n_cifar", "-b", "2", "-n", "1", "--warmup", "0",
-                                "--lime-samples", "20", "--lime-runs", "1"]),
-        ("bench_train_speed.py", ["--models", "convmixer_256_8", "--quick", "--repeats", "1"]),
+                                "--lime-samples", "20", "--lime-runs", "1"], []),
+        ("bench_train_speed.py", ["--models", "convmixer_256_8", "--quick", "--repeats", "1"], []),
     ]:
         proc = run(f"python benchmarks/{script}", ROOT, extra)
         assert re.search(r"\d+(\.\d+)?x", proc.stdout), proc.stdout  # prints ratios
+        assert "No ccache found" not in proc.stderr, proc.stderr
+        table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+        for row in rows:  # "| <row> | notebook time, MiB | ppvit time, MiB | speed-up | ppvit/notebook memory |"
+            assert any(re.match(rf"\| {re.escape(row)} \| [\d.]+ m?s, [\d.]+ MiB( \*)? \| [\d.]+ m?s, [\d.]+ MiB \| "
+                                rf"[\d.]+x \| [\d.]+x \|$", line) for line in table), (row, table)
 
 
 DEMO_CLASSES = ["astronaut", "cat", "coffee", "rocket"]

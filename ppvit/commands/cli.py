@@ -38,12 +38,20 @@ def build_parser(prog="ppvit"):
                                                             "and DilateFormer models")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{" + ",".join(VERBS) + "}")
     for verb, text in VERBS.items():
-        sub = verbs.add_parser(verb, help=text, description=text)
+        sub = verbs.add_parser(verb, help=text, **_verb_help(verb, text))
         if verb == "convert":
             add_convert_arguments(sub)
         else:
             _add_config_arguments(sub)
     return parser
+
+
+def _verb_help(verb, text):
+    """``-h`` of one verb: its own description, the config keys it reads and an example (commands/help.py)."""
+    from .help import VERB_HELP, verb_description, verb_epilog
+
+    return {"description": verb_description(verb) if verb in VERB_HELP else text, "epilog": verb_epilog(verb),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def main(argv=None, prog="ppvit"):
@@ -55,7 +63,7 @@ def main(argv=None, prog="ppvit"):
 
 def tool_main(verb, argv=None):
     """``tools/<verb>.py``: ``main`` with the verb fixed (``python tools/train.py -c ...``)."""
-    return main([verb] + list(sys.argv[1:] if argv is None else argv), prog=f"ppvit {verb}")
+    return main([verb] + list(sys.argv[1:] if argv is None else argv))  # usage: "ppvit <verb> ..."
 
 
 def run(verb, args):

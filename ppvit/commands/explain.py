@@ -2,6 +2,7 @@
 (Explain.images), through the dygraph model or Paddle Inference."""
 import os
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -43,6 +44,15 @@ def _explain_items(cfg, size):
     return items
 
 
+def quickshift_kwargs(ex):
+    """interpretdl's quickshift arguments with ``Explain.kernel_size``/``max_dist``/``ratio`` where set."""
+    from ..explain.lime import QUICKSHIFT_INTERPRETDL
+
+    kwargs = dict(QUICKSHIFT_INTERPRETDL)
+    kwargs.update({k: ex[k] for k in ("kernel_size", "max_dist", "ratio") if ex.get(k) is not None})
+    return kwargs
+
+
 def run(cfg):
     """``ppvit explain``: one LIME figure (image | superpixels | explanation per class) per image.
 
@@ -51,6 +61,7 @@ def run(cfg):
     depend on which other images were asked for.
     """
     from ..explain import LimeImageExplainer, paddle_predict_fn, predictor_predict_fn
+    from ..explain.lime import FewSuperpixelsWarning
 
     ex, g = cfg["Explain"], cfg["Global"]
     log = get_logger()
@@ -90,9 +101,17 @@ def run(cfg):
             classes = [int(c) for c in np.argsort(-probs, kind="stable")[:ex["top_k"]]]
             if label is not None and label not in classes:
                 classes.append(label)
-            explainer = LimeImageExplainer(predict_fn, random_seed=g["seed"], progress=True)
-            explainer.interpret(image, interpret_class=classes, num_samples=ex["num_samples"],
-                                batch_size=ex["batch_size"], visual=False)
+            explainer = LimeImageExplainer(predict_fn, random_seed=g["seed"], progress=True,
+                                           quickshift_kwargs=quickshift_kwargs(ex))
+            with warnings.catch_warnings(record=True) as caught:  # LIME's advice as a log line, not a warning dump
+                warnings.simplefilter("always", FewSuperpixelsWarning)
+                explainer.interpret(image, interpret_class=classes, num_samples=ex["num_samples"],
+                                    batch_size=ex["batch_size"], visual=False)
+            for w in caught:
+                if issubclass(w.category, FewSuperpixelsWarning):
+                    log.warning(f"{where}: {w.message}")
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
             pred = classes[0]
             title = f"{where}: predicted {_name(names, pred)} ({probs[pred]:.2f})"
             if label is not None:

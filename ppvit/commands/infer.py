@@ -34,7 +34,8 @@ def run(cfg):
         png = save_prediction_grid(
             os.path.join(out, "infer_predictions.png"), [rgb_file(r["path"]) for r in shown],
             [r["topk"][0]["class_id"] for r in shown], class_names=predictor.labels,
-            probs=[r["topk"][0]["score"] for r in shown],
+            probs=[r["topk"][0]["score"] for r in shown], ncols=6, scale=2.4,  # large enough to see, named
+            captions=[os.path.basename(r["path"]) for r in shown],
             metadata=source_metadata((predictor.meta or {}).get("source_weights"), predictor.prefix))
         get_logger().info(f"prediction grid: {png}")
     get_logger().info(f"predictions: {os.path.join(out, 'infer.json')}")

@@ -39,6 +39,7 @@ from ..utils.softmax import softmax
 # one file digest and one record of source weights for the package (sha256_file: the predictor checks digests)
 from ..io.provenance import sha256_file  # noqa: F401
 from ..io.provenance import weights_record as source_weights_record
+from ..utils.quiet import PADDLE_EXPORT_NOTICES, drop_stderr_lines
 
 logger = logging.getLogger("ppvit")
 
@@ -368,7 +369,8 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
     tmp_dir = tempfile.mkdtemp(prefix="." + base + ".", dir=folder)
     try:
         tmp_prefix = os.path.join(tmp_dir, base)
-        paddle.jit.save(model, tmp_prefix, input_spec=[spec])
+        with drop_stderr_lines(*PADDLE_EXPORT_NOTICES):  # a glog warning printed on every export
+            paddle.jit.save(model, tmp_prefix, input_spec=[spec])
         written = sorted(os.listdir(tmp_dir))
         program = next((base + ext for ext in (".json", ".pdmodel") if base + ext in written), None)
         if program is None or base + ".pdiparams" not in written:

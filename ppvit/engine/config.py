@@ -57,8 +57,12 @@ def _prob(v):
     return 0.0 <= v <= 1.0
 
 
+def _unit_closed(v):
+    return v is None or 0.0 <= v <= 1.0
+
+
 def _smoothing(v):
-    return 0.0 <= v < 1.0
+    return v is None or 0.0 <= v < 1.0
 
 
 NONE = type(None)
@@ -103,7 +107,9 @@ SCHEMA = {
     },
     "Loss": {
         "name": Key(str, "CrossEntropy", choices=("CrossEntropy", "LabelSmoothingCrossEntropy")),
-        "smoothing": Key(float, 0.1, check=(_smoothing, "in [0, 1)")),
+        # LabelSmoothingCrossEntropy's; null = 0.1 there. Plain CrossEntropy refuses it and the validated
+        # (and saved) config leaves it out, so no key shows a setting that does nothing
+        "smoothing": Key((float, NONE), None, check=(_smoothing, "in [0, 1)")),
     },
     "Optimizer": {
         "name": Key(str, "Adam", choices=("Adam", "AdamW", "SGD")),
@@ -171,6 +177,11 @@ SCHEMA = {
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and use that
         "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend (Explain.model / use_predictor)
         "output": Key((str, NONE), None),  # folder of the PNGs; null = <run dir>/explain
+        # quickshift superpixels; null = interpretdl's (QUICKSHIFT_INTERPRETDL: 5, 10, 1.0). Smaller kernel_size
+        # and max_dist give more superpixels (small images need them: LIME warns below 10)
+        "kernel_size": Key((float, NONE), None, check=POSITIVE),
+        "max_dist": Key((float, NONE), None, check=POSITIVE),
+        "ratio": Key((float, NONE), None, check=(_unit_closed, "in [0, 1]")),
     },
 }
 OPEN_SECTIONS = ("Arch",)  # sections whose extra keys are model kwargs
@@ -180,8 +191,10 @@ DERIVED = {("Data", "image_size"): "Arch.img_size"}
 
 
 def _suggest(word, options):
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    """`` (did you mean X?)`` for the closest option, ignoring case (``sgd`` -> SGD), or ``""``."""
+    by_lower = {str(o).lower(): str(o) for o in options}
+    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]}?)" if close else ""
 
 
 def _coerce(section, key, spec, value):
@@ -240,7 +253,21 @@ def validate(cfg):
                 out[section][key] = value
     _check_model(out["Arch"])
     _fill_input_size(out)
+    _check_loss(out["Loss"])
     return out
+
+
+def _check_loss(loss):
+    """``Loss.smoothing`` only where the loss uses it: defaulted to 0.1 for LabelSmoothingCrossEntropy, refused
+    (when > 0) and left out of the config for plain CrossEntropy."""
+    if loss["name"] == "LabelSmoothingCrossEntropy":
+        loss["smoothing"] = 0.1 if loss["smoothing"] is None else loss["smoothing"]
+        return
+    smoothing = loss.pop("smoothing")
+    if smoothing:
+        raise ConfigError(f"Loss.smoothing={smoothing} has no effect with Loss.name={loss['name']} (plain "
+                          "cross-entropy): set Loss.name=LabelSmoothingCrossEntropy to smooth the labels, or "
+                          "remove Loss.smoothing")
 
 
 def _check_size_keys(cfg):

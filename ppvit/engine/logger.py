@@ -1,4 +1,8 @@
-"""``train.log``: the ``ppvit`` logger's console and file handlers."""
+"""``train.log``: the ``ppvit`` logger's console and file handlers.
+
+Both receive the per-step lines (every ``Global.print_interval`` steps, as PaddleClas's ``print_batch_step``)
+and the per-epoch summaries; between step lines the console shows a tqdm bar.
+"""
 import logging
 import os
 import sys
@@ -6,13 +10,27 @@ import sys
 LOGGER_NAME = "ppvit"
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Console lines written with ``tqdm.write``, which clears the training bar and redraws it below the line,
+    so the per-step lines (``Global.print_interval``) and the bar do not overwrite each other."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+
+
 def get_logger():
     return logging.getLogger(LOGGER_NAME)
 
 
 def setup_logging(log_file=None, console=True, console_level=logging.INFO):
-    """Console lines on stdout; ``log_file`` (append mode) also receives the per-step lines and the records
-    logged with ``extra={"file_only": True}`` (messages the tools print to stderr themselves).
+    """Console lines (INFO and up) on stdout; ``log_file`` (append mode) receives them too, plus DEBUG records
+    and the records logged with ``extra={"file_only": True}`` (messages the tools print to stderr themselves).
 
     ``train.log`` is append-only: a kill leaves every line written so far, and a resumed run continues it.
     """
@@ -24,7 +42,7 @@ def setup_logging(log_file=None, console=True, console_level=logging.INFO):
             h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     if console:
-        h = logging.StreamHandler(sys.stdout)
+        h = _ConsoleHandler(sys.stdout)
         h.setLevel(console_level)
         h.setFormatter(logging.Formatter("%(message)s"))
         h.addFilter(lambda record: not getattr(record, "file_only", False))

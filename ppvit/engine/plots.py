@@ -5,21 +5,28 @@ import numpy as np
 from ..utils.figures import agg_figure, save_png
 
 
-def plot_learning_curve(record, title="loss", ylabel="CE Loss", xlabel="Training steps", path=None):
+def plot_learning_curve(record, title="loss", ylabel="CE Loss", xlabel="Training steps", path=None, percent=False):
     """Train (red) and val (cyan) curves of ``record[split][title]`` over ``record[split]['iter']``.
 
     ``record`` has the notebooks' shape ``{'train': {title: [...], 'iter': [...]}, 'val': {...}}``; the
-    y range is the notebook's (0.9 * min to 1.1 * max). Saves a PNG when ``path`` is given; returns the figure.
+    y range is the notebook's (0.9 * min to 1.1 * max). ``percent``: the values are fractions, drawn in %
+    (as the logs print accuracy; the axis stops at 100). Saves a PNG when ``path`` is given; returns the figure.
     """
-    values = [float(v) for split in ("train", "val") for v in record[split][title]]
+    scale = 100.0 if percent else 1.0
+    train = [scale * float(v) for v in record["train"][title]]
+    val = [scale * float(v) for v in record["val"][title]]
+    values = train + val
     fig = agg_figure((10, 6))
     ax = fig.add_subplot()
-    ax.plot(list(map(int, record["train"]["iter"])), list(map(float, record["train"][title])),
-            c="tab:red", label="train")
-    ax.plot(list(map(int, record["val"]["iter"])), list(map(float, record["val"][title])),
-            c="tab:cyan", label="val", marker="o" if len(record["val"][title]) < 3 else None)
+    ax.plot(list(map(int, record["train"]["iter"])), train, c="tab:red", label="train")
+    ax.plot(list(map(int, record["val"]["iter"])), val, c="tab:cyan", label="val",
+            marker="o" if len(val) < 3 else None)
     if values and max(values) > min(values) * 0.9:
-        ax.set_ylim(min(values) * 0.9, max(values) * 1.1)
+        top = max(values) * 1.1
+        ax.set_ylim(min(values) * 0.9, min(top, 100.5) if percent else top)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs are whole numbers
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(f"Learning curve of {title}")
@@ -50,7 +57,8 @@ def plot_confusion_matrix(matrix, class_names, path=None, title="Confusion matri
         for j in range(n):
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if rates[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true class's images (each row sums to 1); cell numbers: image counts")
     if path:
         save_png(fig, path, bbox_inches="tight")
     return fig

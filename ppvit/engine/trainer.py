@@ -1,4 +1,5 @@
-"""The training loop: one tqdm bar and one summary line per epoch, validation, checkpoints and curves."""
+"""The training loop: a log line every ``Global.print_interval`` steps with a tqdm bar in between, one summary line
+per epoch, validation, checkpoints and curves."""
 import hashlib
 import math
 import os
@@ -183,8 +184,9 @@ def _train_one_epoch(e, epoch, start_batch, log):
             if (batch + 1) % g["print_interval"] == 0 or batch + 1 == spe:
                 done = batch + 1 - start_batch
                 remaining = (spe - batch - 1) + spe * (epochs - epoch - 1)
-                log.debug(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {lr:.6g} loss {loss_value:.4f} "
-                          f"ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
+                # console and train.log, as PaddleClas's print_batch_step (the bar shows the steps in between)
+                log.info(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {lr:.6g} loss {loss_value:.4f} "
+                         f"ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
             if g["save_interval"] and state.global_step % g["save_interval"] == 0 and batch + 1 < spe:
                 sums["time"] += now - t_epoch
                 t_epoch = now
@@ -259,7 +261,8 @@ def _end_of_epoch(e, epoch, sums, log):
         state.history.save(os.path.join(out, "history.json"), extra={"run": g["run_name"], "best": state.best})
         loss_record, acc_record = state.history.records()
         plot_learning_curve(loss_record, "loss", "Loss", "Training steps", os.path.join(out, "loss_curve.png"))
-        plot_learning_curve(acc_record, "acc", "Accuracy", "Epoch", os.path.join(out, "acc_curve.png"))
+        plot_learning_curve(acc_record, "acc", "Top-1 accuracy (%)", "Epoch", os.path.join(out, "acc_curve.png"),
+                            percent=True)  # in %, as the log lines
     val_text = (f"val loss {val['loss']:.4f} top-1 {100 * val['top1']:.2f}% top-5 {100 * val['top5']:.2f}%"
                 if val is not None else "val --")
     best_text = f"best {100 * state.best['top1']:.2f}% (epoch {state.best['epoch']})" \

@@ -342,7 +342,9 @@ class LimeImageExplainer:
         if segments.shape != image.shape[:2]:
             raise ValueError(f"segmentation shape {segments.shape} differs from the image's {image.shape[:2]}")
         _, segments = np.unique(segments, return_inverse=True)
-        return segments.reshape(image.shape[:2]).astype(np.int64)
+        segments = segments.reshape(image.shape[:2]).astype(np.int64)
+        _warn_if_few_superpixels(int(segments.max()) + 1, image.shape, self.segmentation_fn is not None)
+        return segments
 
     def explanation(self, interpret_class=None, boundaries=True):
         """The overlay for one explained class of the last :meth:`interpret` call (default: the first)."""
@@ -511,6 +513,27 @@ class LimeImageExplainer:
         res["classes"] = [int(c) for c in lime_weights]
         self.lime_results = res
         return lime_weights
+
+
+MIN_SUPERPIXELS = 10
+
+
+class FewSuperpixelsWarning(UserWarning):
+    """The segmentation gave LIME fewer than ``MIN_SUPERPIXELS`` features: its explanation says little."""
+
+
+def _warn_if_few_superpixels(count, shape, custom_segmentation):
+    """Warn, naming the arguments that give more superpixels, when there are fewer than ``MIN_SUPERPIXELS``
+    (quickshift with interpretdl's defaults finds 1-4 on a 16x16 image, 40+ with kernel_size=2, max_dist=4)."""
+    if count >= MIN_SUPERPIXELS:
+        return
+    how = ("pass a segmentation_fn that returns more segments" if custom_segmentation else
+           "ask quickshift for smaller ones: quickshift_kwargs=dict(kernel_size=2, max_dist=4, ratio=1.0, sigma=1) "
+           "(smaller kernel_size and max_dist give more; ppvit explain: -o Explain.kernel_size=2 "
+           "-o Explain.max_dist=4)")
+    warnings.warn(f"LIME found only {count} superpixel{'s' * (count != 1)} in this {shape[0]}x{shape[1]} image "
+                  f"(fewer than {MIN_SUPERPIXELS}), so its explanation says little; {how}, or explain a larger "
+                  "image (resize_to= for image files)", FewSuperpixelsWarning, stacklevel=3)
 
 
 def _quickshift_seed_arg():

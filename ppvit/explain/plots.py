@@ -6,7 +6,7 @@ import numpy as np
 from skimage.segmentation import mark_boundaries
 
 __all__ = ["explanation_mask", "overlay_threshold", "explanation_image", "superpixel_image", "save_rgb",
-           "show_image", "save_lime_figure"]
+           "show_image", "lime_figure", "save_lime_figure"]
 
 BOUNDARY_COLOR = (1.0, 1.0, 0.0)  # lime's yellow
 
@@ -76,13 +76,25 @@ def show_image(image):
 
 def save_lime_figure(path, image, segments, lime_weights, classes=None, probabilities=None, class_names=None,
                      title=None, ratio_superpixels=0.2, dpi=100, min_display=160, metadata=None):
-    """Save image | superpixels | explanation (one panel per class in ``classes``) as a PNG (``metadata``: PNG
-    text chunks, e.g. which weights were explained).
+    """Save :func:`lime_figure` as a PNG (atomically); returns ``path``. ``metadata``: PNG text chunks, e.g.
+    which weights were explained."""
+    from ..utils.figures import save_png
 
-    Images smaller than ``min_display`` pixels are enlarged (nearest neighbour) for the figure only. Uses a
-    bare Agg canvas, so it works headless and leaves pyplot's state alone. Returns ``path``.
+    return save_png(lime_figure(image, segments, lime_weights, classes, probabilities, class_names, title,
+                                ratio_superpixels, dpi, min_display), path, metadata=metadata)
+
+
+def lime_figure(image, segments, lime_weights, classes=None, probabilities=None, class_names=None, title=None,
+                ratio_superpixels=0.2, dpi=100, min_display=160):
+    """image | superpixels | explanation (one panel per class in ``classes``), with a legend saying what the
+    overlay's green and yellow mean; a ``matplotlib.figure.Figure`` on an Agg canvas (pyplot untouched).
+
+    Images smaller than ``min_display`` pixels are enlarged (nearest neighbour) for the figure only.
     """
-    from ..utils.figures import agg_figure, save_png
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from ..utils.figures import agg_figure
 
     classes = list(lime_weights) if classes is None else [int(c) for c in classes]
     missing = [c for c in classes if c not in lime_weights]
@@ -101,7 +113,7 @@ def save_lime_figure(path, image, segments, lime_weights, classes=None, probabil
         label = f"LIME: {name}" + (f" ({probabilities[c]:.2f})" if c in probabilities else "")
         panels.append((label, explanation_image(image, segments, lime_weights[c], ratio_superpixels)))
 
-    fig = agg_figure((3.0 * len(panels), 3.5 if title else 3.2), dpi=dpi, layout="constrained")
+    fig = agg_figure((max(3.0 * len(panels), 9.0), 4.1 if title else 3.8), dpi=dpi, layout="constrained")
     for i, (label, picture) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(picture, interpolation="nearest")
@@ -109,4 +121,10 @@ def save_lime_figure(path, image, segments, lime_weights, classes=None, probabil
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=11)
-    return save_png(fig, path, metadata=metadata)
+    handles = [Patch(facecolor=(0.0, 0.6, 0.0), label="raises the class's probability most (positive LIME "
+                     f"weight, top {ratio_superpixels:.0%} by |weight|)"),
+               Patch(facecolor=(0.4, 0.4, 0.4), label="other superpixels (dimmed)"),
+               Line2D([], [], color=BOUNDARY_COLOR, lw=2,
+                      label="superpixel boundaries (in LIME panels: around the highlighted ones)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return fig

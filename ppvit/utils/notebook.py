@@ -5,7 +5,7 @@
 
 Environment variables:
 
-- ``PPVIT_SMOKE=1``: shrink the notebook to seconds of CPU work, for tests and a first look: the embedded
+- ``PPVIT_SMOKE=1``: shrink the notebook to about a minute of CPU work, for tests and a first look: the embedded
   digits data, 32 images per split, 1 epoch, 64x64 inputs for the 224-pixel recipes (``Arch.img_size``:
   model and data together), CPU, LIME with 30 perturbed samples, outputs in a fresh temporary folder.
 - ``PPVIT_DATA_FILE``: the CIFAR-10 archive (``cifar-10-python.tar.gz``) for real runs; unset, the config's

@@ -1,0 +1,87 @@
+"""Paddle's notices that say nothing to a ppvit user, filtered out:
+
+- ``quiet_paddle_import``: a quiet Paddle import for programs (the ``ppvit`` command, notebooks, benchmarks), not
+  for the library: ``import ppvit`` leaves the environment and stderr alone.
+
+      from ppvit.utils import quiet_paddle_import
+      quiet_paddle_import()   # first thing, before anything imports paddle
+
+- ``drop_stderr_lines``: a block during which given lines written to the process's stderr, by C++ (glog) too,
+  are dropped and the others passed on.
+"""
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import warnings
+
+__all__ = ["quiet_paddle_import", "drop_stderr_lines", "PADDLE_IMPORT_NOTICES", "PADDLE_EXPORT_NOTICES"]
+
+# Paddle's import prints two notices that would greet every run: a ccache hint meant for building C++
+# extensions, and a caution against OMP_NUM_THREADS > 1 aimed at data-parallel OpenBLAS builds (this wheel
+# uses MKL, and the thread count set here is what makes its CPU kernels fast).
+PADDLE_IMPORT_NOTICES = ("No ccache found", "OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY",
+                         "warnings.warn(")
+
+
+def quiet_paddle_import(set_threads=True):
+    """Import Paddle once with its import-time notices filtered out; returns the ``paddle`` module.
+
+    - ``set_threads``: set ``OMP_NUM_THREADS`` to the usable cores when unset (a value the user, or
+      ``paddle.distributed.launch``, set is kept), because Paddle's CPU matrix kernels use one thread
+      otherwise; it only has an effect before Paddle is first imported.
+    - Anything else Paddle writes to stderr while importing is passed through. When Paddle is already
+      imported, nothing happens (its notices, if any, were printed then).
+    - Also silences paddle.nn.BatchNorm's note, on every training step, that it tracks running statistics.
+    """
+    if set_threads and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        os.environ["OMP_NUM_THREADS"] = str(cores or 1)
+    if "paddle" not in sys.modules:
+        buffer = io.StringIO()
+        with contextlib.redirect_stderr(buffer):
+            import paddle  # noqa: F401
+        for line in buffer.getvalue().splitlines():
+            if not any(n in line for n in PADDLE_IMPORT_NOTICES):
+                print(line, file=sys.stderr)
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+    return sys.modules["paddle"]
+
+
+# paddle.jit.save's to_static conversion logs this glog warning on every export (eager_utils.cc, PIR), whatever
+# the model: nothing the user can act on
+PADDLE_EXPORT_NOTICES = ("not support input out tensor for now",)
+
+
+@contextlib.contextmanager
+def drop_stderr_lines(*patterns):
+    """Run the block with file descriptor 2 (stderr, where Paddle's C++ glog writes) sent to a temp file; on
+    exit, pass on every line that contains none of ``patterns`` to ``sys.stderr``, in order.
+
+    The kept lines come out when the block ends rather than as they are written, so keep blocks short (one
+    Paddle call). Without a real file descriptor 2 (an embedding host), the block runs unfiltered.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(True)
+                    if not any(p in line for p in patterns)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()

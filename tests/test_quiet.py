@@ -1,0 +1,48 @@
+"""Paddle's noise that says nothing to a user, filtered where ppvit's programs meet it: the import notices
+(tools, notebooks, benchmarks: ``quiet_paddle_import``) and the glog warning of every export."""
+import os
+import subprocess
+import sys
+
+import paddle
+
+import ppvit
+from ppvit.utils import drop_stderr_lines
+from tests.conftest import ROOT
+
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+EXPORT_NOTICE = "not support input out tensor for now"
+
+
+def test_drop_stderr_lines_filters_c_level_writes_and_keeps_the_rest(capfd):
+    with drop_stderr_lines("drop me"):
+        os.write(2, b"W1130 eager_utils.cc] drop me please\n")  # as glog writes: straight to fd 2
+        os.write(2, b"a real problem\n")
+        os.write(2, b"W1130 another drop me\nand a last one, kept\n")
+    err = capfd.readouterr().err
+    assert err.splitlines() == ["a real problem", "and a last one, kept"]
+
+
+def test_quiet_paddle_import_in_a_fresh_interpreter():
+    code = ("import sys\nfrom ppvit.utils import quiet_paddle_import\nassert 'paddle' not in sys.modules\n"
+            "quiet_paddle_import()\nimport os\nprint(os.environ['OMP_NUM_THREADS'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env=dict(env, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) == len(os.sched_getaffinity(0))
+    assert "No ccache found" not in proc.stderr and "OMP_NUM_THREADS set to" not in proc.stderr, proc.stderr
+
+
+def test_export_prints_no_paddle_notice(tmp_path):
+    """``ppvit export`` on fresh quick-start weights: exported, and without the PIR glog warning."""
+    model = ppvit.create_model("convmixer_256_8", num_classes=10, dim=64, depth=4, img_size=16)
+    weights = tmp_path / "w.pdparams"
+    paddle.save(model.state_dict(), str(weights))
+    proc = subprocess.run([sys.executable, "-m", "ppvit", "export", "-c", QUICKSTART, "-o",
+                           f"Global.output_dir={tmp_path}", "-o", f"Global.pretrained_model={weights}",
+                           "-o", "Export.onnx=false"], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "quickstart" / "inference" / "inference.pdiparams").is_file()
+    assert EXPORT_NOTICE not in proc.stderr + proc.stdout, proc.stderr
