@@ -18,6 +18,7 @@ import numpy as np
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..io import unwrap_state_dict
 from .helpers import apply_key_map
 from .layers import Conv2D, DepthwiseConv2D, DropPath, drop_path_rates, to_2tuple
 from .registry import ModelCfg, register_model
@@ -166,10 +167,7 @@ def detect_layout(state_dict):
 def checkpoint_filter_fn(state_dict):
     """PyTorch ConvMixer ``state_dict`` ({name: array-like}, official, timm or 003-compact layout, detected
     from its keys) -> {Paddle name: np.ndarray}."""
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
-            break
+    state_dict = unwrap_state_dict(state_dict)  # a whole training checkpoint is accepted too
     layout, depth = detect_layout(state_dict)
     return apply_key_map(state_dict, torch_key_map(layout, depth))
 
