@@ -1,6 +1,5 @@
 """Bad inputs through the command line: each gives one clear message on stderr, exit code 2, no traceback,
 and leaves an existing run folder exactly as it was."""
-import hashlib
 import os
 import shutil
 import subprocess
@@ -8,6 +7,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from tests.runs import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
@@ -20,16 +21,6 @@ def _run(tool, config, overrides, cwd):
         args += ["-o", o]
     return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=cwd,
                           env=dict(os.environ, OMP_NUM_THREADS="1", PPVIT_OFFLINE="1"))
-
-
-def _snapshot(folder):
-    out = {}
-    for base, _, files in os.walk(folder):
-        for f in files:
-            p = os.path.join(base, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, folder)] = (hashlib.sha256(fh.read()).hexdigest(), os.stat(p).st_mtime_ns)
-    return out
 
 
 def _cases(d):
@@ -107,11 +98,11 @@ def prepared(tmp_path_factory):
         data = f.read()
     with open(d["truncated_weights"], "wb") as f:
         f.write(data[: len(data) // 3])
-    before = _snapshot(out)
+    before = snapshot(out)
     cases = _cases(d)
     with ThreadPoolExecutor(max_workers=4) as pool:  # process start-up dominates: run a few at a time
         results = dict(zip([c[0] for c in cases], pool.map(lambda c: _run(c[1], c[2], c[3], tmp), cases)))
-    after = _snapshot(out)
+    after = snapshot(out)
     yield {"cases": {c[0]: c for c in cases}, "results": results, "before": before, "after": after}
     shutil.rmtree(tmp, ignore_errors=True)
 
