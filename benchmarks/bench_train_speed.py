@@ -115,25 +115,15 @@ class TorchConvMixerTrainer:
     """locuslab/convmixer-cifar10's ConvMixer-256/8 (k5, p2) in PyTorch eager, same batch and optimizer."""
 
     def __init__(self, torch, size, batch):
-        nn = torch.nn
-
-        class Residual(nn.Module):
-            def __init__(self, fn):
-                super().__init__()
-                self.fn = fn
-
-            def forward(self, x):
-                return self.fn(x) + x
-
-        dim, depth, k, p = 256, 8, 5, 2
+        # the PyTorch ConvMixer the conversion fixtures are made with (scripts/ is not a package: by file path)
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                            "make_fixtures_coatnet_convmixer.py")
+        spec = importlib.util.spec_from_file_location("make_fixtures_coatnet_convmixer", path)
+        fixtures = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fixtures)
         torch.manual_seed(0)
         self.torch = torch
-        self.model = nn.Sequential(
-            nn.Conv2d(3, dim, p, stride=p), nn.GELU(), nn.BatchNorm2d(dim),
-            *[nn.Sequential(Residual(nn.Sequential(nn.Conv2d(dim, dim, k, groups=dim, padding="same"), nn.GELU(),
-                                                   nn.BatchNorm2d(dim))),
-                            nn.Conv2d(dim, dim, 1), nn.GELU(), nn.BatchNorm2d(dim)) for _ in range(depth)],
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(dim, 10))
+        self.model = fixtures.ConvMixer(256, 8, kernel_size=5, patch_size=2, n_classes=10)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.x = torch.randn(batch, 3, size, size)
         self.y = torch.randint(0, 10, (batch,))
