@@ -13,6 +13,7 @@ import ppvit
 from ppvit.deploy import BACKENDS, BackendError, Predictor, bf16_support, export_model, read_meta
 from ppvit.deploy import onnx_export
 from ppvit.engine.config import BACKENDS as CONFIG_BACKENDS
+from tests.parity import assert_served_close
 
 
 class SmallNet(paddle.nn.Layer):
@@ -66,8 +67,7 @@ def test_auto_picks_the_fastest_verified_backend_and_records_it(small):
     assert pred.backend_name == info["backend"] and pred.backend_record == recs[info["backend"]]
     x = np.random.rand(3, 3, 12, 12).astype("float32")
     ref = _dygraph(model, x)
-    tol = 0.05 * max(1.0, np.abs(ref).max()) if pred.backend_name == "paddle_bf16" else 1e-4
-    assert np.abs(pred(x) - ref).max() <= tol
+    assert_served_close(pred.backend_name, pred(x), ref)
     for name in verified:  # each verified backend can be named
         assert Predictor(prefix, device="cpu", backend=name).backend_name == name
 

@@ -16,6 +16,7 @@ from PIL import Image
 import ppvit
 from ppvit.data import build_dataset, denormalize
 from ppvit.engine import ConfigError, load_config
+from tests.parity import assert_served_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
@@ -108,7 +109,7 @@ def test_export_writes_model_and_json_and_predictor_matches_dygraph(work):
     with paddle.no_grad():
         expected = dygraph_model(work)(paddle.to_tensor(chw)).numpy()
     predictor = Predictor(str(folder), device="cpu")
-    assert np.abs(predictor(chw) - expected).max() <= 1e-4
+    assert_served_close(predictor.backend_name, predictor(chw), expected)
     # the exported preprocessing of the RGB image reproduces the eval transform's input
     pre = np.stack([predictor.preprocess(im, color="RGB") for im in rgb])
     assert np.abs(pre - chw).max() <= 1e-5

@@ -141,3 +141,29 @@ def test_ema_sgd_clipping_and_mixing(tmp_path):
     state = load_latest(run)
     assert state["ema"] is not None and state["meta"]["mixer_rng"] is not None
     assert all(np.isfinite(hist["steps"]["loss"]))
+
+
+def test_console_log_lines_follow_sys_stdout_after_a_redirect_closes(capsys):
+    """The console handler writes to the *current* sys.stdout: set up while stdout was redirected (a notebook
+    cell, pytest's capture) it must neither fail on the closed stream later nor lose the line."""
+    import contextlib
+    import io
+    import logging
+
+    from ppvit.engine.logger import close_logging, get_logger, setup_logging
+
+    errors = []
+    real_handle_error = logging.Handler.handleError
+    logging.Handler.handleError = lambda self, record: errors.append(record)
+    try:
+        early = io.StringIO()
+        with contextlib.redirect_stdout(early):
+            setup_logging()
+            get_logger().info("inside the redirect")
+        early.close()
+        get_logger().info("after the redirect closed")
+    finally:
+        logging.Handler.handleError = real_handle_error
+        close_logging()
+    assert not errors
+    assert "after the redirect closed" in capsys.readouterr().out

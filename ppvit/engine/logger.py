@@ -12,7 +12,22 @@ LOGGER_NAME = "ppvit"
 
 class _ConsoleHandler(logging.StreamHandler):
     """Console lines written with ``tqdm.write``, which clears the training bar and redraws it below the line,
-    so the per-step lines (``Global.print_interval``) and the bar do not overwrite each other."""
+    so the per-step lines (``Global.print_interval``) and the bar do not overwrite each other.
+
+    The stream is looked up when a line is written (as logging's own last-resort handler does), not kept:
+    a handler set up while ``sys.stdout`` was redirected (a notebook cell, a test capture) would otherwise
+    keep writing to a stream that has since been closed."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__/setStream assign it; the current sys.stdout is used
+        pass
 
     def emit(self, record):
         try:
@@ -42,7 +57,7 @@ def setup_logging(log_file=None, console=True, console_level=logging.INFO):
             h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     if console:
-        h = _ConsoleHandler(sys.stdout)
+        h = _ConsoleHandler()
         h.setLevel(console_level)
         h.setFormatter(logging.Formatter("%(message)s"))
         h.addFilter(lambda record: not getattr(record, "file_only", False))
