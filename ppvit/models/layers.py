@@ -503,9 +503,9 @@ class DepthwiseConv2D(Conv2D):
     zero padding (``padding=k//2`` or ``"same"``), NCHW float32, the correlation is computed by the formulation
     ``_select_formulation`` picks for the shape; in static graphs (exported programs) it is Paddle's depthwise
     op with the kernel cropped to the taps that can reach the map (``_static_forward``: the same sum);
-    everything else (GPU dygraph, other configurations) is exactly ``nn.Conv2D``. All formulations are the same math as Paddle's op (outputs
-    and gradients agree to float32 rounding, tested in tests/test_dwconv.py); ``depthwise_formulation`` forces
-    one. Raises ValueError unless ``groups == in_channels == out_channels``.
+    everything else (GPU dygraph, other configurations) is exactly ``nn.Conv2D``. All formulations are the same
+    math as Paddle's op (outputs and gradients agree to float32 rounding, tested in tests/test_dwconv.py);
+    ``depthwise_formulation`` forces one. Raises ValueError unless ``groups == in_channels == out_channels``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=None,
