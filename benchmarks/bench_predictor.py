@@ -154,8 +154,25 @@ def bench_model(name, size, batch, rounds, warmup, folder):
             "auto": auto.backend_name, "torch": why, "export_s": export_s}
 
 
+class _TimedPredictor:
+    """``predictor`` with the wall time and images of every call recorded (LIME's forward batches)."""
+
+    def __init__(self, predictor):
+        self.predictor, self.batch_size = predictor, predictor.batch_size
+        self.seconds, self.images = 0.0, 0
+
+    def __call__(self, x):
+        t = time.perf_counter()
+        out = self.predictor(x)
+        self.seconds += time.perf_counter() - t
+        self.images += len(x)
+        return out
+
+
 def bench_lime(folder, runs=3, num_samples=1000, batch_size=None):
-    """Seconds of a ``num_samples`` LIME explanation of conv2former_n_cifar (32x32) through the predictor."""
+    """A ``num_samples`` LIME explanation of conv2former_n_cifar (32x32) through ``Predictor()`` (default
+    arguments): (median seconds, backend, seconds per run, images/s of the forward batches per run, images
+    classified per run)."""
     paddle.seed(0)
     model = ppvit.create_model("conv2former_n_cifar", num_classes=10)
     prefix = os.path.join(folder, "lime_conv2former_n_cifar")
@@ -163,13 +180,15 @@ def bench_lime(folder, runs=3, num_samples=1000, batch_size=None):
     pred = Predictor(prefix)
     image = np.random.RandomState(1).randint(0, 256, (32, 32, 3)).astype(np.uint8)
     kwargs = {} if batch_size is None else {"batch_size": batch_size}
-    times = []
+    times, speeds = [], []
     for _ in range(runs):
-        explainer = LimeImageExplainer(predictor_predict_fn(pred), random_seed=0, progress=False)
+        timed_pred = _TimedPredictor(pred)
+        explainer = LimeImageExplainer(predictor_predict_fn(timed_pred), random_seed=0, progress=False)
         t = time.perf_counter()
         explainer.interpret(image, num_samples=num_samples, visual=False, **kwargs)
         times.append(time.perf_counter() - t)
-    return float(np.median(times)), pred.backend_name, times
+        speeds.append(timed_pred.images / timed_pred.seconds)
+    return float(np.median(times)), pred.backend_name, times, speeds, timed_pred.images
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -224,9 +243,10 @@ def main(argv=None):
                 print(f"  {path:<16}{speed:>10.1f}{speed / dygraph:>11.2f}x{vs32:>15}{vsbest:>15}"
                       f"{r['diffs'][path]:>22.2e}")
         if not args.no_lime:
-            secs, backend, times = bench_lime(folder, args.lime_runs, args.lime_samples)
+            secs, backend, times, speeds, images = bench_lime(folder, args.lime_runs, args.lime_samples)
             print(f"\nLIME, {args.lime_samples} samples, conv2former_n_cifar 32x32 through Predictor() ({backend}): "
-                  f"{secs:.2f} s median of {', '.join(f'{t:.2f}' for t in times)}")
+                  f"{secs:.2f} s median of {', '.join(f'{t:.2f}' for t in times)}; forward batches "
+                  f"{', '.join(f'{v:.0f}' for v in speeds)} images/s ({images} distinct images per run)")
     if torch is not None:
         print("\nauto (export_model + Predictor, default arguments) against PyTorch, same batch, same run:")
         for r in results:

@@ -280,3 +280,25 @@ def test_static_graph_keeps_paddles_conv_op(tmp_path):
     assert sum(op.endswith("conv2d") for op in ops) == 2, ops
     assert not any(op.endswith("matmul") for op in ops), ops
     assert_close(loaded(x).numpy(), want, "saved program vs dygraph")
+
+
+@pytest.mark.parametrize("hw", [(4, 4), (3, 5), (6, 2)])
+def test_static_graph_crops_kernel_to_the_map(tmp_path, hw):
+    """An exported program runs a kernel larger than twice the map as its central (2H-1) x (2W-1) taps (the
+    others only ever meet the zero padding; oneDNN's bf16 kernel falls back to a slow GEMM for them): the same
+    outputs as Paddle's full-kernel op."""
+    h, w = hw
+    paddle.seed(0)
+    model = paddle.nn.Sequential(DepthwiseConv2D(4, 4, 11, padding=5, groups=4), DepthwiseConv2D(4, 4, 3, padding=1,
+                                                                                                    groups=4))
+    model.eval()
+    x = paddle.randn([2, 4, h, w])
+    with depthwise_formulation("reference"):
+        want = model(x).numpy()
+    prefix = str(tmp_path / "dw")
+    paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None, 4, h, w], "float32")])
+    loaded = paddle.jit.load(prefix)
+    kernels = [list(op.operand_source(1).shape) for op in loaded.program().global_block().ops
+               if op.name().endswith("depthwise_conv2d")]
+    assert kernels == [[4, 1, min(11, 2 * h - 1), min(11, 2 * w - 1)], [4, 1, 3, 3]], kernels
+    assert_close(loaded(x).numpy(), want, "cropped kernel vs Paddle's full-kernel op")

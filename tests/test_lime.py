@@ -140,7 +140,7 @@ def test_perturbed_images_fill_off_superpixels_with_their_mean():
 
     explainer, _ = explain(recording, image=img, num_samples=20)
     res = explainer.lime_results
-    batch = np.concatenate(seen[1:])  # seen[0] is the unperturbed prediction
+    batch = np.concatenate(seen)  # every call is a batch of samples (the unperturbed image is sample 0)
     segments, samples = res["segmentation"], res["samples"]
     assert batch.shape == (20, SIZE, SIZE, 3) and batch.dtype == np.uint8
     assert samples[0].all()
@@ -248,14 +248,17 @@ def test_lime_feeds_the_predictor_its_batch_size_and_overlapping_gives_the_same_
     a = LimeImageExplainer(fn, random_seed=4, progress=False)
     wa = a.interpret(block_image(), num_samples=150, visual=False)  # batch_size None: the predictor's 48
     distinct = len(np.unique(a.lime_results["samples"], axis=0))  # each distinct mask is classified once
-    assert predictor.sizes == [1] + [48] * (distinct // 48) + [distinct % 48]  # the image itself, then the masks
+    # the masks only: the unperturbed image is sample 0, so it needs no call of its own
+    assert predictor.sizes == [48] * (distinct // 48) + [distinct % 48]
     b = LimeImageExplainer(lambda images: fn(images), random_seed=4, progress=False)  # no prepare/run: serial
     wb = b.interpret(block_image(), num_samples=150, batch_size=48, visual=False)
     assert wa == wb
     np.testing.assert_array_equal(a.lime_results["predictions"], b.lime_results["predictions"])
     c = LimeImageExplainer(lambda images: fn(images), random_seed=4, progress=False)
     c.interpret(block_image(), num_samples=150, visual=False)  # a plain predict_fn: interpretdl's 50
-    assert predictor.sizes[-1 - (distinct + 49) // 50:] == [1] + [50] * (distinct // 50) + [distinct % 50] * (distinct % 50 > 0)
+    assert predictor.sizes[-((distinct + 49) // 50):] == [50] * (distinct // 50) + [distinct % 50] * (distinct % 50 > 0)
+    res = a.lime_results
+    assert res["probability"] == {c: res["predictions"][0][c] for c in res["classes"]}  # the unperturbed image's
 
 
 def test_repeated_masks_are_classified_once():
@@ -270,7 +273,7 @@ def test_repeated_masks_are_classified_once():
     explainer = LimeImageExplainer(predict_fn, random_seed=0, progress=False, segmentation_fn=quadrants)
     explainer.interpret(block_image(), num_samples=300, batch_size=64, visual=False)
     res = explainer.lime_results
-    assert res["samples"].shape == (300, 4) and sum(calls) - 1 <= 16
+    assert res["samples"].shape == (300, 4) and sum(calls) <= 16
     np.testing.assert_allclose(res["predictions"], texture_in_top_left(
         np.stack([np.where(m[res["segmentation"]][..., None], res["input"],
                            explainer._fudged_image(res["input"], res["segmentation"], 4)) for m in res["samples"]])))

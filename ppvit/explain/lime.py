@@ -305,10 +305,13 @@ class LimeImageExplainer:
                                                resize_to, crop_to, visual, save_path)
 
         image = _as_image(data, resize_to, crop_to, self.mean, self.std)
-        probability = self._predict(image[None])[0]
-        classes = self._classes(probability, interpret_class, top_k)
         segments = self.segment(image)
-        samples, predictions = self._sample(image, segments, num_samples, batch_size)
+        # the first sample is the unperturbed image: its prediction picks (and checks) the classes as soon as
+        # the first batch is back, with no separate batch-of-one call
+        samples, predictions = self._sample(image, segments, num_samples, batch_size,
+                                            on_first=lambda p: self._classes(p, interpret_class, top_k))
+        probability = predictions[0]
+        classes = self._classes(probability, interpret_class, top_k)
 
         # cosine distance of each mask to the all-ones mask of the original image
         distances = pairwise_distances(samples, samples[:1], metric="cosine").ravel()
@@ -376,10 +379,12 @@ class LimeImageExplainer:
                              f"got shape {probs.shape}")
         return probs
 
-    def _sample(self, image, segments, num_samples, batch_size):
+    def _sample(self, image, segments, num_samples, batch_size, on_first=None):
         """Binary masks over superpixels and the predictions on the images they make.
 
-        Each distinct mask is classified once. When ``predict_fn`` exposes ``prepare``/``run`` (see
+        ``on_first(probabilities)`` is called with the unperturbed image's prediction (sample 0) as soon as the
+        first batch is classified (an exception it raises stops the sampling). Each distinct mask is
+        classified once. When ``predict_fn`` exposes ``prepare``/``run`` (see
         :func:`predictor_predict_fn`), a worker thread builds and normalises batch i+1 while the model runs
         batch i (both numpy and the inference engines release the GIL); the results are the same as calling
         ``predict_fn`` batch by batch.
@@ -407,12 +412,18 @@ class LimeImageExplainer:
             return (prepare(batch) if split else batch), len(batch)
 
         predictions = []
+
+        def done(probs, bar):
+            if not predictions and on_first is not None:
+                on_first(probs[0])
+            predictions.append(probs)
+            bar.update(len(probs))
+
         with tqdm(total=len(on), desc="LIME", unit="img", disable=not self.progress) as bar:
             if not split or len(starts) == 1:
                 for start in starts:
                     batch, n = build(start)
-                    predictions.append(self._predict(batch, run if split else None, n))
-                    bar.update(n)
+                    done(self._predict(batch, run if split else None, n), bar)
             else:
                 from concurrent.futures import ThreadPoolExecutor
 
@@ -422,8 +433,7 @@ class LimeImageExplainer:
                         batch, n = pending.result()
                         if i + 1 < len(starts):
                             pending = pool.submit(build, starts[i + 1])
-                        predictions.append(self._predict(batch, run, n))
-                        bar.update(n)
+                        done(self._predict(batch, run, n), bar)
         return samples, np.concatenate(predictions, axis=0)[inverse]
 
     def _fudged_image(self, image, segments, n_features):

@@ -14,6 +14,7 @@ Two models share the convolutional-modulation block here:
 """
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .helpers import apply_key_map
@@ -104,6 +105,31 @@ class Block(nn.Layer):
 # --------------------------------------------------------------------------------------------------------
 # the notebook's 32x32 model (seeds/000)
 # --------------------------------------------------------------------------------------------------------
+class GroupNormDownsample(nn.Sequential):
+    """The notebook's downsampling: ``GroupNorm(1, C)`` then a 2x2 stride-2 conv without bias (keys ``0.weight``,
+    ``0.bias``, ``1.weight``, as the notebook's ``nn.Sequential``). [B, C, H, W] -> [B, C_out, H/2, W/2].
+
+    In a static graph (export) it runs as the same maths in ops oneDNN keeps in bf16: a GroupNorm with one group
+    is a LayerNorm over each sample's C*H*W values followed by a per-channel affine, and as the conv has no
+    padding the affine folds into it (weight * gamma per input channel, bias = sum of weight * beta). Paddle's
+    group_norm op has no oneDNN kernel, so the bf16 predictor ran it in fp32 between conversions and layout
+    reorders. Sizes unknown at trace time (-1) keep the two modules.
+    """
+
+    def forward(self, x):
+        if paddle.in_dynamic_mode():
+            return super().forward(x)
+        norm, conv = self[0], self[1]
+        C, H, W = (int(d) for d in x.shape[1:])
+        unpadded = conv._data_format == "NCHW" and all(int(q) == 0 for q in conv._updated_padding)
+        if min(C, H, W) <= 0 or norm._num_groups != 1 or conv.bias is not None or not unpadded:
+            return super().forward(x)
+        x = F.layer_norm(x.reshape([-1, C * H * W]), [C * H * W], None, None, norm._epsilon).reshape([-1, C, H, W])
+        weight = conv.weight * norm.weight.reshape([1, C, 1, 1])
+        bias = (conv.weight * norm.bias.reshape([1, C, 1, 1])).sum([1, 2, 3])
+        return F.conv2d(x, weight, bias, conv._stride, 0, conv._dilation, conv._groups)
+
+
 class BasicLayer(nn.Layer):
     """One stage of the notebook model: blocks, then (except in the last stage) GroupNorm + 2x2 conv."""
 
@@ -113,7 +139,7 @@ class BasicLayer(nn.Layer):
             Block(dim, kernel_size, mlp_ratio, drop_path[i], layer_scale_init_value=None, attn_layer=ConvMod)
             for i in range(depth)])
         if downsample:
-            self.downsample = nn.Sequential(
+            self.downsample = GroupNormDownsample(
                 nn.GroupNorm(num_groups=1, num_channels=dim),
                 nn.Conv2D(dim, out_dim or dim * 2, kernel_size=2, stride=2, bias_attr=False),
             )

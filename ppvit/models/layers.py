@@ -179,7 +179,8 @@ def check_input_size(x, img_size, model_name):
 #   "plain":    Paddle's own kernel (also for small work, where the others' fixed overheads dominate).
 # Each has an exact gradient (hand-written backwards for the three matrix/FFT forms). Static graphs (paddle.jit.to_static / paddle.jit.save), GPUs and every configuration other than stride 1,
 # dilation 1, an odd square kernel with 'same' zero padding, NCHW and float32 always use Paddle's kernel,
-# so exported programs keep the plain depthwise_conv2d op (oneDNN runs it fast in the predictor).
+# so exported programs keep the plain depthwise_conv2d op (oneDNN runs it fast in the predictor), with a kernel
+# larger than twice the map cropped to the taps that reach it (``DepthwiseConv2D._static_forward``).
 
 
 DEPTHWISE_FORMULATIONS = ("plain", "toeplitz", "rows", "fft")
@@ -500,10 +501,11 @@ class DepthwiseConv2D(Conv2D):
 
     Input and output [B, C, H, W]. In dygraph on CPU, for stride 1, dilation 1, an odd square kernel, 'same'
     zero padding (``padding=k//2`` or ``"same"``), NCHW float32, the correlation is computed by the formulation
-    ``_select_formulation`` picks for the shape; everything else (GPU, static graphs and exported programs,
-    other configurations) is exactly ``nn.Conv2D``. All formulations are the same math as Paddle's op (outputs
-    and gradients agree to float32 rounding, tested in tests/test_dwconv.py); ``depthwise_formulation`` forces
-    one. Raises ValueError unless ``groups == in_channels == out_channels``.
+    ``_select_formulation`` picks for the shape; in static graphs (exported programs) it is Paddle's depthwise
+    op with the kernel cropped to the taps that can reach the map (``_static_forward``: the same sum);
+    everything else (GPU dygraph, other configurations) is exactly ``nn.Conv2D``. All formulations are the same
+    math as Paddle's op (outputs and gradients agree to float32 rounding, tested in tests/test_dwconv.py);
+    ``depthwise_formulation`` forces one. Raises ValueError unless ``groups == in_channels == out_channels``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=None,
@@ -528,9 +530,29 @@ class DepthwiseConv2D(Conv2D):
 
     def forward(self, x):
         name = getattr(_force, "name", None)
+        if name != "reference" and self._fast_ok and not paddle.in_dynamic_mode():
+            return self._static_forward(x)
         if (name == "reference" or not self._fast_ok or not paddle.in_dynamic_mode()
                 or x.dtype != paddle.float32 or not x.place.is_cpu_place()):
             return Conv2D.forward(self, x)
         B, C, H, W = x.shape
         name = name or _select_formulation(H, W, self._kernel_size[0], B * C)
         return self._add_bias(_FORMULATIONS[name](x, self.weight))
+
+    def _static_forward(self, x):
+        """The static-graph (export) op: Paddle's depthwise conv with the kernel cropped to the taps that can
+        reach an H x W map. With 'same' padding, output o reads input o + t - k//2 through tap t, so only the
+        central min(k, 2H - 1) rows (and 2W - 1 columns) of taps ever meet the map; the others always multiply
+        zero padding. Dropping them is the same sum, and it matters: oneDNN's bf16 depthwise kernel refuses a
+        padding of k//2 >= the map (Conv2Former's 11x11 kernel on its 4x4 last stage) and falls back to an
+        im2col GEMM ~100x slower (measured: a quarter of the whole bf16 forward). Sizes unknown at trace time
+        (-1) keep the full kernel."""
+        k = self._kernel_size[0]
+        h, w = int(x.shape[2]), int(x.shape[3])
+        kh = k if h <= 0 else min(k, 2 * h - 1)
+        kw = k if w <= 0 else min(k, 2 * w - 1)
+        if (kh, kw) == (k, k):
+            return Conv2D.forward(self, x)
+        top, left = (k - kh) // 2, (k - kw) // 2
+        weight = self.weight[:, :, top:top + kh, left:left + kw]
+        return F.conv2d(x, weight, self.bias, 1, [kh // 2, kw // 2], 1, self._groups)
