@@ -8,6 +8,10 @@ Names (the ``backend`` argument, ``Infer.backend`` etc., and the keys of the exp
   (``bf16_support``); elsewhere oneDNN emulates bf16 and it is slower than fp32, so it is not offered.
 - ``onnxruntime``: ONNX Runtime's CPU execution provider on ``<prefix>.onnx``, fp32.
 
+Creating a CPU ``PaddleBackend`` tunes glibc's malloc for the process once (``keep_freed_memory``): Paddle
+Inference mallocs and frees its activations on every run, and with glibc's defaults each was a fresh,
+page-faulted mmap, which cost more than half of a small model's bf16 forward.
+
 int8 is not offered: measured on this project's models, static int8 ONNX was slower than fp32 (ONNX Runtime
 has no fast int8 depthwise/large-kernel convolutions) and needs calibration data to stay accurate.
 """
