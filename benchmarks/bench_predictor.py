@@ -13,7 +13,10 @@ scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on t
 runs once per round, in turn, after warm-up, so a load change on a shared machine hits all alike, with a
 pause before each (Paddle's OpenMP threads spin for 200 ms after a call and would slow whatever runs next);
 the table shows medians. Ratios are the ``auto`` path against PyTorch fp32 and against the faster of PyTorch
-fp32/bf16.
+fp32/bf16. Creating a CPU backend tunes glibc's malloc for the whole process (``backends.keep_freed_memory``:
+freed activations reused, not re-faulted), so PyTorch, timed in the same process, runs with that tuning too:
+its best case (measured here on convmixer_256_8, batch 64: ~170 images/s with glibc's defaults in a process
+of its own, ~300-380 with the tuning).
 """
 import argparse
 import importlib.util
@@ -248,7 +251,8 @@ def main(argv=None):
                   f"{secs:.2f} s median of {', '.join(f'{t:.2f}' for t in times)}; forward batches "
                   f"{', '.join(f'{v:.0f}' for v in speeds)} images/s ({images} distinct images per run)")
     if torch is not None:
-        print("\nauto (export_model + Predictor, default arguments) against PyTorch, same batch, same run:")
+        print("\nauto (export_model + Predictor, default arguments) against PyTorch, same batch, same run (PyTorch "
+              "with ppvit's malloc tuning, see the docstring):")
         for r in results:
             s = r["speeds"]
             if "pytorch fp32" in s:
