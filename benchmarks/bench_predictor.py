@@ -9,14 +9,16 @@ Paths timed per model (``NAME:SIZE:BATCH``): Paddle dygraph; the export's backen
 Inference fp32 + oneDNN, ``paddle_bf16``, ``onnxruntime`` fp32) where export verified them; ``auto`` =
 ``export_model`` + ``Predictor`` with default arguments (what users get); and where PyTorch is installed and
 a PyTorch re-implementation exists (ConViT and ConViT's timm layout, ConvMixer; from
-scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on the same weights. Every path
-runs once per round, in turn, after warm-up, so a load change on a shared machine hits all alike, with a
-pause before each (Paddle's OpenMP threads spin for 200 ms after a call and would slow whatever runs next);
-the table shows medians. Ratios are the ``auto`` path against PyTorch fp32 and against the faster of PyTorch
-fp32/bf16. Creating a CPU backend tunes glibc's malloc for the whole process (``backends.keep_freed_memory``:
-freed activations reused, not re-faulted), so PyTorch, timed in the same process, runs with that tuning too:
-its best case (measured here on convmixer_256_8, batch 64: ~170 images/s with glibc's defaults in a process
-of its own, ~300-380 with the tuning).
+scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on the same weights, twice:
+``pytorch fp32``/``bf16`` in a process of its own (benchmarks/torch_worker.py: torch and the model only, as a
+PyTorch user runs it; it times its forward pass on request, so its rounds interleave with the others), and
+``... +malloc`` in this process. Creating a CPU backend tunes glibc's malloc for the whole process
+(``ppvit.deploy.backends.keep_freed_memory``: freed activations reused, not re-faulted), so PyTorch in this
+process runs with ppvit's tuning: its best case, not what its users get by default. Every path runs once per
+round, in turn, after warm-up, so a load change on a shared machine hits all alike, with a pause before each
+(Paddle's OpenMP threads spin for 200 ms after a call and would slow whatever runs next); the table shows
+medians. Ratios are the ``auto`` path against PyTorch fp32 and against the faster of PyTorch fp32/bf16, for
+PyTorch as users run it and for PyTorch given ppvit's malloc tuning.
 """
 import argparse
 import importlib.util
@@ -61,26 +63,30 @@ def _script(name):
     return module
 
 
-def torch_model(name, model, size):
-    """The PyTorch re-implementation of ``model`` with its weights, or (None, why)."""
+def torch_spec(name, model, size):
+    """The PyTorch re-implementation of ``model`` as ``benchmarks/torch_worker.py`` builds it: ``{"script",
+    "cls", "args", "kwargs", "state"}`` with ``model``'s weights, or (None, why)."""
     torch = _torch()
     if torch is None:
         return None, "PyTorch is not installed (run with /work/venv-torch/bin/python for the comparison)"
     if name.startswith("convit"):
-        ref = _script("make_fixtures_convert").ConViT(
+        spec = {"script": "make_fixtures_convert", "cls": "ConViT", "args": (), "kwargs": dict(
             img_size=size, patch_size=model.patch_embed.proj._kernel_size[0], num_classes=model.num_classes,
             embed_dim=model.embed_dim // model.blocks[0].attn.num_heads,
             depth=len(model.blocks), num_heads=model.blocks[0].attn.num_heads,
-            local_up_to_layer=model.local_up_to_layer)
+            local_up_to_layer=model.local_up_to_layer)}
     elif name.startswith("convmixer"):
         conv = model.state_dict()["0.weight"]
         dim, patch = conv.shape[0], conv.shape[-1]
         kernel = model.state_dict()["3.0.fn.0.weight"].shape[-1]
         depth = sum(1 for k in model.state_dict() if k.endswith(".0.fn.0.weight"))
         act = torch.nn.ReLU if "768_32" in name else torch.nn.GELU
-        ref = _script("make_fixtures_coatnet_convmixer").ConvMixer(dim, depth, kernel, patch, model.num_classes, act)
+        spec = {"script": "make_fixtures_coatnet_convmixer", "cls": "ConvMixer",
+                "args": (dim, depth, kernel, patch, model.num_classes, act), "kwargs": {}}
     else:
         return None, f"no PyTorch re-implementation of {name} in scripts/"
+    module = _script(spec["script"])
+    ref = getattr(module, spec["cls"])(*spec["args"], **spec["kwargs"])
     linears = {n + ".weight" for n, m in ref.named_modules() if isinstance(m, torch.nn.Linear)}
     src = {k: v.numpy() for k, v in model.state_dict().items()}
     state = {}
@@ -91,12 +97,23 @@ def torch_model(name, model, size):
         pkey = key.replace("running_mean", "_mean").replace("running_var", "_variance")
         w = src[pkey].T if key in linears else src[pkey]  # Paddle stores Linear weights [in, out]
         state[key] = torch.from_numpy(np.ascontiguousarray(w)).reshape(value.shape)
-    ref.load_state_dict(state)
-    return ref.eval(), None
+    spec["state"] = state
+    return spec, None
 
 
-def torch_paths(ref):
+def _worker():
+    """benchmarks/torch_worker.py as a module (its ``build`` makes the in-process model too)."""
+    spec = importlib.util.spec_from_file_location("torch_worker", os.path.join(ROOT, "benchmarks", "torch_worker.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def torch_paths(spec):
+    """PyTorch eager fp32 and bf16 autocast on ``spec``'s model in this process (which has ppvit's malloc
+    tuning, ``ppvit.deploy.backends.keep_freed_memory``: PyTorch's best case)."""
     torch = _torch()
+    ref = _worker().build(spec)
 
     def fp32(x):
         with torch.inference_mode():
@@ -106,7 +123,47 @@ def torch_paths(ref):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             return ref(torch.from_numpy(x)).float().numpy()
 
-    return {"pytorch fp32": fp32, "pytorch bf16": bf16}
+    return {"pytorch fp32 +malloc": fp32, "pytorch bf16 +malloc": bf16}
+
+
+class RemoteTorch:
+    """One precision of PyTorch in a process of its own (``torch_worker.py``: torch, numpy and the model only,
+    glibc's default malloc: PyTorch as its users run it). Calling it times one forward there and returns the
+    seconds (``remote_timing``); ``output()`` returns that forward's logits."""
+
+    remote_timing = True
+
+    def __init__(self, proc, spec_path, precision):
+        self.proc, self.spec_path, self.precision = proc, spec_path, precision
+
+    def _ask(self, request):
+        self.proc.stdin.write(request + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        if not answer:
+            raise RuntimeError(f"torch_worker.py ended without answering {request!r} (its stderr is above)")
+        return answer
+
+    def __call__(self, x):
+        return float(self._ask(self.precision))
+
+    def output(self):
+        self._ask(f"out {self.precision}")
+        return np.load(f"{self.spec_path}.{self.precision}.npy")
+
+
+def remote_torch_paths(spec, x, folder, name):
+    """PyTorch fp32 and bf16 in a worker process on ``x``; returns (paths, the process to close)."""
+    import subprocess
+    import sys
+
+    torch = _torch()
+    spec_path = os.path.join(folder, f"{name}.torch_spec.pt")
+    torch.save(spec | {"x": torch.from_numpy(x)}, spec_path)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "benchmarks", "torch_worker.py"), spec_path],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return {"pytorch fp32": RemoteTorch(proc, spec_path, "fp32"),
+            "pytorch bf16": RemoteTorch(proc, spec_path, "bf16")}, proc
 
 
 # --------------------------------------------------------------------------------------------------- timing
@@ -121,8 +178,9 @@ def timed(paths, x, rounds, warmup):
             # the next path (PyTorch's own thread pool, ONNX Runtime's) would share the cores with them
             time.sleep(ENGINE_SWITCH_PAUSE_S)
             t = time.perf_counter()
-            fn(x)
-            times[name].append(time.perf_counter() - t)
+            remote = fn(x)
+            # a worker process reports its own forward time (the request's pipe round trip left out)
+            times[name].append(remote if getattr(fn, "remote_timing", False) else time.perf_counter() - t)
     return {name: len(x) / float(np.median(ts)) for name, ts in times.items()}
 
 
@@ -146,11 +204,18 @@ def bench_model(name, size, batch, rounds, warmup, folder):
             paths[backend] = Predictor(prefix, device="cpu", backend=backend)
     auto = Predictor(prefix)  # default arguments, as users call it
     paths["auto"] = auto
-    ref, why = torch_model(name, model, size)
-    if ref is not None:
-        paths.update(torch_paths(ref))
-    outputs = {n: fn(x) for n, fn in paths.items()}
-    speeds = timed(paths, x, rounds, warmup)
+    spec, why = torch_spec(name, model, size)
+    proc = None
+    try:
+        if spec is not None:
+            remote, proc = remote_torch_paths(spec, x, folder, name)
+            paths.update(remote)
+            paths.update(torch_paths(spec))
+        outputs = {n: (fn.output() if getattr(fn, "remote_timing", False) else fn(x)) for n, fn in paths.items()}
+        speeds = timed(paths, x, rounds, warmup)
+    finally:
+        if proc is not None:
+            proc.communicate("quit\n", timeout=60)
     base = outputs["paddle dygraph"]
     diffs = {n: float(np.abs(o - base).max()) for n, o in outputs.items()}
     return {"name": name, "size": size, "batch": batch, "speeds": speeds, "diffs": diffs, "info": info,
@@ -238,12 +303,12 @@ def main(argv=None):
             torch_best = max((r["speeds"][k] for k in ("pytorch fp32", "pytorch bf16") if k in r["speeds"]),
                              default=None)
             dygraph = r["speeds"]["paddle dygraph"]
-            print(f"  {'path':<16}{'images/s':>10}{'vs dygraph':>12}{'vs torch fp32':>15}{'vs best torch':>15}"
+            print(f"  {'path':<22}{'images/s':>10}{'vs dygraph':>12}{'vs torch fp32':>15}{'vs best torch':>15}"
                   f"{'max|diff| to dygraph':>22}")
             for path, speed in r["speeds"].items():
                 vs32 = f"{speed / torch_fp32:.2f}x" if torch_fp32 else "-"
                 vsbest = f"{speed / torch_best:.2f}x" if torch_best else "-"
-                print(f"  {path:<16}{speed:>10.1f}{speed / dygraph:>11.2f}x{vs32:>15}{vsbest:>15}"
+                print(f"  {path:<22}{speed:>10.1f}{speed / dygraph:>11.2f}x{vs32:>15}{vsbest:>15}"
                       f"{r['diffs'][path]:>22.2e}")
         if not args.no_lime:
             secs, backend, times, speeds, images = bench_lime(folder, args.lime_runs, args.lime_samples)
@@ -251,15 +316,14 @@ def main(argv=None):
                   f"{secs:.2f} s median of {', '.join(f'{t:.2f}' for t in times)}; forward batches "
                   f"{', '.join(f'{v:.0f}' for v in speeds)} images/s ({images} distinct images per run)")
     if torch is not None:
-        print("\nauto (export_model + Predictor, default arguments) against PyTorch, same batch, same run (PyTorch "
-              "with ppvit's malloc tuning, see the docstring):")
+        print("\nauto (export_model + Predictor, default arguments) against PyTorch, same batch, same run:")
         for r in results:
             s = r["speeds"]
-            if "pytorch fp32" in s:
-                best = max(s["pytorch fp32"], s["pytorch bf16"])
-                print(f"  {r['name']:<22} {s['auto'] / s['pytorch fp32']:.2f}x eager fp32, "
-                      f"{s['auto'] / best:.2f}x the faster of fp32/bf16 ({r['auto']})")
-
+            for suffix, what in (("", "PyTorch in its own process"), (" +malloc", "PyTorch with ppvit's malloc tuning")):
+                if "pytorch fp32" + suffix in s:
+                    fp32, bf16 = s["pytorch fp32" + suffix], s["pytorch bf16" + suffix]
+                    print(f"  {r['name']:<22} {s['auto'] / fp32:.2f}x eager fp32, {s['auto'] / max(fp32, bf16):.2f}x "
+                          f"the faster of fp32/bf16 ({what}; auto = {r['auto']})")
 
 if __name__ == "__main__":
     main()
