@@ -1,12 +1,14 @@
-"""The notebook Conv2Former's export-time formulations (issue 10: LIME through the predictor): the exported program
-computes what the dygraph model computes (float32, same maths in other ops), without the ops that made the bf16
-predictor slow (group_norm, which oneDNN runs in fp32; a depthwise kernel larger than twice its map)."""
+"""Conv2Former's export-time formulations (issue 10: LIME through the predictor): the exported program computes
+what the dygraph model computes (float32, same maths in other ops), without the ops that made the bf16 predictor
+slow (group_norm, which oneDNN runs in fp32; a depthwise kernel larger than twice its map; the transposes around
+each block's LayerNorm2d, which Paddle's oneDNN predictor turns into copies and reorders)."""
 import numpy as np
 import paddle
 import pytest
 
 import ppvit
-from ppvit.models.conv2former import GroupNormDownsample
+from ppvit.models.conv2former import GroupNormDownsample, NormConvDownsample
+from ppvit.models.layers import Conv2D, LayerNorm2d
 
 RTOL = 1e-5  # float32: max |static - dygraph| relative to max |dygraph|
 
@@ -61,8 +63,79 @@ def test_exported_notebook_model_matches_dygraph_without_slow_ops(tmp_path):
         want = model(x).numpy()
     loaded, ops = _saved(model, tmp_path, (2, 3, 32, 32))
     assert not any(op.endswith("group_norm") for op in ops), ops
+    # the blocks' 28 LayerNorm2d run as conv reductions; only the final norm (before pooling) transposes
+    assert ops.count("pd_op.transpose") == 2, ops
     kernels = [list(op.operand_source(1).shape)[2:] for op in loaded.program().global_block().ops
                if op.name().endswith("depthwise_conv2d")]
     # one 11x11 modulation (blocks of stages 1-3) or 7x7 (stage 4) and one 3x3 MLP conv per block
     assert (kernels.count([11, 11]), kernels.count([7, 7]), kernels.count([3, 3])) == (2 + 2 + 8, 2, 14), kernels
     assert_close(loaded(x).numpy(), want, "exported conv2former_n_cifar")
+
+
+class _NormThenConvs(paddle.nn.Layer):
+    """LayerNorm2d feeding two convs, as a Conv2Former block's norm feeds its modulator and value convs."""
+
+    def __init__(self, c, kernel, stride):
+        super().__init__()
+        self.norm = LayerNorm2d(c, eps=1e-6)
+        self.a = Conv2D(c, 2 * c, kernel, stride=stride)
+        self.b = paddle.nn.Conv2D(c, c, kernel, stride=stride, bias_attr=False)
+
+    def forward(self, x):
+        if self.norm.can_fold(x, self.a) and self.norm.can_fold(x, self.b):
+            n = self.norm.normalize(x)
+            return self.norm.fold_into(self.a, n), self.norm.fold_into(self.b, n)
+        n = self.norm(x)
+        return self.a(n), self.b(n)
+
+
+@pytest.mark.parametrize("kernel,stride", [(1, 1), (2, 2)], ids=["1x1", "2x2s2"])
+def test_layernorm2d_folded_into_convs_is_the_same_maths(kernel, stride, tmp_path):
+    """Static graph: mean and variance as 1x1-conv reductions, the affine folded into each following conv (with
+    and without its own bias); no transpose; dygraph (which keeps LayerNorm2d.forward) is unchanged."""
+    paddle.seed(0)
+    layer = _NormThenConvs(6, kernel, stride)
+    _perturb(layer)
+    layer.eval()
+    x = paddle.randn([3, 6, 8, 8]) * 4 + 2  # a large mean: the variance is of the centred values
+    n = paddle.nn.functional.layer_norm(x.transpose([0, 2, 3, 1]), [6], layer.norm.weight, layer.norm.bias, 1e-6)
+    n = n.transpose([0, 3, 1, 2])
+    want = [paddle.nn.functional.conv2d(n, layer.a.weight, layer.a.bias, stride).numpy(),
+            paddle.nn.functional.conv2d(n, layer.b.weight, None, stride).numpy()]
+    for got, w in zip(layer(x), want):
+        assert_close(got.numpy(), w, "dygraph")
+    prefix = str(tmp_path / "m")
+    paddle.jit.save(layer, prefix, input_spec=[paddle.static.InputSpec([None, 6, 8, 8], "float32")])
+    loaded = paddle.jit.load(prefix)
+    ops = [op.name() for op in loaded.program().global_block().ops]
+    assert "pd_op.transpose" not in ops and "pd_op.layer_norm" not in ops, ops
+    for got, w in zip(loaded(x), want):
+        assert_close(got.numpy(), w, "saved program")
+
+
+def test_layernorm2d_keeps_its_transposes_where_it_cannot_fold(tmp_path):
+    """A padded conv after the norm would see the folded bias in its zero padding: the norm stays LayerNorm."""
+    norm, conv = LayerNorm2d(4), paddle.nn.Conv2D(4, 4, 3, padding=1)
+    layer = NormConvDownsample(norm, conv)
+    _perturb(layer)
+    layer.eval()
+    x = paddle.randn([2, 4, 6, 6])
+    want = conv(norm(x)).numpy()
+    loaded, ops = _saved(layer, tmp_path, (2, 4, 6, 6))
+    assert "pd_op.layer_norm" in ops, ops
+    assert_close(loaded(x).numpy(), want, "saved program")
+
+
+def test_exported_official_conv2former_matches_dygraph_without_block_transposes(tmp_path):
+    """conv2former_n (official layout, 64x64 here): blocks and LayerNorm + 2x2-conv downsamplings export without
+    transposes (only the head's norm keeps them); logits are the dygraph model's."""
+    paddle.seed(0)
+    model = ppvit.create_model("conv2former_n", num_classes=10)
+    _perturb(model, 0.05)
+    model.eval()
+    x = paddle.randn([2, 3, 64, 64])
+    with paddle.no_grad():
+        want = model(x).numpy()
+    loaded, ops = _saved(model, tmp_path, (2, 3, 64, 64))
+    assert ops.count("pd_op.transpose") == 2 and ops.count("pd_op.layer_norm") == 1, ops
+    assert_close(loaded(x).numpy(), want, "exported conv2former_n")

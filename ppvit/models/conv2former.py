@@ -40,7 +40,10 @@ class MLP(nn.Layer):
         self.act = nn.GELU()
 
     def forward(self, x):
-        x = self.act(self.fc1(self.norm(x)))
+        if self.norm.can_fold(x, self.fc1):  # exported programs: no transposes (LayerNorm2d.normalize)
+            x = self.act(self.norm.fold_into(self.fc1, self.norm.normalize(x)))
+        else:
+            x = self.act(self.fc1(self.norm(x)))
         x = x + self.act(self.pos(x))
         return self.fc2(x)
 
@@ -63,8 +66,14 @@ class SpatialAttention(nn.Layer):
         self.proj = Conv2D(dim, dim, 1)
 
     def forward(self, x):
+        modulator = getattr(self, self.modulator_name)
+        if self.norm.can_fold(x, modulator[0]) and self.norm.can_fold(x, self.v):
+            # exported programs: the norm without transposes, its affine folded into both 1x1 convs
+            x = self.norm.normalize(x)
+            a = modulator[2](modulator[1](self.norm.fold_into(modulator[0], x)))
+            return self.proj(a * self.norm.fold_into(self.v, x))
         x = self.norm(x)
-        x = getattr(self, self.modulator_name)(x) * self.v(x)
+        x = modulator(x) * self.v(x)
         return self.proj(x)
 
 
@@ -128,6 +137,18 @@ class GroupNormDownsample(nn.Sequential):
         weight = conv.weight * norm.weight.reshape([1, C, 1, 1])
         bias = (conv.weight * norm.bias.reshape([1, C, 1, 1])).sum([1, 2, 3])
         return F.conv2d(x, weight, bias, conv._stride, 0, conv._dilation, conv._groups)
+
+
+class NormConvDownsample(nn.Sequential):
+    """The official downsampling: ``LayerNorm2d`` then a 2x2 stride-2 conv (keys ``0.*``, ``1.*``, as the
+    official ``nn.Sequential``). [B, C, H, W] -> [B, C_out, H/2, W/2]. In static graphs (export) the norm runs
+    without transposes and its affine folds into the conv (``LayerNorm2d.normalize``/``fold_into``)."""
+
+    def forward(self, x):
+        norm, conv = self[0], self[1]
+        if norm.can_fold(x, conv):
+            return norm.fold_into(conv, norm.normalize(x))
+        return super().forward(x)
 
 
 class BasicLayer(nn.Layer):
@@ -241,7 +262,7 @@ class Conv2Former(nn.Layer):
             nn.Conv2D(half, dims[0], 2, stride=2, bias_attr=False),
         )
         self.downsample_layers = nn.LayerList([stem] + [
-            nn.Sequential(LayerNorm2d(dims[i], eps=1e-6), Conv2D(dims[i], dims[i + 1], 2, stride=2))
+            NormConvDownsample(LayerNorm2d(dims[i], eps=1e-6), Conv2D(dims[i], dims[i + 1], 2, stride=2))
             for i in range(len(dims) - 1)])
         dpr = drop_path_rates(drop_path_rate, depths)
         self.stages = nn.LayerList([

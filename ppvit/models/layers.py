@@ -122,6 +122,41 @@ class LayerNorm2d(nn.Layer):
         x = F.layer_norm(x.transpose([0, 2, 3, 1]), x.shape[1:2], self.weight, self.bias, self.eps)
         return x.transpose([0, 3, 1, 2])
 
+    # ---- exported programs: the same maths without moving the channel axis (see ``fold_into``) ----
+    def can_fold(self, x, conv):
+        """True when ``conv(self(x))`` can run as ``fold_into(conv, self.normalize(x))``: a static graph
+        (export; dygraph and training keep ``forward``), NCHW with a known channel count, and ``conv`` a
+        zero-padded, ungrouped NCHW ``nn.Conv2D`` on this norm's channels."""
+        return (not paddle.in_dynamic_mode() and len(x.shape) == 4 and int(x.shape[1]) == self.weight.shape[0]
+                and isinstance(conv, nn.Conv2D) and conv._data_format == "NCHW" and conv._groups == 1
+                and conv._padding_mode == "zeros" and all(int(q) == 0 for q in conv._updated_padding))
+
+    def normalize(self, x):
+        """``(x - mean) / sqrt(var + eps)`` over the channels of [B, C, H, W], without the affine.
+
+        The mean and the variance are 1x1 convs with 1/C weights (one output channel) and the rest
+        broadcasts over C, so the tensor never leaves NCHW. Why: ``forward``'s transposes cost more than the
+        norm in Paddle 3.3's oneDNN predictor, which keeps activations channels-last in memory but turns each
+        transpose into a real copy, and the one back to NCHW into a reorder per consumer (~22% of
+        conv2former_n_cifar's bf16 forward, measured). The mean is added negated (``x + conv(x, -1/C)``): the
+        bf16 predictor runs ``add`` in bf16 but ``subtract`` in fp32, between two conversions.
+        Two-pass like LayerNorm (variance of the centred values), so float32 results agree to rounding.
+        """
+        c = int(x.shape[1])
+        centred = x + F.conv2d(x, paddle.full([1, c, 1, 1], -1.0 / c, dtype=x.dtype))
+        var = F.conv2d(centred * centred, paddle.full([1, c, 1, 1], 1.0 / c, dtype=x.dtype))
+        return centred * paddle.rsqrt(var + self.eps)
+
+    def fold_into(self, conv, normalized):
+        """``conv(self(x))`` from ``normalized = self.normalize(x)``: this norm's per-channel affine folded
+        into ``conv`` (weight * gamma per input channel; bias + the sum of weight * beta), exact because the
+        conv has no padding (``can_fold``). [B, C, H, W] -> ``conv``'s output."""
+        c = self.weight.shape[0]
+        weight = conv.weight * self.weight.reshape([1, c, 1, 1])
+        shift = (conv.weight * self.bias.reshape([1, c, 1, 1])).sum([1, 2, 3])
+        bias = shift if conv.bias is None else conv.bias + shift
+        return F.conv2d(normalized, weight, bias, conv._stride, 0, conv._dilation, 1)
+
 
 def to_2tuple(x):
     return tuple(x) if isinstance(x, (list, tuple)) else (x, x)
