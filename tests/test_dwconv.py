@@ -302,3 +302,34 @@ def test_static_graph_crops_kernel_to_the_map(tmp_path, hw):
                if op.name().endswith("depthwise_conv2d")]
     assert kernels == [[4, 1, min(11, 2 * h - 1), min(11, 2 * w - 1)], [4, 1, 3, 3]], kernels
     assert_close(loaded(x).numpy(), want, "cropped kernel vs Paddle's full-kernel op")
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (4, 4), (2, 2)], ids=["11x11", "cropped-7x7", "cropped-3x3"])
+def test_static_graph_adds_the_bias_after_the_conv_when_asked(tmp_path, hw):
+    """Exported programs: a depthwise conv made with separate_bias_in_export=True (full or cropped kernel) runs
+    bias-free and adds its bias as `bias + conv` (oneDNN's faster bf16 kernel takes no bias; Paddle's fuse pass
+    folds only `conv + bias` back); others keep the conv's own bias. Outputs are Paddle's op's, with a bias far
+    from zero so a dropped or misplaced one shows."""
+    h, w = hw
+    paddle.seed(0)
+    model = paddle.nn.Sequential(DepthwiseConv2D(4, 4, 11, padding=5, groups=4, separate_bias_in_export=True),
+                                 DepthwiseConv2D(4, 4, 3, padding=1, groups=4))
+    with paddle.no_grad():
+        for layer in model:
+            layer.bias.set_value(paddle.randn([4]) * 3)
+    model.eval()
+    x = paddle.randn([2, 4, h, w])
+    with depthwise_formulation("reference"):
+        want = model(x).numpy()
+    prefix = str(tmp_path / "dw")
+    paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None, 4, h, w], "float32")])
+    loaded = paddle.jit.load(prefix)
+    ops = loaded.program().global_block().ops
+    convs = [op for op in ops if op.name().endswith("depthwise_conv2d")]
+    for conv, separate in zip(convs, (True, False)):
+        adds = [op for op in ops if op.name() == "pd_op.add"
+                and any(op.operand_source(i).is_same(conv.result(0)) for i in range(op.num_operands()))]
+        assert len(adds) == 1, [op.name() for op in ops]
+        # which operand the conv's output is: 1 (bias first) when separate, 0 (Paddle's own bias add) otherwise
+        assert adds[0].operand_source(1 if separate else 0).is_same(conv.result(0)), (hw, separate)
+    assert_close(loaded(x).numpy(), want, "saved program vs Paddle's op")

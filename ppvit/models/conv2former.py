@@ -60,7 +60,8 @@ class SpatialAttention(nn.Layer):
         setattr(self, self.modulator_name, nn.Sequential(
             Conv2D(dim, dim, 1),
             nn.GELU(),
-            DepthwiseConv2D(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim),
+            # nothing activation-like follows it: exports run it bias-free (oneDNN's faster bf16 kernel)
+            DepthwiseConv2D(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, separate_bias_in_export=True),
         ))
         self.v = Conv2D(dim, dim, 1)
         self.proj = Conv2D(dim, dim, 1)

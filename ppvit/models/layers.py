@@ -541,15 +541,18 @@ class DepthwiseConv2D(Conv2D):
     everything else (GPU dygraph, other configurations) is exactly ``nn.Conv2D``. All formulations are the same
     math as Paddle's op (outputs and gradients agree to float32 rounding, tested in tests/test_dwconv.py);
     ``depthwise_formulation`` forces one. Raises ValueError unless ``groups == in_channels == out_channels``.
+    ``separate_bias_in_export=True``: exported programs add the bias after the conv (faster in the bf16
+    predictor where no activation follows the conv; see ``_static_forward``).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=None,
-                 **kwargs):
+                 separate_bias_in_export=False, **kwargs):
         groups = in_channels if groups is None else groups
         if not (groups == in_channels == out_channels):
             raise ValueError(f"DepthwiseConv2D needs groups == in_channels == out_channels, got groups={groups}, "
                              f"in_channels={in_channels}, out_channels={out_channels}; use nn.Conv2D otherwise")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, **kwargs)
+        self.separate_bias_in_export = bool(separate_bias_in_export)
         self._fast_ok = self._same_padding_odd_kernel()
 
     def _same_padding_odd_kernel(self):
@@ -581,16 +584,27 @@ class DepthwiseConv2D(Conv2D):
         zero padding. Dropping them is the same sum, and it matters: oneDNN's bf16 depthwise kernel refuses a
         padding of k//2 >= the map (Conv2Former's 11x11 kernel on its 4x4 last stage) and falls back to an
         im2col GEMM ~100x slower (measured: a quarter of the whole bf16 forward). Sizes unknown at trace time
-        (-1) keep the full kernel."""
+        (-1) keep the full kernel.
+
+        With ``separate_bias_in_export`` the bias is added after the conv, written ``bias + conv(x)``: oneDNN's
+        faster bf16 depthwise kernel (brdgmm) takes no fp32 bias and Paddle always passes one, so a conv with a
+        bias runs the older jit_dw kernel; Paddle Inference's conv2d_bias_fuse_pass folds ``conv(x) + bias``
+        back into the conv, but not the bias as the first operand. Measured (bf16 predictor, 2 cores): Conv2Former's
+        11x11 modulation convs, which no activation follows, 1.13x the whole forward; where an activation follows
+        (ConvMixer's 7x7 + ReLU, Conv2Former's 3x3 + GELU) it no longer fuses into the conv and the forward was
+        0.89-0.94x, so those keep the fused bias. Same sum; float32 results agree to rounding
+        (tests/test_dwconv.py)."""
         k = self._kernel_size[0]
         h, w = int(x.shape[2]), int(x.shape[3])
         kh = k if h <= 0 else min(k, 2 * h - 1)
         kw = k if w <= 0 else min(k, 2 * w - 1)
-        if (kh, kw) == (k, k):
+        separate = self.bias is not None and self.separate_bias_in_export
+        if (kh, kw) == (k, k) and not separate:
             return Conv2D.forward(self, x)
         top, left = (k - kh) // 2, (k - kw) // 2
-        weight = self.weight[:, :, top:top + kh, left:left + kw]
-        return F.conv2d(x, weight, self.bias, 1, [kh // 2, kw // 2], 1, self._groups)
+        weight = self.weight if (kh, kw) == (k, k) else self.weight[:, :, top:top + kh, left:left + kw]
+        y = F.conv2d(x, weight, None if separate else self.bias, 1, [kh // 2, kw // 2], 1, self._groups)
+        return self.bias.reshape([1, -1, 1, 1]) + y if separate else y
 
 
 class BatchNorm2D(nn.BatchNorm2D):
