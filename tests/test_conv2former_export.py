@@ -32,6 +32,19 @@ def _saved(layer, tmp_path, shape):
     return loaded, [op.name() for op in loaded.program().global_block().ops]
 
 
+def _exported(name, size, tmp_path, **kwargs):
+    """A model with perturbed weights, a batch of 2 at size x size: (input, dygraph logits, saved program, op
+    names of the saved program)."""
+    paddle.seed(0)
+    model = ppvit.create_model(name, **kwargs)
+    _perturb(model, 0.05)
+    model.eval()
+    x = paddle.randn([2, 3, size, size])
+    with paddle.no_grad():
+        want = model(x).numpy()
+    return (x, want) + _saved(model, tmp_path, tuple(x.shape))
+
+
 @pytest.mark.parametrize("shape", [(2, 8, 6, 6), (3, 4, 8, 4)], ids=["6x6", "8x4"])
 def test_group_norm_downsample_static_is_the_same_maths(shape, tmp_path):
     """Static graph: LayerNorm over C*H*W with GroupNorm's affine folded into the conv; same state_dict keys."""
@@ -54,14 +67,7 @@ def test_group_norm_downsample_static_is_the_same_maths(shape, tmp_path):
 def test_exported_notebook_model_matches_dygraph_without_slow_ops(tmp_path):
     """conv2former_n_cifar at 32x32: the saved program has no group_norm and runs the last stage's 11x11
     modulation kernels on its 4x4 maps as their central 7x7 taps; its logits are the dygraph model's."""
-    paddle.seed(0)
-    model = ppvit.create_model("conv2former_n_cifar")
-    _perturb(model, 0.05)
-    model.eval()
-    x = paddle.randn([2, 3, 32, 32])
-    with paddle.no_grad():
-        want = model(x).numpy()
-    loaded, ops = _saved(model, tmp_path, (2, 3, 32, 32))
+    x, want, loaded, ops = _exported("conv2former_n_cifar", 32, tmp_path)
     assert not any(op.endswith("group_norm") for op in ops), ops
     # the blocks' 28 LayerNorm2d run as conv reductions; only the final norm (before pooling) transposes
     assert ops.count("pd_op.transpose") == 2, ops
@@ -129,13 +135,6 @@ def test_layernorm2d_keeps_its_transposes_where_it_cannot_fold(tmp_path):
 def test_exported_official_conv2former_matches_dygraph_without_block_transposes(tmp_path):
     """conv2former_n (official layout, 64x64 here): blocks and LayerNorm + 2x2-conv downsamplings export without
     transposes (only the head's norm keeps them); logits are the dygraph model's."""
-    paddle.seed(0)
-    model = ppvit.create_model("conv2former_n", num_classes=10)
-    _perturb(model, 0.05)
-    model.eval()
-    x = paddle.randn([2, 3, 64, 64])
-    with paddle.no_grad():
-        want = model(x).numpy()
-    loaded, ops = _saved(model, tmp_path, (2, 3, 64, 64))
+    x, want, loaded, ops = _exported("conv2former_n", 64, tmp_path, num_classes=10)
     assert ops.count("pd_op.transpose") == 2 and ops.count("pd_op.layer_norm") == 1, ops
     assert_close(loaded(x).numpy(), want, "exported conv2former_n")

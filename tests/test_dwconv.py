@@ -282,6 +282,16 @@ def test_static_graph_keeps_paddles_conv_op(tmp_path):
     assert_close(loaded(x).numpy(), want, "saved program vs dygraph")
 
 
+def _reference_and_saved(model, x, tmp_path):
+    """(Paddle's own op on x in eval mode, the model saved with paddle.jit.save and loaded back)."""
+    model.eval()
+    with depthwise_formulation("reference"):
+        want = model(x).numpy()
+    prefix = str(tmp_path / "dw")
+    paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None] + list(x.shape[1:]), "float32")])
+    return want, paddle.jit.load(prefix)
+
+
 @pytest.mark.parametrize("hw", [(4, 4), (3, 5), (6, 2)])
 def test_static_graph_crops_kernel_to_the_map(tmp_path, hw):
     """An exported program runs a kernel larger than twice the map as its central (2H-1) x (2W-1) taps (the
@@ -291,13 +301,8 @@ def test_static_graph_crops_kernel_to_the_map(tmp_path, hw):
     paddle.seed(0)
     model = paddle.nn.Sequential(DepthwiseConv2D(4, 4, 11, padding=5, groups=4), DepthwiseConv2D(4, 4, 3, padding=1,
                                                                                                     groups=4))
-    model.eval()
     x = paddle.randn([2, 4, h, w])
-    with depthwise_formulation("reference"):
-        want = model(x).numpy()
-    prefix = str(tmp_path / "dw")
-    paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None, 4, h, w], "float32")])
-    loaded = paddle.jit.load(prefix)
+    want, loaded = _reference_and_saved(model, x, tmp_path)
     kernels = [list(op.operand_source(1).shape) for op in loaded.program().global_block().ops
                if op.name().endswith("depthwise_conv2d")]
     assert kernels == [[4, 1, min(11, 2 * h - 1), min(11, 2 * w - 1)], [4, 1, 3, 3]], kernels
@@ -317,13 +322,8 @@ def test_static_graph_adds_the_bias_after_the_conv_when_asked(tmp_path, hw):
     with paddle.no_grad():
         for layer in model:
             layer.bias.set_value(paddle.randn([4]) * 3)
-    model.eval()
     x = paddle.randn([2, 4, h, w])
-    with depthwise_formulation("reference"):
-        want = model(x).numpy()
-    prefix = str(tmp_path / "dw")
-    paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None, 4, h, w], "float32")])
-    loaded = paddle.jit.load(prefix)
+    want, loaded = _reference_and_saved(model, x, tmp_path)
     ops = loaded.program().global_block().ops
     convs = [op for op in ops if op.name().endswith("depthwise_conv2d")]
     for conv, separate in zip(convs, (True, False)):
