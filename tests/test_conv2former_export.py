@@ -7,8 +7,10 @@ import paddle
 import pytest
 
 import ppvit
+from ppvit.deploy import Predictor, export_model
 from ppvit.models.conv2former import GroupNormDownsample, NormConvDownsample
 from ppvit.models.layers import Conv2D, LayerNorm2d
+from tests.parity import assert_served_close
 
 RTOL = 1e-5  # float32: max |static - dygraph| relative to max |dygraph|
 
@@ -81,11 +83,11 @@ def test_exported_notebook_model_matches_dygraph_without_slow_ops(tmp_path):
 class _NormThenConvs(paddle.nn.Layer):
     """LayerNorm2d feeding two convs, as a Conv2Former block's norm feeds its modulator and value convs."""
 
-    def __init__(self, c, kernel, stride):
+    def __init__(self, c, kernel, stride, dilation=1):
         super().__init__()
         self.norm = LayerNorm2d(c, eps=1e-6)
-        self.a = Conv2D(c, 2 * c, kernel, stride=stride)
-        self.b = paddle.nn.Conv2D(c, c, kernel, stride=stride, bias_attr=False)
+        self.a = Conv2D(c, 2 * c, kernel, stride=stride, dilation=dilation)
+        self.b = paddle.nn.Conv2D(c, c, kernel, stride=stride, dilation=dilation, bias_attr=False)
 
     def forward(self, x):
         if self.norm.can_fold(x, self.a) and self.norm.can_fold(x, self.b):
@@ -95,19 +97,20 @@ class _NormThenConvs(paddle.nn.Layer):
         return self.a(n), self.b(n)
 
 
-@pytest.mark.parametrize("kernel,stride", [(1, 1), (2, 2)], ids=["1x1", "2x2s2"])
-def test_layernorm2d_folded_into_convs_is_the_same_maths(kernel, stride, tmp_path):
-    """Static graph: mean and variance as 1x1-conv reductions, the affine folded into each following conv (with
-    and without its own bias); no transpose; dygraph (which keeps LayerNorm2d.forward) is unchanged."""
+@pytest.mark.parametrize("kernel,stride,dilation", [(1, 1, 1), (2, 2, 1), (3, 2, 2)], ids=["1x1", "2x2s2", "3x3s2d2"])
+def test_layernorm2d_folded_into_convs_is_the_same_maths(kernel, stride, dilation, tmp_path):
+    """Static graph: mean and variance as 1x1-conv reductions, the affine folded into each following unpadded conv
+    (with and without its own bias, any kernel, stride, dilation); no transpose; dygraph never takes that path."""
     paddle.seed(0)
-    layer = _NormThenConvs(6, kernel, stride)
+    layer = _NormThenConvs(6, kernel, stride, dilation)
     _perturb(layer)
     layer.eval()
     x = paddle.randn([3, 6, 8, 8]) * 4 + 2  # a large mean: the variance is of the centred values
     n = paddle.nn.functional.layer_norm(x.transpose([0, 2, 3, 1]), [6], layer.norm.weight, layer.norm.bias, 1e-6)
     n = n.transpose([0, 3, 1, 2])
-    want = [paddle.nn.functional.conv2d(n, layer.a.weight, layer.a.bias, stride).numpy(),
-            paddle.nn.functional.conv2d(n, layer.b.weight, None, stride).numpy()]
+    want = [paddle.nn.functional.conv2d(n, layer.a.weight, layer.a.bias, stride, 0, dilation).numpy(),
+            paddle.nn.functional.conv2d(n, layer.b.weight, None, stride, 0, dilation).numpy()]
+    assert not layer.norm.can_fold(x, layer.a)  # dygraph (and so training) keeps LayerNorm2d.forward
     for got, w in zip(layer(x), want):
         assert_close(got.numpy(), w, "dygraph")
     prefix = str(tmp_path / "m")
@@ -119,9 +122,15 @@ def test_layernorm2d_folded_into_convs_is_the_same_maths(kernel, stride, tmp_pat
         assert_close(got.numpy(), w, "saved program")
 
 
-def test_layernorm2d_keeps_its_transposes_where_it_cannot_fold(tmp_path):
-    """A padded conv after the norm would see the folded bias in its zero padding: the norm stays LayerNorm."""
-    norm, conv = LayerNorm2d(4), paddle.nn.Conv2D(4, 4, 3, padding=1)
+@pytest.mark.parametrize("conv_kwargs", [dict(padding=1), dict(padding="same"), dict(padding=[0, 1, 0, 1]),
+                                         dict(padding=0, groups=2)], ids=["pad1", "same", "asymmetric", "groups"])
+def test_layernorm2d_keeps_its_transposes_where_it_cannot_fold(conv_kwargs, tmp_path):
+    """A padding conv after the norm would see the folded bias in its zero padding ('same' too, which Paddle
+    records as zero padding plus the SAME algorithm), and a grouped one mixes no channels across groups: the norm
+    stays LayerNorm, and fold_into refuses such a conv outright."""
+    norm, conv = LayerNorm2d(4), paddle.nn.Conv2D(4, 4, 3, **conv_kwargs)
+    with pytest.raises(ValueError, match="unpadded, ungrouped"):
+        norm.fold_into(conv, paddle.zeros([1, 4, 6, 6]))
     layer = NormConvDownsample(norm, conv)
     _perturb(layer)
     layer.eval()
@@ -138,3 +147,24 @@ def test_exported_official_conv2former_matches_dygraph_without_block_transposes(
     x, want, loaded, ops = _exported("conv2former_n", 64, tmp_path, num_classes=10)
     assert ops.count("pd_op.transpose") == 2 and ops.count("pd_op.layer_norm") == 1, ops
     assert_close(loaded(x).numpy(), want, "exported conv2former_n")
+
+
+@pytest.mark.parametrize("name,size", [("conv2former_n_cifar", 32), ("conv2former_n", 64)])
+def test_exported_conv2former_with_trained_like_weights_passes_every_backend(name, size, tmp_path):
+    """export_model on a Conv2Former whose norms and biases are far from their initial values (so the folded
+    affine and the separate modulation bias matter): ONNX Runtime and Paddle fp32 verified (<= 1e-4 of dygraph),
+    and what the predictors serve matches dygraph within their backends' tolerances."""
+    paddle.seed(0)
+    model = ppvit.create_model(name, num_classes=10)
+    _perturb(model, 0.05)
+    model.eval()
+    prefix = str(tmp_path / name)
+    info = export_model(model, prefix, size, {"model": name}, bench_batch_size=2)
+    for backend in ("paddle", "onnxruntime"):
+        assert info["backends"][backend]["verified"], info["backends"][backend]
+    x = np.random.RandomState(0).rand(2, 3, size, size).astype("float32")
+    with paddle.no_grad():
+        want = model(paddle.to_tensor(x)).numpy()
+    for backend, rec in info["backends"].items():
+        if rec["verified"]:
+            assert_served_close(backend, Predictor(prefix, device="cpu", backend=backend)(x), want)

@@ -131,7 +131,8 @@ class GroupNormDownsample(nn.Sequential):
             return super().forward(x)
         norm, conv = self[0], self[1]
         C, H, W = (int(d) for d in x.shape[1:])
-        unpadded = conv._data_format == "NCHW" and all(int(q) == 0 for q in conv._updated_padding)
+        unpadded = (conv._data_format == "NCHW" and conv._padding_algorithm in ("EXPLICIT", "VALID")
+                    and all(int(q) == 0 for q in conv._updated_padding))  # 'same' records zeros but pads
         if min(C, H, W) <= 0 or norm._num_groups != 1 or conv.bias is not None or not unpadded:
             return super().forward(x)
         x = F.layer_norm(x.reshape([-1, C * H * W]), [C * H * W], None, None, norm._epsilon).reshape([-1, C, H, W])

@@ -125,11 +125,20 @@ class LayerNorm2d(nn.Layer):
     # ---- exported programs: the same maths without moving the channel axis (see ``fold_into``) ----
     def can_fold(self, x, conv):
         """True when ``conv(self(x))`` can run as ``fold_into(conv, self.normalize(x))``: a static graph
-        (export; dygraph and training keep ``forward``), NCHW with a known channel count, and ``conv`` a
-        zero-padded, ungrouped NCHW ``nn.Conv2D`` on this norm's channels."""
+        (export; dygraph and training keep ``forward``), NCHW with a known channel count, no hooks on the norm,
+        and ``conv`` one ``_foldable_conv`` accepts on this norm's channels."""
         return (not paddle.in_dynamic_mode() and len(x.shape) == 4 and int(x.shape[1]) == self.weight.shape[0]
-                and isinstance(conv, nn.Conv2D) and conv._data_format == "NCHW" and conv._groups == 1
-                and conv._padding_mode == "zeros" and all(int(q) == 0 for q in conv._updated_padding))
+                and not self._forward_pre_hooks and not self._forward_post_hooks and self._foldable_conv(conv))
+
+    @staticmethod
+    def _foldable_conv(conv):
+        """A plain ``nn.Conv2D`` or ``layers.Conv2D`` (no hooks) that never pads (explicit or 'valid' zero
+        padding; Paddle records ``padding='same'`` as zeros plus the SAME algorithm, which does pad), ungrouped,
+        NCHW: the only convs a per-channel affine before them folds into exactly."""
+        return (type(conv) in (nn.Conv2D, Conv2D) and not conv._forward_pre_hooks and not conv._forward_post_hooks
+                and conv._data_format == "NCHW" and conv._groups == 1 and conv._padding_mode == "zeros"
+                and conv._padding_algorithm in ("EXPLICIT", "VALID")
+                and all(int(q) == 0 for q in conv._updated_padding))
 
     def normalize(self, x):
         """``(x - mean) / sqrt(var + eps)`` over the channels of [B, C, H, W], without the affine.
@@ -150,7 +159,11 @@ class LayerNorm2d(nn.Layer):
     def fold_into(self, conv, normalized):
         """``conv(self(x))`` from ``normalized = self.normalize(x)``: this norm's per-channel affine folded
         into ``conv`` (weight * gamma per input channel; bias + the sum of weight * beta), exact because the
-        conv has no padding (``can_fold``). [B, C, H, W] -> ``conv``'s output."""
+        conv has no padding (``can_fold``). [B, C, H, W] -> ``conv``'s output. Raises ValueError for a conv
+        the affine does not fold into (padding, groups, NHWC, hooks, another conv class)."""
+        if not self._foldable_conv(conv):
+            raise ValueError(f"LayerNorm2d.fold_into needs an unpadded, ungrouped NCHW nn.Conv2D without hooks, "
+                             f"got {conv!r}; run the norm and the conv instead")
         c = self.weight.shape[0]
         weight = conv.weight * self.weight.reshape([1, c, 1, 1])
         shift = (conv.weight * self.bias.reshape([1, c, 1, 1])).sum([1, 2, 3])
@@ -542,7 +555,8 @@ class DepthwiseConv2D(Conv2D):
     math as Paddle's op (outputs and gradients agree to float32 rounding, tested in tests/test_dwconv.py);
     ``depthwise_formulation`` forces one. Raises ValueError unless ``groups == in_channels == out_channels``.
     ``separate_bias_in_export=True``: exported programs add the bias after the conv (faster in the bf16
-    predictor where no activation follows the conv; see ``_static_forward``).
+    predictor where no activation follows the conv; see ``_static_forward``). It applies where the static path
+    does (stride 1, odd square kernel, 'same' zero padding, NCHW) and is ignored otherwise.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=None,
