@@ -144,6 +144,73 @@ def test_interrupt_is_on_its_own_line_and_says_how_to_resume(tmp_path):
     assert str(run / "latest.pdstate") in shown[0] and "Global.checkpoints" in shown[0], shown[0]
 
 
+INTERRUPTED_IN_PYLAYER = """
+import runpy, signal, sys
+import ppvit.models.layers as m
+original = m._PointwiseConv.{method}
+calls = [0]
+def patched(ctx, *args):
+    calls[0] += 1
+    if calls[0] == {at}:
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C lands inside Paddle's C++, in a PyLayer {method}
+    return original(ctx, *args)
+m._PointwiseConv.{method} = staticmethod(patched)
+sys.path.insert(0, {tools!r})
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("tool_name, method, at", [("train.py", "backward", 7), ("eval.py", "forward", 1)])
+def test_interrupt_inside_a_pylayer_is_still_an_interrupt(tmp_path, tool_name, method, at):
+    """Paddle re-raises a KeyboardInterrupt from inside a PyLayer (ppvit's hand-written 1x1 conv) as an OSError;
+    Ctrl-C there must still end the command as an interrupt (exit 130, one line, no traceback), not as a crash.
+    Deterministic: the patched PyLayer raises SIGINT itself. Training: on the 7th backward (the 4th step of a
+    2-block ConvMixer, after the checkpoint of step 2), and the line says how to resume from it; evaluation: on
+    the first forward."""
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+    if tool_name == "eval.py":
+        ok(tool("train.py", config, [f"Global.output_dir={out}", "Global.epochs=1"]))
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_IN_PYLAYER.format(method=method, at=at, tools=os.path.join(ROOT, "tools"),
+                                                    script=os.path.join(ROOT, "tools", tool_name)))
+    overrides = ["-o", f"Global.output_dir={out}"] + (["-o", "Global.save_interval=2"] if tool_name == "train.py" else [])
+    proc = subprocess.run([sys.executable, str(script), "-c", config] + overrides, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT))
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    shown = [line for line in screen_lines(proc.stderr) if "interrupted" in line]
+    assert len(shown) == 1 and shown[0].startswith("interrupted"), proc.stderr[-2000:]
+    if tool_name == "train.py":
+        assert str(out / "tiny" / "latest.pdstate") in shown[0] and "step 2" in shown[0], shown[0]
+
+
+def test_ctrl_c_watch_notes_the_interrupt_shares_an_outer_watch_and_restores_the_handler():
+    """The watch the ppvit command installs is shared by training's; both see a Ctrl-C; Python's default handler
+    is back after stop; a host's own handler is left alone (and the watch then sees nothing)."""
+    from ppvit.utils.interrupt import CtrlCWatch
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with CtrlCWatch() as outer:
+        inner = CtrlCWatch().start()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.1)  # the Python-level handler runs between bytecodes
+        assert outer.seen and inner.seen
+        inner.stop()
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # the outer one is still on
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    hits = []
+    signal.signal(signal.SIGINT, lambda *a: hits.append(1))
+    try:
+        with CtrlCWatch() as hosted:
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.1)
+        assert hits == [1] and not hosted.seen
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def test_every_file_gets_the_same_permissions_and_every_tool_says_what_it_did(tmp_path):
     """Under umask 027 every file ppvit writes is 0640 and every folder 0750 (the atomic temp files
     included, which ``mkstemp`` creates 0600)."""

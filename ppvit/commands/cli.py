@@ -72,7 +72,9 @@ def run(verb, args):
     from ..engine.logger import setup_logging
     from ..engine.trainer import NonFiniteLossError
     from ..errors import PpvitError
+    from ..utils.interrupt import CtrlCWatch
 
+    ctrl_c = CtrlCWatch().start()
     try:
         if verb == "convert":
             from .convert import run as convert
@@ -101,6 +103,13 @@ def run(verb, args):
     except KeyboardInterrupt as e:  # training says which checkpoint it kept
         print(" ".join(str(e).split()) or "interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        if not ctrl_c.seen:  # a bug: its traceback
+            raise
+        print("interrupted", file=sys.stderr)  # a Ctrl-C Paddle re-raised from inside its C++ (a PyLayer)
+        return 130
+    finally:
+        ctrl_c.stop()
     return 0
 
 

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ..data import skipped_images
 from ..io import write_json, write_text
 from ..models.profile import count_params
+from ..utils.interrupt import CtrlCWatch
 from . import checkpoint as ckpt
 from .config import dump
 from .distributed import all_reduce_sum, non_finite_tensors, sync_buffers
@@ -50,7 +51,9 @@ def train(engine, until_epoch=None):
     if e.is_main and g["overwrite"] and not e.resumed_from:
         removed = clear_run_folder(out)  # before train.log is opened: the new run gets a log of its own
     log = setup_logging(os.path.join(out, "train.log") if e.is_main else None, console=e.is_main)
+    ctrl_c = CtrlCWatch()  # a Ctrl-C Paddle re-raised as another exception is still an interrupt
     try:
+        ctrl_c.start()
         if e.is_main:
             if g["overwrite"] and not e.resumed_from and removed:
                 log.info(f"Global.overwrite: replaced the earlier run in {out} (removed {', '.join(removed)})")
@@ -78,14 +81,24 @@ def train(engine, until_epoch=None):
             log.info(f"outputs in {out}")
         _dump_rank_digest(e)
         return state.history.state_dict()
-    except KeyboardInterrupt:
-        msg = f"interrupted; {_kept(e)}"
-        log.error(msg, extra={"file_only": True})  # the tool prints it to stderr
-        raise TrainingInterrupted(msg) from None
+    except Exception as err:
+        if not ctrl_c.seen:
+            raise
+        _interrupted(e, log, err)
+    except KeyboardInterrupt as err:
+        _interrupted(e, log, err)
     finally:
+        ctrl_c.stop()
         if getattr(e, "vdl", None) is not None:
             e.vdl.close()
         close_logging()
+
+
+def _interrupted(e, log, err):
+    msg = f"interrupted; {_kept(e)}"
+    log.error(msg, extra={"file_only": True})  # the tool prints it to stderr
+    log.debug(f"the interrupt surfaced as {type(err).__name__}: {str(err)[:300]}")
+    raise TrainingInterrupted(msg) from None
 
 
 class TrainingInterrupted(KeyboardInterrupt):
