@@ -123,13 +123,19 @@ def test_amp_on_the_cpu_is_dropped_with_one_warning(tmp_path):
     assert len(lines) == 1 and "CPU" in lines[0], lines
 
 
+def _ctrl_c_deliverable():
+    """In the child before exec: SIGINT back to its default, so Python installs its KeyboardInterrupt handler
+    even when this test run inherited SIGINT ignored (a shell's background job, nohup)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupt_is_on_its_own_line_and_says_how_to_resume(tmp_path):
     config = write_config(tmp_path, dict(TINY, Data=dict(TINY["Data"], limit=None)))  # long enough to interrupt
     run = tmp_path / "out" / "tiny"
     args = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", config, "-o",
             f"Global.output_dir={tmp_path / 'out'}", "-o", "Global.save_interval=5", "-o", "Global.epochs=3"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), preexec_fn=_ctrl_c_deliverable)
     deadline = time.time() + 200
     while time.time() < deadline and proc.poll() is None and not (run / "latest.pdstate").exists():
         time.sleep(0.1)
@@ -176,7 +182,8 @@ def test_interrupt_inside_a_pylayer_is_still_an_interrupt(tmp_path, tool_name, m
                                                     script=os.path.join(ROOT, "tools", tool_name)))
     overrides = ["-o", f"Global.output_dir={out}"] + (["-o", "Global.save_interval=2"] if tool_name == "train.py" else [])
     proc = subprocess.run([sys.executable, str(script), "-c", config] + overrides, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT))
+                          timeout=300, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT),
+                          preexec_fn=_ctrl_c_deliverable)
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     shown = [line for line in screen_lines(proc.stderr) if "interrupted" in line]
@@ -190,7 +197,14 @@ def test_ctrl_c_watch_notes_the_interrupt_shares_an_outer_watch_and_restores_the
     is back after stop; a host's own handler is left alone (and the watch then sees nothing)."""
     from ppvit.utils.interrupt import CtrlCWatch
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a process started normally
+    try:
+        _watch_checks(CtrlCWatch)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def _watch_checks(CtrlCWatch):
     with CtrlCWatch() as outer:
         inner = CtrlCWatch().start()
         with pytest.raises(KeyboardInterrupt):
@@ -202,13 +216,10 @@ def test_ctrl_c_watch_notes_the_interrupt_shares_an_outer_watch_and_restores_the
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     hits = []
     signal.signal(signal.SIGINT, lambda *a: hits.append(1))
-    try:
-        with CtrlCWatch() as hosted:
-            signal.raise_signal(signal.SIGINT)
-            time.sleep(0.1)
-        assert hits == [1] and not hosted.seen
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    with CtrlCWatch() as hosted:
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(0.1)
+    assert hits == [1] and not hosted.seen
 
 
 def test_every_file_gets_the_same_permissions_and_every_tool_says_what_it_did(tmp_path):
