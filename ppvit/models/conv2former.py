@@ -18,7 +18,8 @@ import paddle.nn.functional as F
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .helpers import apply_key_map
-from .layers import Conv2D, DepthwiseConv2D, DropPath, LayerNorm2d, drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_
+from .layers import (Conv2D, DepthwiseConv2D, DropPath, LayerNorm2d, affine_folds_into, conv_after_affine,
+                     drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_)
 from .registry import ModelCfg, register_model
 
 __all__ = ["Conv2Former", "Conv2FormerCifar", "TORCH_KEY_MAP", "checkpoint_filter_fn"]
@@ -131,14 +132,10 @@ class GroupNormDownsample(nn.Sequential):
             return super().forward(x)
         norm, conv = self[0], self[1]
         C, H, W = (int(d) for d in x.shape[1:])
-        unpadded = (conv._data_format == "NCHW" and conv._padding_algorithm in ("EXPLICIT", "VALID")
-                    and all(int(q) == 0 for q in conv._updated_padding))  # 'same' records zeros but pads
-        if min(C, H, W) <= 0 or norm._num_groups != 1 or conv.bias is not None or not unpadded:
+        if min(C, H, W) <= 0 or norm._num_groups != 1 or not affine_folds_into(conv):
             return super().forward(x)
         x = F.layer_norm(x.reshape([-1, C * H * W]), [C * H * W], None, None, norm._epsilon).reshape([-1, C, H, W])
-        weight = conv.weight * norm.weight.reshape([1, C, 1, 1])
-        bias = (conv.weight * norm.bias.reshape([1, C, 1, 1])).sum([1, 2, 3])
-        return F.conv2d(x, weight, bias, conv._stride, 0, conv._dilation, conv._groups)
+        return conv_after_affine(conv, x, norm.weight, norm.bias)
 
 
 class NormConvDownsample(nn.Sequential):

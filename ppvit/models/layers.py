@@ -126,19 +126,9 @@ class LayerNorm2d(nn.Layer):
     def can_fold(self, x, conv):
         """True when ``conv(self(x))`` can run as ``fold_into(conv, self.normalize(x))``: a static graph
         (export; dygraph and training keep ``forward``), NCHW with a known channel count, no hooks on the norm,
-        and ``conv`` one ``_foldable_conv`` accepts on this norm's channels."""
+        and ``conv`` one ``affine_folds_into`` accepts, on this norm's channels."""
         return (not paddle.in_dynamic_mode() and len(x.shape) == 4 and int(x.shape[1]) == self.weight.shape[0]
-                and not self._forward_pre_hooks and not self._forward_post_hooks and self._foldable_conv(conv))
-
-    @staticmethod
-    def _foldable_conv(conv):
-        """A plain ``nn.Conv2D`` or ``layers.Conv2D`` (no hooks) that never pads (explicit or 'valid' zero
-        padding; Paddle records ``padding='same'`` as zeros plus the SAME algorithm, which does pad), ungrouped,
-        NCHW: the only convs a per-channel affine before them folds into exactly."""
-        return (type(conv) in (nn.Conv2D, Conv2D) and not conv._forward_pre_hooks and not conv._forward_post_hooks
-                and conv._data_format == "NCHW" and conv._groups == 1 and conv._padding_mode == "zeros"
-                and conv._padding_algorithm in ("EXPLICIT", "VALID")
-                and all(int(q) == 0 for q in conv._updated_padding))
+                and not self._forward_pre_hooks and not self._forward_post_hooks and affine_folds_into(conv))
 
     def normalize(self, x):
         """``(x - mean) / sqrt(var + eps)`` over the channels of [B, C, H, W], without the affine.
@@ -157,18 +147,34 @@ class LayerNorm2d(nn.Layer):
         return centred * paddle.rsqrt(var + self.eps)
 
     def fold_into(self, conv, normalized):
-        """``conv(self(x))`` from ``normalized = self.normalize(x)``: this norm's per-channel affine folded
-        into ``conv`` (weight * gamma per input channel; bias + the sum of weight * beta), exact because the
-        conv has no padding (``can_fold``). [B, C, H, W] -> ``conv``'s output. Raises ValueError for a conv
-        the affine does not fold into (padding, groups, NHWC, hooks, another conv class)."""
-        if not self._foldable_conv(conv):
-            raise ValueError(f"LayerNorm2d.fold_into needs an unpadded, ungrouped NCHW nn.Conv2D without hooks, "
-                             f"got {conv!r}; run the norm and the conv instead")
-        c = self.weight.shape[0]
-        weight = conv.weight * self.weight.reshape([1, c, 1, 1])
-        shift = (conv.weight * self.bias.reshape([1, c, 1, 1])).sum([1, 2, 3])
-        bias = shift if conv.bias is None else conv.bias + shift
-        return F.conv2d(normalized, weight, bias, conv._stride, 0, conv._dilation, 1)
+        """``conv(self(x))`` from ``normalized = self.normalize(x)``: this norm's affine folded into ``conv``
+        (``conv_after_affine``). [B, C, H, W] -> ``conv``'s output. Raises ValueError for a conv the affine does
+        not fold into (padding, groups, NHWC, hooks, another conv class)."""
+        return conv_after_affine(conv, normalized, self.weight, self.bias)
+
+
+def affine_folds_into(conv):
+    """True for a conv that a per-input-channel affine before it folds into exactly: a plain ``nn.Conv2D`` or
+    ``layers.Conv2D`` without hooks that never pads (explicit or 'valid' zero padding; Paddle records
+    ``padding='same'`` as zeros plus the SAME algorithm, which does pad), ungrouped, NCHW."""
+    return (type(conv) in (nn.Conv2D, Conv2D) and not conv._forward_pre_hooks and not conv._forward_post_hooks
+            and conv._data_format == "NCHW" and conv._groups == 1 and conv._padding_mode == "zeros"
+            and conv._padding_algorithm in ("EXPLICIT", "VALID") and all(int(q) == 0 for q in conv._updated_padding))
+
+
+def conv_after_affine(conv, x, gamma, beta):
+    """``conv(x * gamma + beta)`` (gamma, beta: [C], per input channel) as one conv: weight * gamma per input
+    channel, bias + the sum of weight * beta; exact because the conv never pads (``affine_folds_into``).
+    x: [B, C, H, W] -> ``conv``'s output. Used by exported programs (LayerNorm2d, Conv2Former's GroupNorm
+    downsampling). Raises ValueError for a conv the affine does not fold into."""
+    if not affine_folds_into(conv):
+        raise ValueError(f"an affine folds only into an unpadded, ungrouped NCHW nn.Conv2D without hooks, "
+                         f"got {conv!r}; run the norm and the conv instead")
+    c = gamma.shape[0]
+    weight = conv.weight * gamma.reshape([1, c, 1, 1])
+    shift = (conv.weight * beta.reshape([1, c, 1, 1])).sum([1, 2, 3])
+    bias = shift if conv.bias is None else conv.bias + shift
+    return F.conv2d(x, weight, bias, conv._stride, 0, conv._dilation, 1)
 
 
 def to_2tuple(x):
