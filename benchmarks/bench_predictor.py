@@ -268,9 +268,13 @@ def main(argv=None):
     p.add_argument("-n", "--rounds", type=int, default=10, help="timed rounds (every path once per round)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--lime-samples", type=int, default=1000, help="LIME perturbed samples (the issue's 1000)")
-    p.add_argument("--lime-runs", type=int, default=3, help="LIME explanations timed (median)")
-    p.add_argument("--no-lime", action="store_true", help="skip the LIME timing")
+    p.add_argument("--lime-runs", type=int, default=5, help="LIME explanations timed (median)")
+    lime = p.add_mutually_exclusive_group()
+    lime.add_argument("--no-lime", action="store_true", help="skip the LIME timing")
+    lime.add_argument("--lime-only", action="store_true", help="only the LIME timing (no model table)")
     args = p.parse_args(argv)
+    if args.lime_only:
+        args.models = []
     runs = []
     for spec in args.models:
         name, _, rest = spec.partition(":")
@@ -281,11 +285,11 @@ def main(argv=None):
         runs.append((name, size, args.batch_size or int(batch or (64 if size <= 64 else 16))))
 
     paddle.set_device("cpu")
-    torch = _torch()
-    print(f"paddle {paddle.__version__}, torch {torch.__version__ if torch else 'not installed'}, "
+    torch = None if args.lime_only else _torch()
+    print(f"paddle {paddle.__version__}, torch {torch.__version__ if torch else ('not used' if args.lime_only else 'not installed')}, "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.rounds} rounds after {args.warmup} warm-up; "
           "images/s (median)", flush=True)
-    if torch is None:
+    if torch is None and not args.lime_only:
         print("PyTorch columns skipped: torch is not installed (use /work/venv-torch/bin/python)", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as folder:

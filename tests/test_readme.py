@@ -234,6 +234,11 @@ def benchmarks(workdir):
         for row in rows:  # "| <row> | notebook time, MiB | ppvit time, MiB | speed-up | ppvit/notebook memory |"
             assert any(re.match(rf"\| {re.escape(row)} \| [\d.]+ m?s, [\d.]+ MiB( \*)? \| [\d.]+ m?s, [\d.]+ MiB \| "
                                 rf"[\d.]+x \| [\d.]+x \|$", line) for line in table), (row, table)
+    # the LIME timing alone: its line and no model table (and no PyTorch import)
+    proc = run("python benchmarks/bench_predictor.py --lime-only", ROOT, ["--lime-samples", "20", "--lime-runs", "2"])
+    assert re.search(r"^LIME, 20 samples, conv2former_n_cifar 32x32 through Predictor\(\) \(\w+\): [\d.]+ s median "
+                     r"of [\d.]+, [\d.]+;", proc.stdout, flags=re.M), proc.stdout
+    assert "images/s  vs dygraph" not in proc.stdout and "torch not used" in proc.stdout, proc.stdout
 
 
 DEMO_CLASSES = ["astronaut", "cat", "coffee", "rocket"]
@@ -285,6 +290,7 @@ COMMANDS = {
     "python benchmarks/bench_dilateformer_attention.py": benchmarks,
     "python benchmarks/bench_convit_gpsa.py": benchmarks,
     "python benchmarks/bench_predictor.py": benchmarks,
+    "python benchmarks/bench_predictor.py --lime-only": benchmarks,
     "python benchmarks/bench_train_speed.py": benchmarks,
     COMMANDS_CONVERT_DILATE: convert_dilateformer,
     "python tools/train.py -c configs/convit_tiny_ft.yaml": fine_tune_convit,
