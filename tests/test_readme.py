@@ -239,6 +239,9 @@ def benchmarks(workdir):
     assert re.search(r"^LIME, 20 samples, conv2former_n_cifar 32x32 through Predictor\(\) \(\w+\): [\d.]+ s median "
                      r"of [\d.]+, [\d.]+;", proc.stdout, flags=re.M), proc.stdout
     assert "images/s  vs dygraph" not in proc.stdout and "torch not used" in proc.stdout, proc.stdout
+    bad = subprocess.run([sys.executable, "benchmarks/bench_predictor.py", "--lime-only", "-n", "3"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--lime-only" in bad.stderr and "(-n) do not apply" in bad.stderr, bad.stderr
 
 
 DEMO_CLASSES = ["astronaut", "cat", "coffee", "rocket"]
@@ -247,7 +250,8 @@ DEMO_CLASSES = ["astronaut", "cat", "coffee", "rocket"]
 def own_images(workdir):
     """The "Train on your own images" lines: the photo demo as a folder tree (the full 8-epoch run the README
     describes) and as file lists (one epoch), with eval, export and infer using the folder names."""
-    run("python -m ppvit.data.demo data/photos", workdir)
+    proc = run("python -m ppvit.data.demo data/photos", workdir)
+    assert "No ccache found" not in proc.stderr and "OMP_NUM_THREADS set to" not in proc.stderr, proc.stderr
     assert sorted(os.listdir(workdir / "data" / "photos" / "train")) == DEMO_CLASSES
     run("python tools/train.py -c configs/folder_demo.yaml", workdir, out(workdir))
     run_dir = workdir / "output" / "folder_demo"
