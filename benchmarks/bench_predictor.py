@@ -262,17 +262,29 @@ def bench_lime(folder, runs=3, num_samples=1000, batch_size=None):
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("-m", "--models", nargs="+", default=DEFAULT_RUNS, help="NAME[:SIZE[:BATCH]] (default: %(default)s; size: the notebook's, batch: 64 up to 64x64, else 16)")
+    p.add_argument("-m", "--models", nargs="+", default=None,
+                   help=f"NAME[:SIZE[:BATCH]] (default: {' '.join(DEFAULT_RUNS)}; size: the notebook's, batch: 64 up "
+                        "to 64x64, else 16)")
     p.add_argument("-b", "--batch-size", type=int, default=None, help="batch for every model (default: its own)")
     p.add_argument("--size", type=int, default=None, help="input size for every model (default: its own)")
-    p.add_argument("-n", "--rounds", type=int, default=10, help="timed rounds (every path once per round)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("-n", "--rounds", type=int, default=None, help="timed rounds (every path once per round; default 10)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2)")
     p.add_argument("--lime-samples", type=int, default=1000, help="LIME perturbed samples (the issue's 1000)")
-    p.add_argument("--lime-runs", type=int, default=3, help="LIME explanations timed (median)")
-    p.add_argument("--no-lime", action="store_true", help="skip the LIME timing")
+    p.add_argument("--lime-runs", type=int, default=5, help="LIME explanations timed (median)")
+    lime = p.add_mutually_exclusive_group()
+    lime.add_argument("--no-lime", action="store_true", help="skip the LIME timing")
+    lime.add_argument("--lime-only", action="store_true", help="only the LIME timing (no model table)")
     args = p.parse_args(argv)
+    table_args = [flag for flag, value in (("-m", args.models), ("-b", args.batch_size), ("--size", args.size),
+                                           ("-n", args.rounds), ("--warmup", args.warmup)) if value is not None]
+    if args.lime_only and table_args:
+        p.error(f"--lime-only times LIME on conv2former_n_cifar only, so the model table's options "
+                f"({', '.join(table_args)}) do not apply: drop them, or drop --lime-only")
+    models = [] if args.lime_only else (args.models or DEFAULT_RUNS)
+    args.rounds = 10 if args.rounds is None else args.rounds
+    args.warmup = 2 if args.warmup is None else args.warmup
     runs = []
-    for spec in args.models:
+    for spec in models:
         name, _, rest = spec.partition(":")
         size, _, batch = rest.partition(":")  # NAME[:SIZE[:BATCH]]
         if not ppvit.models.is_model(name):
@@ -281,11 +293,15 @@ def main(argv=None):
         runs.append((name, size, args.batch_size or int(batch or (64 if size <= 64 else 16))))
 
     paddle.set_device("cpu")
-    torch = _torch()
-    print(f"paddle {paddle.__version__}, torch {torch.__version__ if torch else 'not installed'}, "
-          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.rounds} rounds after {args.warmup} warm-up; "
-          "images/s (median)", flush=True)
-    if torch is None:
+    torch = None if args.lime_only else _torch()
+    if args.lime_only:
+        print(f"paddle {paddle.__version__}, torch not used, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
+              f"LIME timing only (median of {args.lime_runs} explanation{'s' if args.lime_runs != 1 else ''})", flush=True)
+    else:
+        print(f"paddle {paddle.__version__}, torch {torch.__version__ if torch else 'not installed'}, "
+              f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.rounds} rounds after {args.warmup} warm-up; "
+              "images/s (median)", flush=True)
+    if torch is None and not args.lime_only:
         print("PyTorch columns skipped: torch is not installed (use /work/venv-torch/bin/python)", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -312,7 +328,7 @@ def main(argv=None):
                       f"{r['diffs'][path]:>22.2e}")
         if not args.no_lime:
             secs, backend, times, speeds, images = bench_lime(folder, args.lime_runs, args.lime_samples)
-            print(f"\nLIME, {args.lime_samples} samples, conv2former_n_cifar 32x32 through Predictor() ({backend}): "
+            print(f"{'' if args.lime_only else chr(10)}LIME, {args.lime_samples} samples, conv2former_n_cifar 32x32 through Predictor() ({backend}): "
                   f"{secs:.2f} s median of {', '.join(f'{t:.2f}' for t in times)}; forward batches "
                   f"{', '.join(f'{v:.0f}' for v in speeds)} images/s ({images} distinct images per run)")
     if torch is not None:

@@ -13,9 +13,10 @@ import os
 import sys
 import time
 
-os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # before paddle is imported
+from ppvit.utils import quiet_paddle_import  # noqa: E402
 
-import paddle  # noqa: E402
+# OMP_NUM_THREADS = the cores and Paddle's import notices filtered, as the tools do; before paddle is imported
+paddle = quiet_paddle_import()
 
 import ppvit  # noqa: E402
 from ppvit.models.profile import count_flops, count_params  # noqa: E402

@@ -120,6 +120,9 @@ def test_export_to_another_folder_and_bad_weights(work, tmp_path):
     assert (tmp_path / "deploy" / "inference.pdiparams").is_file()
     assert not (tmp_path / "deploy" / "inference.onnx").exists()
     assert "exported convmixer_256_8" in proc.stdout
+    # the backends' figures and the summary once each: the library's own summary line is debug-level
+    text = proc.stdout + proc.stderr
+    assert text.count("exported ") == 1 and "verified backends, images/s" not in text, text
     bad = run(EXPORT_CMD, work, "-o", "Arch.depth=2", "-o", f"Export.output={tmp_path / 'bad'}")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "unexpected keys" in bad.stderr
     assert not (tmp_path / "bad").exists()

@@ -137,3 +137,18 @@ def test_lime_figure_has_a_legend_for_the_overlay(tmp_path):
     assert "LIME: dark" in _texts(fig) and "LIME: bright" in _texts(fig)
     path = explainer.save_figure(tmp_path / "lime.png", class_names=["dark", "bright"])
     assert os.path.getsize(path) > 1000
+
+
+@pytest.mark.parametrize("classes", [[0], [0, 1]])
+def test_lime_figure_legend_fits_inside_the_figure(classes):
+    """The legend below the panels is drawn whole (its long labels once ran past a 3-panel figure's edge)."""
+    images, _ = _digits(1)
+    explainer = LimeImageExplainer(_brightness_predict_fn, random_seed=0, progress=False,
+                                   quickshift_kwargs=dict(kernel_size=2, max_dist=4, ratio=1.0, sigma=1))
+    explainer.interpret(images[0], interpret_class=[0, 1], num_samples=30, visual=False)
+    res = explainer.lime_results
+    fig = lime_figure(res["input"], res["segmentation"], res["lime_weights"], classes=classes,
+                      class_names=["dark", "bright"], title="a title")
+    fig.canvas.draw()
+    box, page = fig.legends[0].get_window_extent(fig.canvas.get_renderer()), fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, (box, page)

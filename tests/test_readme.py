@@ -234,6 +234,14 @@ def benchmarks(workdir):
         for row in rows:  # "| <row> | notebook time, MiB | ppvit time, MiB | speed-up | ppvit/notebook memory |"
             assert any(re.match(rf"\| {re.escape(row)} \| [\d.]+ m?s, [\d.]+ MiB( \*)? \| [\d.]+ m?s, [\d.]+ MiB \| "
                                 rf"[\d.]+x \| [\d.]+x \|$", line) for line in table), (row, table)
+    # the LIME timing alone: its line and no model table (and no PyTorch import)
+    proc = run("python benchmarks/bench_predictor.py --lime-only", ROOT, ["--lime-samples", "20", "--lime-runs", "2"])
+    assert re.search(r"^LIME, 20 samples, conv2former_n_cifar 32x32 through Predictor\(\) \(\w+\): [\d.]+ s median "
+                     r"of [\d.]+, [\d.]+;", proc.stdout, flags=re.M), proc.stdout
+    assert "images/s  vs dygraph" not in proc.stdout and "torch not used" in proc.stdout, proc.stdout
+    bad = subprocess.run([sys.executable, "benchmarks/bench_predictor.py", "--lime-only", "-n", "3"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--lime-only" in bad.stderr and "(-n) do not apply" in bad.stderr, bad.stderr
 
 
 DEMO_CLASSES = ["astronaut", "cat", "coffee", "rocket"]
@@ -242,7 +250,8 @@ DEMO_CLASSES = ["astronaut", "cat", "coffee", "rocket"]
 def own_images(workdir):
     """The "Train on your own images" lines: the photo demo as a folder tree (the full 8-epoch run the README
     describes) and as file lists (one epoch), with eval, export and infer using the folder names."""
-    run("python -m ppvit.data.demo data/photos", workdir)
+    proc = run("python -m ppvit.data.demo data/photos", workdir)
+    assert "No ccache found" not in proc.stderr and "OMP_NUM_THREADS set to" not in proc.stderr, proc.stderr
     assert sorted(os.listdir(workdir / "data" / "photos" / "train")) == DEMO_CLASSES
     run("python tools/train.py -c configs/folder_demo.yaml", workdir, out(workdir))
     run_dir = workdir / "output" / "folder_demo"
@@ -285,6 +294,7 @@ COMMANDS = {
     "python benchmarks/bench_dilateformer_attention.py": benchmarks,
     "python benchmarks/bench_convit_gpsa.py": benchmarks,
     "python benchmarks/bench_predictor.py": benchmarks,
+    "python benchmarks/bench_predictor.py --lime-only": benchmarks,
     "python benchmarks/bench_train_speed.py": benchmarks,
     COMMANDS_CONVERT_DILATE: convert_dilateformer,
     "python tools/train.py -c configs/convit_tiny_ft.yaml": fine_tune_convit,

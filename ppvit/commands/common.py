@@ -1,5 +1,5 @@
 """What the config-driven commands (eval, export, infer, explain) share: the model with its weights, its
-input size and preprocessing, the class names, a Paddle Inference predictor.
+input size and preprocessing, the class names, a predictor on an exported model.
 
 User mistakes raise a ``PpvitError`` (``ConfigError``, ``CheckpointError``, ...), which the CLI prints as one
 line, exit 2. Weights are loaded strictly here (no training follows): the head must fit like every other key.

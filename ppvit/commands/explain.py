@@ -1,5 +1,5 @@
 """``ppvit explain`` (tools/explain.py): LIME figures for test images (Explain.indices) or image files
-(Explain.images), through the dygraph model or Paddle Inference."""
+(Explain.images), through the dygraph model or an exported model (its verified backend)."""
 import os
 import tempfile
 import warnings

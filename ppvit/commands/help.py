@@ -69,7 +69,7 @@ KEY_DOCS = {
     "Data.mix_prob": "probability of mixing a batch",
     "Data.switch_prob": "probability of CutMix instead of MixUp when both are on",
     "Eval.grid_images": "first N test images drawn in predictions.png; 0 = none",
-    "Eval.model": "evaluate an exported model (prefix, file or folder) through Paddle Inference",
+    "Eval.model": "evaluate an exported model (prefix, file or folder) through its verified backend (Eval.backend)",
     "Eval.use_predictor": "export Global.pretrained_model to a temp folder and evaluate that",
     "Eval.backend": "inference backend of Eval.model/use_predictor; auto = the fastest one export verified",
     "Export.output": "folder of the exported model; null = <run folder>/inference",
@@ -88,7 +88,7 @@ KEY_DOCS = {
     "Explain.top_k": "most probable classes explained (plus the true class of test images)",
     "Explain.num_samples": "perturbed images per explanation",
     "Explain.batch_size": "perturbed images per forward pass",
-    "Explain.model": "run LIME through this exported model (Paddle Inference)",
+    "Explain.model": "run LIME through this exported model (its verified backend: Explain.backend)",
     "Explain.use_predictor": "export Global.pretrained_model to a temp folder and run LIME through it",
     "Explain.output": "folder of the LIME figures; null = <run folder>/explain",
     "Explain.backend": "inference backend of Explain.model/use_predictor; auto = the fastest one export verified",
@@ -123,7 +123,7 @@ VERB_HELP = {
               [("Global", ["device", "output_dir", "run_name"]), ("Infer", None)],
               "ppvit infer -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3"),
     "explain": ("LIME explanations (image | superpixels | explanation per class) of test images or image files, "
-                "through the dygraph model or Paddle Inference.",
+                "through the dygraph model or an exported model.",
                 [("Global", ["device", "seed", "output_dir", "run_name", "pretrained_model"]), ("Arch", None),
                  ("Data", ["dataset", "data_file", "transform"]), ("Explain", None)],
                 "ppvit explain -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams "

@@ -1,4 +1,4 @@
-"""``ppvit infer`` (tools/infer.py): Infer.images through the exported model (Paddle Inference): top-k per
+"""``ppvit infer`` (tools/infer.py): Infer.images through the exported model (its verified backend): top-k per
 image printed, ``infer.json`` and a prediction grid PNG."""
 import os
 

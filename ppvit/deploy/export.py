@@ -424,7 +424,8 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
     info.update(meta)
     write_json(meta_path(out_prefix), info, indent=2)
     speeds = ", ".join(f"{n} {r['images_per_s']:.0f}" for n, r in records.items() if r.get("verified"))
-    logger.info("exported %s (%s); verified backends, images/s: %s; default backend: %s", out_prefix,
+    # debug: `ppvit export` logs the same per backend, with its distance to dygraph (no line printed twice)
+    logger.debug("exported %s (%s); verified backends, images/s: %s; default backend: %s", out_prefix,
                 ", ".join(f for f in files.values() if f), speeds or "none checked", chosen or "paddle (unverified)")
     return info
 

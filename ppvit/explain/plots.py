@@ -113,7 +113,8 @@ def lime_figure(image, segments, lime_weights, classes=None, probabilities=None,
         label = f"LIME: {name}" + (f" ({probabilities[c]:.2f})" if c in probabilities else "")
         panels.append((label, explanation_image(image, segments, lime_weights[c], ratio_superpixels)))
 
-    fig = agg_figure((max(3.0 * len(panels), 9.0), 4.1 if title else 3.8), dpi=dpi, layout="constrained")
+    # one legend entry per line below the panels: in two columns the longest labels ran past a 3-panel figure
+    fig = agg_figure((max(3.0 * len(panels), 9.0), 4.5 if title else 4.2), dpi=dpi, layout="constrained")
     for i, (label, picture) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(picture, interpolation="nearest")
@@ -126,5 +127,5 @@ def lime_figure(image, segments, lime_weights, classes=None, probabilities=None,
                Patch(facecolor=(0.4, 0.4, 0.4), label="other superpixels (dimmed)"),
                Line2D([], [], color=BOUNDARY_COLOR, lw=2,
                       label="superpixel boundaries (in LIME panels: around the highlighted ones)")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=1, fontsize=8, frameon=False)
     return fig
