@@ -3,6 +3,7 @@ choose Global.run_name, or say Global.overwrite=true); whatever is derived from 
 explain figures) records which weights it came from, and no tool serves an export older than its weights."""
 import json
 import os
+import re
 
 import pytest
 
@@ -50,6 +51,61 @@ def test_derived_outputs_record_their_weights(first):
     for png in [os.path.join(run, "predictions.png")] + [os.path.join(run, "explain", p) for p in ex["figures"]]:
         with Image.open(png) as im:
             assert digest in im.text.get("Source", ""), (png, im.text)
+
+
+def _logged(proc):
+    """{"metrics" | "confusion matrix" | "prediction grid": path} from an eval run's log lines."""
+    found = re.findall(r"^(metrics|confusion matrix|prediction grid): (.+)$", proc.stdout, re.M)
+    assert len(found) == 3, proc.stdout[-3000:]
+    return dict(found)
+
+
+def test_evaluating_other_weights_keeps_the_first_evaluation(first, tmp_path):
+    """After the default evaluation (best_model), evaluating final_model leaves eval.json and its figures as they
+    were and writes its own where the log says, named after its weights; evaluating either again replaces only
+    its own files; Eval.output chooses the folder (and is validated like every key)."""
+    run, cfg, o, cwd = first["run"], first["config"], first["o"] + ["Eval.grid_images=4"], first["tmp"]
+    best, final = os.path.join(run, "best_model.pdparams"), os.path.join(run, "final_model.pdparams")
+    firsts = ("eval.json", "confusion_matrix.png", "predictions.png")
+    before = snapshot(run)
+    assert all(f in before for f in firsts)
+
+    proc = ok(tool("eval.py", cfg, o + [f"Global.pretrained_model={final}"], cwd=cwd))
+    after = snapshot(run)
+    assert {f: after[f] for f in firsts} == {f: before[f] for f in firsts}  # the first evaluation, untouched
+    logged = {k: os.path.join(cwd, v) for k, v in _logged(proc).items()}
+    written = sorted(os.path.relpath(p, run) for p in logged.values())
+    assert written == ["confusion_matrix_final_model.png", "eval_final_model.json", "predictions_final_model.png"]
+    assert sorted(set(after) - set(before)) == written  # nothing else appeared, nothing was removed
+    with open(logged["metrics"], encoding="utf-8") as f:
+        second = json.load(f)
+    assert os.path.samefile(second["source_weights"]["path"], final) and second["count"] == 64
+    with open(os.path.join(run, "eval.json"), encoding="utf-8") as f:
+        assert os.path.samefile(json.load(f)["source_weights"]["path"], best)
+    from PIL import Image
+
+    with Image.open(logged["prediction grid"]) as im:
+        assert final in im.text.get("Source", ""), im.text
+
+    # the same weights again: the same files, replaced in place
+    again = ok(tool("eval.py", cfg, o + [f"Global.pretrained_model={final}"], cwd=cwd))
+    assert {k: os.path.join(cwd, v) for k, v in _logged(again).items()} == logged
+    between = snapshot(run)
+    assert set(between) == set(after)
+    ok(tool("eval.py", cfg, o, cwd=cwd))  # and the default weights: eval.json again, the final_model files kept
+    now = snapshot(run)
+    assert set(now) == set(after) and {f: now[f] for f in written} == {f: between[f] for f in written}
+    assert all(now[f][1] > between[f][1] for f in firsts)  # rewritten
+    with open(os.path.join(run, "eval.json"), encoding="utf-8") as f:
+        assert os.path.samefile(json.load(f)["source_weights"]["path"], best)
+
+    # Eval.output: another folder, plain names there; the run folder untouched
+    folder = str(tmp_path / "evals")
+    proc = ok(tool("eval.py", cfg, o + [f"Global.pretrained_model={final}", f"Eval.output={folder}"], cwd=cwd))
+    assert _logged(proc)["metrics"] == os.path.join(folder, "eval.json")
+    assert sorted(os.listdir(folder)) == sorted(firsts) and snapshot(run) == now
+    err = one_error(tool("eval.py", cfg, o + ["Eval.output=[a, b]"], cwd=cwd))
+    assert "Eval.output" in err and "str" in err
 
 
 def test_a_second_run_into_the_same_folder_is_refused(first):
