@@ -173,3 +173,66 @@ def test_an_export_older_than_its_weights_is_not_served(first, tmp_path):
     # a device this Paddle does not have is the user's to fix too: one line, not a traceback
     err = one_error(tool("infer.py", cfg, o + served[0][1] + ["Global.device=gpu"], cwd=tmp_path))
     assert "gpu" in err
+
+
+def _eval_json(folder, name, **record):
+    with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+        json.dump(record, f)
+
+
+def test_eval_outputs_names_the_files_of_other_weights(tmp_path):
+    """Which names an evaluation gets in a folder: the plain ones when free or holding the same weights,
+    else the weights' name, else that plus the sha256's first 8 hex digits; files of unknown origin
+    (unreadable eval.json, figures without one) are never taken over."""
+    from ppvit.commands.evaluate import eval_outputs
+    from ppvit.engine import ConfigError
+
+    out = str(tmp_path)
+    a = {"path": str(tmp_path / "run" / "best_model.pdparams"), "sha256": "a" * 64}
+    b = {"path": str(tmp_path / "run" / "final_model.pdparams"), "sha256": "b" * 64}
+    b_elsewhere = {"path": str(tmp_path / "other" / "final_model.pdparams"), "sha256": "c" * 64}
+
+    def name(source, model=None):
+        paths = eval_outputs(out, source, model, "Paddle dygraph")
+        return [os.path.basename(paths[k]) for k in ("metrics", "confusion_matrix", "grid")]
+
+    assert name(a) == ["eval.json", "confusion_matrix.png", "predictions.png"]
+    _eval_json(out, "eval.json", source_weights=a, model=None, forward="Paddle dygraph")
+    assert name(a) == ["eval.json", "confusion_matrix.png", "predictions.png"]  # the same weights: replaced
+    # a newer version of the same file is the same weights too (the earlier one no longer exists)
+    assert name(dict(a, sha256="d" * 64))[0] == "eval.json"
+    assert name(b) == ["eval_final_model.json", "confusion_matrix_final_model.png", "predictions_final_model.png"]
+    _eval_json(out, "eval_final_model.json", source_weights=b, model=None)
+    assert name(b)[0] == "eval_final_model.json"
+    assert name(b_elsewhere)[0] == "eval_final_model_cccccccc.json"  # another file of the same name
+    _eval_json(out, "eval_final_model_cccccccc.json", source_weights=b)
+    with pytest.raises(ConfigError, match="Eval.output"):
+        name(b_elsewhere)
+    # an exported model of the same weights is evaluated beside them; files written before "model" was
+    # recorded are recognised by their forward
+    prefix = str(tmp_path / "run" / "inference" / "inference")
+    assert name(a, prefix)[0] == "eval_inference.json"
+    _eval_json(out, "eval_inference.json", source_weights=a, weights=prefix, forward="Paddle Inference fp32 (oneDNN)")
+    assert name(a, prefix)[0] == "eval_inference.json"
+    assert name(a, str(tmp_path / "exp" / "model"))[0] == "eval_exp_model.json"
+
+    other = tmp_path / "o"
+    other.mkdir()
+    (other / "eval.json").write_text("{not json")
+    assert eval_outputs(str(other), a, None, "x")["metrics"].endswith("eval_best_model.json")
+    (other / "eval.json").unlink()
+    (other / "predictions.png").write_bytes(b"")
+    assert eval_outputs(str(other), a, None, "x")["metrics"].endswith("eval_best_model.json")
+    assert not (other / "eval_best_model.json").exists()  # eval_outputs only names; nothing is written
+
+
+def test_overwrite_removes_every_evaluation_and_nothing_else(tmp_path):
+    from ppvit.engine.resume import clear_run_folder
+
+    ours = ["eval.json", "eval_final_model.json", "confusion_matrix_final_model.png", "predictions_inference.png",
+            "predictions.png", "infer_predictions.png", "train.log"]
+    theirs = ["notes.txt", "my_eval.json", "predictions.jpg", "evaluation.json"]
+    for f in ours + theirs:
+        (tmp_path / f).write_text("x")
+    assert sorted(clear_run_folder(str(tmp_path))) == sorted(ours)
+    assert sorted(os.listdir(tmp_path)) == sorted(theirs)
