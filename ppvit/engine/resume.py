@@ -109,7 +109,8 @@ def clear_run_folder(run):
     present = sorted(os.listdir(run)) if os.path.isdir(run) else []
     for name in present:
         path = os.path.join(run, name)
-        if (name in RUN_FILES or any(fnmatch.fnmatchcase(name, p) for p in RUN_FILE_PATTERNS)) and os.path.isfile(path):
+        ours = name in RUN_FILES or any(fnmatch.fnmatchcase(name, p) for p in RUN_FILE_PATTERNS)
+        if ours and os.path.isfile(path):
             os.remove(path)
             removed.append(name)
     for name in RUN_FOLDERS:

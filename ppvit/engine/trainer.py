@@ -124,7 +124,8 @@ def _log_header(e, log):
              f"({_fmt_count(count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
     log.info(f"data {cfg['Data']['dataset']}: {len(e.train_set)} train / {len(e.eval_set)} test images, "
              f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
-             f"{cfg['Optimizer']['name']} lr {format_lr(cfg['Optimizer']['lr'])} ({cfg['Optimizer']['scheduler']}) | "
+             f"{cfg['Optimizer']['name']} lr {format_lr(cfg['Optimizer']['lr'])} ({cfg['Optimizer']['scheduler']})"
+             f" | "
              f"{cfg['Global']['epochs']} epochs | outputs {e.run_dir}")
     plan = e.resume_plan
     if plan["lr"]:
@@ -199,8 +200,8 @@ def _train_one_epoch(e, epoch, start_batch, log):
                 done = batch + 1 - start_batch
                 remaining = (spe - batch - 1) + spe * (epochs - epoch - 1)
                 # console and train.log, as PaddleClas's print_batch_step (the bar shows the steps in between)
-                log.info(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {format_lr(lr)} loss {loss_value:.4f} "
-                         f"ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
+                log.info(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {format_lr(lr)} "
+                         f"loss {loss_value:.4f} ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
             if g["save_interval"] and state.global_step % g["save_interval"] == 0 and batch + 1 < spe:
                 sums["time"] += now - t_epoch
                 t_epoch = now
@@ -284,7 +285,8 @@ def _end_of_epoch(e, epoch, sums, log):
     best_text = f"best {100 * state.best['top1']:.2f}% (epoch {state.best['epoch']})" \
         if state.best["top1"] is not None else ""
     log.info(f"epoch {epoch + 1}/{g['epochs']} | train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
-             f"{val_text} | lr {format_lr(lr)} | {sums['time']:.1f}s {count / max(sums['time'], 1e-9):.1f} img/s | "
+             f"{val_text} | lr {format_lr(lr)} | {sums['time']:.1f}s {count / max(sums['time'], 1e-9):.1f} img/s"
+             " | "
              f"{best_text}{' *' if improved else ''}")
 
 
