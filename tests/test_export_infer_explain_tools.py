@@ -3,6 +3,7 @@ from a folder holding ``tools/`` and ``configs/``, on a quick-start model traine
 embedded digits data. The README commands of these tools are the ``*_CMD`` strings below, run verbatim."""
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -237,9 +238,17 @@ def test_eval_writes_prediction_grid(work):
     assert_png(png)
 
 
+def _logged(proc, what):
+    """The path an eval run's log line ``<what>: <path>`` names."""
+    found = re.findall(rf"^{what}: (.+)$", proc.stdout, re.M)
+    assert len(found) == 1, proc.stdout[-3000:]
+    return found[0]
+
+
 def _eval_result(proc, work):
-    """eval.json of the run just made, and the per-class table (header to the "all" line) of its log."""
-    result = json.loads((work / "output" / "quickstart" / "eval.json").read_text())
+    """The eval.json the run just made wrote (where its log says), and the per-class table (header to the
+    "all" line) of its log."""
+    result = json.loads((work / _logged(proc, "metrics")).read_text())
     lines = proc.stdout.splitlines()
     start = next(i for i, l in enumerate(lines) if l.startswith("class "))
     end = next(i for i, l in enumerate(lines) if l.startswith("all "))
@@ -256,7 +265,8 @@ def test_eval_through_predictor_matches_dygraph(work):
     runs = {"exported": (EVAL_PREDICTOR_CMD, FP32["eval"]),
             "on the fly": (EVAL_CMD, ["-o", "Eval.use_predictor=true"] + FP32["eval"])}
     for how, (cmd, extra) in runs.items():
-        (run_dir / "predictions.png").unlink()
+        for png in run_dir.glob("predictions*.png"):
+            png.unlink()
         proc = ok(run(cmd, work, *extra))
         result, table = _eval_result(proc, work)
         assert result["forward"].startswith("Paddle Inference") and "through Paddle Inference" in proc.stdout
@@ -264,8 +274,11 @@ def test_eval_through_predictor_matches_dygraph(work):
         assert result["top1"] == dygraph["top1"] and result["top5"] == dygraph["top5"], how
         assert abs(result["loss"] - dygraph["loss"]) <= 1e-4, (how, result["loss"], dygraph["loss"])
         assert result["confusion"] == dygraph["confusion"] and table == dy_table, how
-        assert "prediction grid" in proc.stdout
-        assert_png(run_dir / "predictions.png")
+        assert_png(work / _logged(proc, "prediction grid"))
+        # the exported model's evaluation goes beside the dygraph one, not over it; the same weights exported on
+        # the fly re-evaluate them in place
+        name = "eval_inference.json" if how == "exported" else "eval.json"
+        assert os.path.basename(_logged(proc, "metrics")) == name, how
         # whose weights: the exported model's files, or the same Global.pretrained_model
         expected = os.path.join("output", "quickstart", "inference", "inference") if how == "exported" \
             else dygraph["weights"]

@@ -3,6 +3,7 @@ choose Global.run_name, or say Global.overwrite=true); whatever is derived from 
 explain figures) records which weights it came from, and no tool serves an export older than its weights."""
 import json
 import os
+import re
 
 import pytest
 
@@ -50,6 +51,61 @@ def test_derived_outputs_record_their_weights(first):
     for png in [os.path.join(run, "predictions.png")] + [os.path.join(run, "explain", p) for p in ex["figures"]]:
         with Image.open(png) as im:
             assert digest in im.text.get("Source", ""), (png, im.text)
+
+
+def _logged(proc):
+    """{"metrics" | "confusion matrix" | "prediction grid": path} from an eval run's log lines."""
+    found = re.findall(r"^(metrics|confusion matrix|prediction grid): (.+)$", proc.stdout, re.M)
+    assert len(found) == 3, proc.stdout[-3000:]
+    return dict(found)
+
+
+def test_evaluating_other_weights_keeps_the_first_evaluation(first, tmp_path):
+    """After the default evaluation (best_model), evaluating final_model leaves eval.json and its figures as they
+    were and writes its own where the log says, named after its weights; evaluating either again replaces only
+    its own files; Eval.output chooses the folder (and is validated like every key)."""
+    run, cfg, o, cwd = first["run"], first["config"], first["o"] + ["Eval.grid_images=4"], first["tmp"]
+    best, final = os.path.join(run, "best_model.pdparams"), os.path.join(run, "final_model.pdparams")
+    firsts = ("eval.json", "confusion_matrix.png", "predictions.png")
+    before = snapshot(run)
+    assert all(f in before for f in firsts)
+
+    proc = ok(tool("eval.py", cfg, o + [f"Global.pretrained_model={final}"], cwd=cwd))
+    after = snapshot(run)
+    assert {f: after[f] for f in firsts} == {f: before[f] for f in firsts}  # the first evaluation, untouched
+    logged = {k: os.path.join(cwd, v) for k, v in _logged(proc).items()}
+    written = sorted(os.path.relpath(p, run) for p in logged.values())
+    assert written == ["confusion_matrix_final_model.png", "eval_final_model.json", "predictions_final_model.png"]
+    assert sorted(set(after) - set(before)) == written  # nothing else appeared, nothing was removed
+    with open(logged["metrics"], encoding="utf-8") as f:
+        second = json.load(f)
+    assert os.path.samefile(second["source_weights"]["path"], final) and second["count"] == 64
+    with open(os.path.join(run, "eval.json"), encoding="utf-8") as f:
+        assert os.path.samefile(json.load(f)["source_weights"]["path"], best)
+    from PIL import Image
+
+    with Image.open(logged["prediction grid"]) as im:
+        assert final in im.text.get("Source", ""), im.text
+
+    # the same weights again: the same files, replaced in place
+    again = ok(tool("eval.py", cfg, o + [f"Global.pretrained_model={final}"], cwd=cwd))
+    assert {k: os.path.join(cwd, v) for k, v in _logged(again).items()} == logged
+    between = snapshot(run)
+    assert set(between) == set(after)
+    ok(tool("eval.py", cfg, o, cwd=cwd))  # and the default weights: eval.json again, the final_model files kept
+    now = snapshot(run)
+    assert set(now) == set(after) and {f: now[f] for f in written} == {f: between[f] for f in written}
+    assert all(now[f][1] > between[f][1] for f in firsts)  # rewritten
+    with open(os.path.join(run, "eval.json"), encoding="utf-8") as f:
+        assert os.path.samefile(json.load(f)["source_weights"]["path"], best)
+
+    # Eval.output: another folder, plain names there; the run folder untouched
+    folder = str(tmp_path / "evals")
+    proc = ok(tool("eval.py", cfg, o + [f"Global.pretrained_model={final}", f"Eval.output={folder}"], cwd=cwd))
+    assert _logged(proc)["metrics"] == os.path.join(folder, "eval.json")
+    assert sorted(os.listdir(folder)) == sorted(firsts) and snapshot(run) == now
+    err = one_error(tool("eval.py", cfg, o + ["Eval.output=[a, b]"], cwd=cwd))
+    assert "Eval.output" in err and "str" in err
 
 
 def test_a_second_run_into_the_same_folder_is_refused(first):
@@ -117,3 +173,66 @@ def test_an_export_older_than_its_weights_is_not_served(first, tmp_path):
     # a device this Paddle does not have is the user's to fix too: one line, not a traceback
     err = one_error(tool("infer.py", cfg, o + served[0][1] + ["Global.device=gpu"], cwd=tmp_path))
     assert "gpu" in err
+
+
+def _eval_json(folder, name, **record):
+    with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+        json.dump(record, f)
+
+
+def test_eval_outputs_names_the_files_of_other_weights(tmp_path):
+    """Which names an evaluation gets in a folder: the plain ones when free or holding the same weights,
+    else the weights' name, else that plus the sha256's first 8 hex digits; files of unknown origin
+    (unreadable eval.json, figures without one) are never taken over."""
+    from ppvit.commands.evaluate import eval_outputs
+    from ppvit.engine import ConfigError
+
+    out = str(tmp_path)
+    a = {"path": str(tmp_path / "run" / "best_model.pdparams"), "sha256": "a" * 64}
+    b = {"path": str(tmp_path / "run" / "final_model.pdparams"), "sha256": "b" * 64}
+    b_elsewhere = {"path": str(tmp_path / "other" / "final_model.pdparams"), "sha256": "c" * 64}
+
+    def name(source, model=None):
+        paths = eval_outputs(out, source, model, "Paddle dygraph")
+        return [os.path.basename(paths[k]) for k in ("metrics", "confusion_matrix", "grid")]
+
+    assert name(a) == ["eval.json", "confusion_matrix.png", "predictions.png"]
+    _eval_json(out, "eval.json", source_weights=a, model=None, forward="Paddle dygraph")
+    assert name(a) == ["eval.json", "confusion_matrix.png", "predictions.png"]  # the same weights: replaced
+    # a newer version of the same file is the same weights too (the earlier one no longer exists)
+    assert name(dict(a, sha256="d" * 64))[0] == "eval.json"
+    assert name(b) == ["eval_final_model.json", "confusion_matrix_final_model.png", "predictions_final_model.png"]
+    _eval_json(out, "eval_final_model.json", source_weights=b, model=None)
+    assert name(b)[0] == "eval_final_model.json"
+    assert name(b_elsewhere)[0] == "eval_final_model_cccccccc.json"  # another file of the same name
+    _eval_json(out, "eval_final_model_cccccccc.json", source_weights=b)
+    with pytest.raises(ConfigError, match="Eval.output"):
+        name(b_elsewhere)
+    # an exported model of the same weights is evaluated beside them; files written before "model" was
+    # recorded are recognised by their forward
+    prefix = str(tmp_path / "run" / "inference" / "inference")
+    assert name(a, prefix)[0] == "eval_inference.json"
+    _eval_json(out, "eval_inference.json", source_weights=a, weights=prefix, forward="Paddle Inference fp32 (oneDNN)")
+    assert name(a, prefix)[0] == "eval_inference.json"
+    assert name(a, str(tmp_path / "exp" / "model"))[0] == "eval_exp_model.json"
+
+    other = tmp_path / "o"
+    other.mkdir()
+    (other / "eval.json").write_text("{not json")
+    assert eval_outputs(str(other), a, None, "x")["metrics"].endswith("eval_best_model.json")
+    (other / "eval.json").unlink()
+    (other / "predictions.png").write_bytes(b"")
+    assert eval_outputs(str(other), a, None, "x")["metrics"].endswith("eval_best_model.json")
+    assert not (other / "eval_best_model.json").exists()  # eval_outputs only names; nothing is written
+
+
+def test_overwrite_removes_every_evaluation_and_nothing_else(tmp_path):
+    from ppvit.engine.resume import clear_run_folder
+
+    ours = ["eval.json", "eval_final_model.json", "confusion_matrix_final_model.png", "predictions_inference.png",
+            "predictions.png", "infer_predictions.png", "train.log"]
+    theirs = ["notes.txt", "my_eval.json", "predictions.jpg", "evaluation.json"]
+    for f in ours + theirs:
+        (tmp_path / f).write_text("x")
+    assert sorted(clear_run_folder(str(tmp_path))) == sorted(ours)
+    assert sorted(os.listdir(tmp_path)) == sorted(theirs)

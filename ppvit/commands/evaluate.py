@@ -1,7 +1,17 @@
 """``ppvit eval`` (tools/eval.py): loss, top-1, top-5 and per-class accuracy of the weights on the test split,
 ``eval.json``, a confusion-matrix PNG and a prediction grid; through the dygraph model or Paddle Inference
-(``Eval.model`` / ``Eval.use_predictor``), with the same metric code downstream of the logits."""
+(``Eval.model`` / ``Eval.use_predictor``), with the same metric code downstream of the logits.
+
+The files go to ``Eval.output`` (default: the run folder) and never replace the evaluation of other weights
+(``eval_outputs``): ``eval.json``, ``confusion_matrix.png`` and ``predictions.png`` hold the first evaluation
+written there, or a re-evaluation of the same weights; an evaluation of other weights (another weight file, or
+an exported model) is written beside them as ``eval_<name>.json``, ``confusion_matrix_<name>.png`` and
+``predictions_<name>.png``, ``<name>`` being the weight file's stem (``final_model``) or the exported model's
+folder (``inference``). The log says which files were written."""
+import hashlib
+import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -21,12 +31,14 @@ from .common import open_predictor, predictor_of, preprocess_of
 
 def evaluate(config_path=None, overrides=(), cfg=None):
     """Evaluate ``Global.pretrained_model`` (else the run's best model, or the exported ``Eval.model``) on
-    the test split; writes ``eval.json`` and ``confusion_matrix.png``; returns the metrics dict."""
+    the test split; writes ``eval.json`` and ``confusion_matrix.png`` (named by the weights when the folder
+    holds an evaluation of other weights: ``eval_outputs``); returns the metrics dict."""
     return evaluate_run(Engine(cfg if cfg is not None else load_config(config_path, overrides), mode="eval"))
 
 
 def run(cfg):
-    """``ppvit eval``: the metrics, then notebook 004's prediction grid (``<run dir>/predictions.png``)."""
+    """``ppvit eval``: the metrics, then notebook 004's prediction grid (``predictions.png`` beside
+    ``eval.json``, named as it is)."""
     engine = Engine(cfg, mode="eval")
     metrics = evaluate_run(engine)
     save_eval_grid(engine)
@@ -35,7 +47,8 @@ def run(cfg):
 
 def evaluate_run(engine):
     """``ppvit eval``: loss/top-1/top-5 of ``Global.pretrained_model`` (or of the exported ``Eval.model``) on
-    the test split, a per-class table and a confusion-matrix PNG (``<run dir>/confusion_matrix.png``)."""
+    the test split, a per-class table, ``eval.json`` and a confusion-matrix PNG in ``Eval.output`` (the run
+    folder by default), under the names ``eval_outputs`` chooses (stored as ``engine.eval_paths``)."""
     e = engine
     log = setup_logging(None, console=e.is_main)
     try:
@@ -50,24 +63,131 @@ def evaluate_run(engine):
         log.info(f"loss {res['loss']:.4f} | top-1 {100 * res['top1']:.2f}% | top-5 {100 * res['top5']:.2f}%")
         log.info(table)
         if e.is_main:
-            out = e.run_dir
-            os.makedirs(out, exist_ok=True)
-            png = os.path.join(out, "confusion_matrix.png")
-            plot_confusion_matrix(res["confusion"], names, png)
+            paths = _choose_outputs(e, forward, log)
+            source, model = e.evaluated
+            plot_confusion_matrix(res["confusion"], names, paths["confusion_matrix"])
             result = {k: res[k] for k in ("loss", "top1", "top5", "count")}
-            if e.cfg["Eval"]["model"]:  # an exported model: the weights it was exported from
-                source = (forward.predictor.meta or {}).get("source_weights")
-            else:
-                source = weights_record(forward.weights)
-            e.source_weights = source  # predictions.png records it too
-            result.update(weights=forward.weights, source_weights=source, forward=forward.how, class_names=names,
-                          confusion=res["confusion"].tolist())
-            write_json(os.path.join(out, "eval.json"), result)
-            log.info(f"confusion matrix: {png}")
-            log.info(f"metrics: {os.path.join(out, 'eval.json')}")
+            result.update(weights=forward.weights, source_weights=source, model=model, forward=forward.how,
+                          class_names=names, confusion=res["confusion"].tolist())
+            write_json(paths["metrics"], result)
+            log.info(f"confusion matrix: {paths['confusion_matrix']}")
+            log.info(f"metrics: {paths['metrics']}")
         return res
     finally:
         close_logging()
+
+
+_MISSING = object()
+
+
+def _read_eval_json(path):
+    """An earlier ``eval.json``: its dict, ``_MISSING`` when there is none, None when it cannot be read."""
+    if not os.path.exists(path):
+        return _MISSING
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _real(path):
+    return os.path.realpath(path) if path else None
+
+
+def evaluated(record):
+    """What an ``eval.json`` evaluated: (source weight file, exported model prefix or None), as real paths.
+    Files written before ``model`` was recorded: an Inference forward that was not exported on the fly
+    evaluated the exported model named in ``weights``."""
+    source = (record.get("source_weights") or {}).get("path")
+    if "model" in record:
+        model = record["model"]
+    else:
+        how = str(record.get("forward", ""))
+        model = record.get("weights") if how.startswith("Paddle Inference") and "on the fly" not in how else None
+    return _real(source), _real(model)
+
+
+def _describe(source, model):
+    weights = source or "unknown weights"
+    return f"the exported model {model} (from {weights})" if model else weights
+
+
+def _tag(source, model):
+    """The name an evaluation's files carry: the weight file's stem, or the exported model's folder."""
+    if model:
+        folder, prefix = os.path.split(model)
+        name = os.path.basename(folder) + ("" if prefix == "inference" else "_" + prefix)
+    else:
+        name = os.path.splitext(os.path.basename(source or "weights"))[0]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "weights"
+
+
+def eval_outputs(out, source, model, how, log=None):
+    """The files of an evaluation in the folder ``out``: ``{"metrics", "confusion_matrix", "grid"}`` paths.
+
+    ``source``: the evaluated weights' record (``weights_record``: path and sha256) or None; ``model``: the
+    exported model's prefix, or None for the weight file itself (dygraph or exported on the fly). The plain
+    names (``eval.json``, ``confusion_matrix.png``, ``predictions.png``) are used when none of them exists, or
+    when ``eval.json`` records the same weights (then they are replaced: the same weights re-evaluated, perhaps
+    a newer version of the file or through another backend, which is logged). Otherwise the files carry the
+    weights' name (``eval_final_model.json``; the exported model's folder: ``eval_inference.json``) and, if
+    those too hold another evaluation, the first 8 hex digits of the weights' sha256. Nothing is written here;
+    raises ``ConfigError`` only when every candidate name is taken.
+    """
+    key = (_real((source or {}).get("path")), _real(model))
+    digest = (source or {}).get("sha256") or hashlib.sha256(str(key).encode()).hexdigest()
+    tag = _tag(key[0], key[1])
+    plain = os.path.join(out, "eval.json")
+    replaced = False
+    for suffix in ("", f"_{tag}", f"_{tag}_{digest[:8]}"):
+        paths = {"metrics": os.path.join(out, f"eval{suffix}.json"),
+                 "confusion_matrix": os.path.join(out, f"confusion_matrix{suffix}.png"),
+                 "grid": os.path.join(out, f"predictions{suffix}.png")}
+        before = _read_eval_json(paths["metrics"])
+        if before is _MISSING:
+            if any(os.path.exists(p) for p in paths.values()):
+                continue  # figures of an evaluation whose eval.json is gone: whose they are is unknown
+            break
+        if before is not None and key != (None, None) and evaluated(before) == key:
+            if log is not None:
+                changes = []
+                old_sha = (before.get("source_weights") or {}).get("sha256")
+                if old_sha and source and source.get("sha256") and old_sha != source["sha256"]:
+                    changes.append(f"the file has changed since (sha256 {old_sha[:12]} -> {source['sha256'][:12]})")
+                if before.get("forward") and before.get("forward") != how:
+                    changes.append(f"it was evaluated through {before['forward']}")
+                log.info(f"replacing the earlier evaluation of the same weights in {paths['metrics']}"
+                         + (f" ({'; '.join(changes)})" if changes else ""))
+            replaced = True
+            break
+    else:
+        raise ConfigError(f"{out} already holds evaluations of other weights under {plain} and the names for "
+                          f"{_describe(*key)}; write this one elsewhere with -o Eval.output=FOLDER")
+    if suffix and not replaced and log is not None:
+        held = _read_eval_json(plain)
+        whose = _describe(*evaluated(held)) if isinstance(held, dict) else "other weights"
+        log.info(f"{plain} holds the evaluation of {whose}; this evaluation of {_describe(*key)} is written beside "
+                 f"it as {os.path.basename(paths['metrics'])}, {os.path.basename(paths['confusion_matrix'])} and "
+                 f"{os.path.basename(paths['grid'])} (-o Eval.output=FOLDER writes it elsewhere)")
+    return paths
+
+
+def _choose_outputs(engine, forward, log=None):
+    """Where this engine's evaluation goes (``eval_outputs`` in ``Eval.output``, else the run folder, which is
+    created). Sets ``engine.evaluated`` (the weights' record, the exported model's prefix or None),
+    ``engine.source_weights`` (the record, which the figures carry) and ``engine.eval_paths``."""
+    if engine.cfg["Eval"]["model"]:  # an exported model: the weights it was exported from
+        source = (forward.predictor.meta or {}).get("source_weights")
+        model = os.path.abspath(forward.predictor.prefix)
+    else:
+        source, model = weights_record(forward.weights), None
+    out = engine.cfg["Eval"]["output"] or engine.run_dir
+    engine.evaluated, engine.source_weights = (source, model), source
+    engine.eval_paths = eval_outputs(out, source, model, forward.how, log)
+    os.makedirs(out, exist_ok=True)
+    return engine.eval_paths
 
 
 class EvalForward:
@@ -137,7 +257,8 @@ def _check_eval_predictor(cfg, predictor, image):
 @paddle.no_grad()
 def save_eval_grid(engine):
     """``ppvit eval``: the first ``Eval.grid_images`` test images with predicted vs true labels (wrong ones
-    red), ``<run dir>/predictions.png``, like notebook 004's ``show_images``; through ``eval_forward``."""
+    red), ``predictions.png`` beside ``eval.json`` (named as it is: ``engine.eval_paths``), like notebook 004's
+    ``show_images``; through ``eval_forward``."""
     from ..data import denormalize
     from ..explain.grid import save_prediction_grid  # the grid of predictions lives with the other figures
 
@@ -149,8 +270,9 @@ def save_eval_grid(engine):
     forward = eval_forward(engine)  # the one tools/eval.py's metrics came from
     probs = softmax(forward(paddle.to_tensor(np.stack(images))).numpy())
     pred = probs.argmax(axis=1)
+    paths = getattr(engine, "eval_paths", None) or _choose_outputs(engine, forward)  # beside its eval.json
     png = save_prediction_grid(
-        os.path.join(engine.run_dir, "predictions.png"),
+        paths["grid"],
         denormalize(np.stack(images), engine.cfg["Data"]["transform"]), pred,
         true=[int(np.ravel(y)[0]) for y in labels], class_names=engine.class_names,
         probs=probs[np.arange(n), pred], title=f"{engine.cfg['Arch']['name']}: first {n} test images",

@@ -151,6 +151,9 @@ SCHEMA = {
         "model": Key((str, NONE), None),  # an exported model (prefix, file or folder): run it by Paddle Inference
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and evaluate that
         "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend: auto = fastest verified at export
+        # folder of eval.json and its figures; null = the run dir. Never replaces an evaluation of other weights
+        # there: those files are named after the weights (ppvit.commands.evaluate.eval_outputs)
+        "output": Key((str, NONE), None),
     },
     "Export": {
         "output": Key((str, NONE), None),  # folder; null = <run dir>/inference

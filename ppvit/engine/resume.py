@@ -18,6 +18,8 @@ RUN_FILES = ("best_model.pdparams", "best_model.pdopt", "final_model.pdparams", 
              "latest.pdstate", "latest.pdparams", "latest.pdopt", "train.log", "history.json", "config.yaml",
              "loss_curve.png", "acc_curve.png", "eval.json", "confusion_matrix.png", "predictions.png",
              "infer.json", "infer_predictions.png")
+# and the evaluations of other weights beside eval.json (ppvit.commands.evaluate.eval_outputs)
+RUN_FILE_PATTERNS = ("eval_*.json", "confusion_matrix_*.png", "predictions_*.png")
 RUN_FOLDERS = ("inference", "explain", "vdl")
 # any of these marks a folder as holding a run
 RUN_MARKERS = ("latest.pdstate", "train.log", "config.yaml", "best_model.pdparams", "final_model.pdparams")
@@ -100,12 +102,15 @@ def clear_run_folder(run):
     """``Global.overwrite``: remove what an earlier run (and the verbs on its weights) wrote into ``run``,
     so that nothing of it sits beside the new run's weights; other files are left alone. Returns the
     removed names."""
+    import fnmatch
     import shutil
 
     removed = []
-    for name in RUN_FILES:
+    present = sorted(os.listdir(run)) if os.path.isdir(run) else []
+    for name in present:
         path = os.path.join(run, name)
-        if os.path.isfile(path):
+        ours = name in RUN_FILES or any(fnmatch.fnmatchcase(name, p) for p in RUN_FILE_PATTERNS)
+        if ours and os.path.isfile(path):
             os.remove(path)
             removed.append(name)
     for name in RUN_FOLDERS:

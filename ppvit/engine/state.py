@@ -12,7 +12,9 @@ from ..io import write_json
 
 
 class History:
-    """Loss/lr per step and loss/accuracy per epoch; saved as JSON and kept in the resume state."""
+    """Loss/lr per step and loss/accuracy per epoch; saved as JSON and kept in the resume state.
+
+    A step's ``lr`` is the one its optimizer step used; an epoch's is that of its last step."""
 
     STEP_KEYS = ("step", "epoch", "loss", "lr")
     EPOCH_KEYS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5",

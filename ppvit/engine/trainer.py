@@ -17,7 +17,7 @@ from . import checkpoint as ckpt
 from .config import dump
 from .distributed import all_reduce_sum, non_finite_tensors, sync_buffers
 from .evaluator import evaluate
-from .logger import close_logging, setup_logging
+from .logger import close_logging, format_lr, setup_logging
 from .plots import plot_learning_curve
 from .resume import clear_run_folder
 from .vdl import open_visualdl
@@ -124,16 +124,18 @@ def _log_header(e, log):
              f"({_fmt_count(count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
     log.info(f"data {cfg['Data']['dataset']}: {len(e.train_set)} train / {len(e.eval_set)} test images, "
              f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
-             f"{cfg['Optimizer']['name']} lr {cfg['Optimizer']['lr']} ({cfg['Optimizer']['scheduler']}) | "
+             f"{cfg['Optimizer']['name']} lr {format_lr(cfg['Optimizer']['lr'])} ({cfg['Optimizer']['scheduler']})"
+             f" | "
              f"{cfg['Global']['epochs']} epochs | outputs {e.run_dir}")
     plan = e.resume_plan
     if plan["lr"]:
-        log.info(f"Optimizer.lr changed on resume: {plan['lr'][0]} -> {plan['lr'][1]}, from the first resumed step")
+        log.info(f"Optimizer.lr changed on resume: {format_lr(plan['lr'][0])} -> {format_lr(plan['lr'][1])}, from the "
+                 "first resumed step")
     if plan["extend"]:
         old, new = plan["extend"]
         added = f"epoch {new}" if new == old + 1 else f"epochs {old + 1}-{new}"
         log.info(f"Global.extend: extending the finished {old}-epoch run to {new} epochs; {added} follow a new "
-                 f"{cfg['Optimizer']['scheduler']} schedule from lr {cfg['Optimizer']['lr']} (no warmup)")
+                 f"{cfg['Optimizer']['scheduler']} schedule from lr {format_lr(cfg['Optimizer']['lr'])} (no warmup)")
     for split, dataset in (("train", e.train_set), ("test", e.eval_set)):  # Data.skip_bad_images
         skipped = skipped_images(dataset)
         if skipped:
@@ -163,7 +165,7 @@ def _train_one_epoch(e, epoch, start_batch, log):
             targets = labels
             if e.mixer is not None:
                 images, targets = e.mixer(images, labels)
-            lr = e.optimizer.get_lr()
+            lr = e.optimizer.get_lr()  # what this step's optimizer.step() uses; the scheduler moves on after it
             with paddle.amp.auto_cast(enable=e.use_amp):
                 logits = model(images)
                 loss = e.loss_fn(logits, targets)
@@ -192,14 +194,14 @@ def _train_one_epoch(e, epoch, start_batch, log):
                 e.vdl.step(state.global_step, loss_value, lr)
             now = time.perf_counter()
             ips = seen * e.world_size / max(now - t0, 1e-9)
-            bar.set_postfix_str(f"loss {loss_value:.4f} lr {lr:.2e} {ips:.1f} img/s", refresh=False)
+            bar.set_postfix_str(f"loss {loss_value:.4f} lr {format_lr(lr)} {ips:.1f} img/s", refresh=False)
             bar.update(1)
             if (batch + 1) % g["print_interval"] == 0 or batch + 1 == spe:
                 done = batch + 1 - start_batch
                 remaining = (spe - batch - 1) + spe * (epochs - epoch - 1)
                 # console and train.log, as PaddleClas's print_batch_step (the bar shows the steps in between)
-                log.info(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {lr:.6g} loss {loss_value:.4f} "
-                         f"ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
+                log.info(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {format_lr(lr)} "
+                         f"loss {loss_value:.4f} ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
             if g["save_interval"] and state.global_step % g["save_interval"] == 0 and batch + 1 < spe:
                 sums["time"] += now - t_epoch
                 t_epoch = now
@@ -258,7 +260,9 @@ def _end_of_epoch(e, epoch, sums, log):
     improved = val is not None and (state.best["top1"] is None or val["top1"] > state.best["top1"])
     if improved:
         state.best = {"top1": float(val["top1"]), "epoch": epoch + 1}
-    lr = e.optimizer.get_lr()
+    # the lr of the epoch's last step (the scheduler has already moved on to the next step's); the history
+    # holds it for a resumed epoch too, as every epoch has at least one step
+    lr = state.history.steps["lr"][-1] if state.history.steps["lr"] else e.optimizer.get_lr()
     state.history.add_epoch(epoch=epoch + 1, step=state.global_step, lr=lr, train_loss=train_loss,
                             train_acc=train_acc, val_loss=val and val["loss"], val_top1=val and val["top1"],
                             val_top5=val and val["top5"], time=sums["time"],
@@ -281,7 +285,8 @@ def _end_of_epoch(e, epoch, sums, log):
     best_text = f"best {100 * state.best['top1']:.2f}% (epoch {state.best['epoch']})" \
         if state.best["top1"] is not None else ""
     log.info(f"epoch {epoch + 1}/{g['epochs']} | train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
-             f"{val_text} | lr {lr:.3g} | {sums['time']:.1f}s {count / max(sums['time'], 1e-9):.1f} img/s | "
+             f"{val_text} | lr {format_lr(lr)} | {sums['time']:.1f}s {count / max(sums['time'], 1e-9):.1f} img/s"
+             " | "
              f"{best_text}{' *' if improved else ''}")
 
 

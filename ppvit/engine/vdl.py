@@ -5,8 +5,8 @@ VisualDL is optional (``pip install visualdl``, tested with 2.5.3): :func:`check
 engine is built, so a missing package stops the run before anything is written.
 
 Tags: ``train/loss`` and ``train/lr`` per step (x = global step); ``epoch/train_loss``, ``epoch/train_top1``,
-``epoch/val_loss``, ``epoch/val_top1``, ``epoch/val_top5`` and ``epoch/lr`` per epoch (x = epoch; accuracies
-in %, as the logs print them).
+``epoch/val_loss``, ``epoch/val_top1``, ``epoch/val_top5`` and ``epoch/lr`` (the epoch's last step's) per epoch
+(x = epoch; accuracies in %, as the logs print them).
 """
 import os
 
