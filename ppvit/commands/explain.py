@@ -69,7 +69,8 @@ def run(cfg):
     with tempfile.TemporaryDirectory(prefix="ppvit-explain-") as tmp:
         if ex["model"]:  # an exported model: its own preprocessing and labels
             build_device(g["device"])
-            predictor = open_predictor(ex["model"], g["device"], ex["batch_size"], "Explain.model", ex["backend"])
+            predictor = open_predictor(ex["model"], g["device"], ex["batch_size"], "Explain.model", ex["backend"],
+                                       cfg=cfg)
             if not predictor.meta:
                 raise ConfigError(f"Explain.model: {predictor.prefix} has no .meta.json (preprocessing unknown)")
             size = predictor.input_shape[1]

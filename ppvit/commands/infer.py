@@ -19,7 +19,8 @@ def run(cfg):
         raise ConfigError("Infer.images is not set: give image files and/or folders, e.g. "
                           "-o Infer.images=photo.png or -o Infer.images=[a.png,images/]")
     model = inf["model"] or os.path.join(run_dir(cfg), "inference")
-    predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model", inf["backend"])
+    predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model", inf["backend"],
+                               cfg=cfg)
     results = classify_files(predictor, _as_list(inf["images"], "Infer.images"), inf["topk"])
     for r in results:
         print(format_result(r), flush=True)
