@@ -273,6 +273,7 @@ def test_a_missing_export_names_the_files_export_would_write_and_the_command(tmp
     config = write_config(tmp_path)
     out = tmp_path / "out"
     (tmp_path / "empty").mkdir()
+    (tmp_path / "x.png").write_bytes(b"")  # Infer.images must exist (checked first); read only after the model
     default = os.path.join("out", "tiny", "inference")
     cases = [
         ("infer.py", ["Infer.images=x.png"],
@@ -291,4 +292,16 @@ def test_a_missing_export_names_the_files_export_would_write_and_the_command(tmp
         for word in words:
             assert word in err, err
         assert err.endswith(words[-1].split("; ")[-1]), err  # no Export.output for the default folder
-    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["empty", "tiny.yaml"]
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["empty", "tiny.yaml", "x.png"]
+
+
+@pytest.mark.parametrize("name, key, extra", [("infer.py", "Infer.images", []),
+                                              ("explain.py", "Explain.images", ["Explain.num_samples=8"])])
+def test_a_wrong_image_path_names_the_key_and_what_to_give(tmp_path, name, key, extra):
+    """A path that is neither a file nor a folder: the key, the path, 'no such file or folder' (it may have meant
+    either) and the fix, before any model is read (no export or weights exist here) and with nothing written."""
+    config = write_config(tmp_path)
+    err = one_error(tool(name, config, ["Global.output_dir=out", f"{key}=my_images"] + extra, cwd=tmp_path))
+    assert err == (f"error: {key}: my_images: no such file or folder; give image files and/or folders of images, "
+                   f"e.g. -o {key}=photo.png or -o {key}=[a.png,images/]"), err
+    assert sorted(os.listdir(tmp_path)) == ["tiny.yaml"]

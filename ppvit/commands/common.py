@@ -115,6 +115,19 @@ def _as_list(value, key):
     return values
 
 
+def image_files(value, key):
+    """The image files of ``key`` (``Infer.images``, ``Explain.images``: files and/or folders, a list or one);
+    a path that does not exist, or a folder without images, is a ``ConfigError`` naming ``key`` and the fix."""
+    from ..deploy import expand_image_paths
+    from ..io.images import ImageReadError
+
+    try:
+        return expand_image_paths(_as_list(value, key))
+    except ImageReadError as e:
+        raise ConfigError(f"{key}: {e}; give image files and/or folders of images, e.g. -o {key}=photo.png or "
+                          f"-o {key}=[a.png,images/]") from None
+
+
 def rgb_file(path, size=None):
     """An image file as RGB uint8 HWC, resized (cv2 bilinear, as the eval transforms) to ``size``."""
     import cv2

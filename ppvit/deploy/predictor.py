@@ -272,11 +272,17 @@ def preprocess_image(image, preprocess, color="BGR"):
 
 def expand_image_paths(paths):
     """Files as given (any extension: a non-image is an error later), folders expanded to their image
-    files (sorted, recursively)."""
+    files (sorted, recursively). Raises ``ImageReadError`` for a path that is neither (``<path>: no such file
+    or folder``: it may have meant either) and for a folder without images."""
+    import glob
+
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out = []
     for p in map(os.fspath, paths):
+        if not os.path.exists(p):
+            hint = " (a pattern such as *.jpg is not expanded: give its folder)" if glob.has_magic(p) else ""
+            raise ImageReadError(f"{p}: no such file or folder{hint}")
         if os.path.isdir(p):
             found = []
             for root, _, files in os.walk(p):
