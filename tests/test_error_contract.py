@@ -305,3 +305,8 @@ def test_a_wrong_image_path_names_the_key_and_what_to_give(tmp_path, name, key, 
     assert err == (f"error: {key}: my_images: no such file or folder; give image files and/or folders of images, "
                    f"e.g. -o {key}=photo.png or -o {key}=[a.png,images/]"), err
     assert sorted(os.listdir(tmp_path)) == ["tiny.yaml"]
+
+
+def test_a_missing_config_file_is_one_line_with_the_near_miss():
+    err = one_error(tool("train.py", os.path.join("configs", "quickstart.yml"), cwd=ROOT))
+    assert err == "error: config file not found: configs/quickstart.yml; did you mean configs/quickstart.yaml?", err
