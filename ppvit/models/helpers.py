@@ -32,7 +32,7 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None
     state = load_state(path_or_state) if not isinstance(path_or_state, dict) else unwrap_state_dict(path_or_state)
     source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
     own = model.state_dict()
-    name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     head = head_prefixes(model)
     heads = head if reset_head else ()
     diff = compare_state_dict(own, state)
