@@ -73,8 +73,9 @@ def test_missing_required_key_and_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="missing required key Optimizer.lr"):
         load_config(None, base={"Global": {"epochs": 1}, "Arch": {"name": "convmixer_256_8", "num_classes": 10},
                                 "Data": {"batch_size": 2, "eval_batch_size": 2}})
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
+    assert str(info.value) == f"config file not found: {tmp_path / 'nope.yaml'}"  # no YAML file is close
     bad = tmp_path / "bad.yaml"
     bad.write_text("Global:\n  epochs: [1\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
@@ -185,3 +186,22 @@ def test_a_dumped_config_loads_again(tmp_path):
     again = load_config(str(path))
     assert again["Arch"]["img_size"] == again["Data"]["image_size"] == 24
     assert again == cfg
+
+
+def test_a_missing_config_file_suggests_the_near_miss(tmp_path, monkeypatch):
+    """``-c configs/quickstart.yml`` (or a typo, or the name without its folder): the closest YAML file of the
+    same folder, else of its configs/ folder, as the -o key suggestions do; none when nothing is close."""
+    (tmp_path / "configs").mkdir()
+    for name in ("quickstart.yaml", "folder_demo.yaml"):
+        (tmp_path / "configs" / name).write_text("Global: {}\n")
+    (tmp_path / "configs" / "notes.txt").write_text("")
+    monkeypatch.chdir(tmp_path)
+    for given, meant in [("configs/quickstart.yml", "configs/quickstart.yaml"),
+                         ("configs/quikstart.yaml", "configs/quickstart.yaml"),
+                         ("configs/Folder_Demo.yaml", "configs/folder_demo.yaml"),
+                         ("quickstart.yaml", "configs/quickstart.yaml"),
+                         ("configs/resnet50.yaml", None), ("nowhere/quickstart.yaml", None)]:
+        with pytest.raises(ConfigError) as info:
+            load_config(given)
+        hint = f"; did you mean {meant}?" if meant else ""
+        assert str(info.value) == f"config file not found: {given}{hint}", str(info.value)

@@ -265,9 +265,12 @@ def test_tool_refuses_wrong_family_listing_keys(tmp_path):
                   "--model-arg", "depths=[1,1,1,1]", "--model-arg", "num_heads=[3,3,3,6]")
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
-    assert "missing keys" in r.stderr and "unexpected keys" in r.stderr
-    assert "patch_embed.proj.1._mean" in r.stderr  # a DilateFormer key the source lacks
-    assert "blocks.0.attn.qk.weight" in r.stderr  # a ConViT key the model lacks
+    # one short line: the counts and a few keys of each kind, not a hundred names
+    assert "does not hold dilateformer_t weights: 90 of 94 model keys missing, 3 of another shape, 45 unexpected" \
+        in r.stderr, r.stderr
+    assert "missing patch_embed.proj.0.weight" in r.stderr  # a DilateFormer key the source lacks
+    assert "unexpected cls_token" in r.stderr  # a ConViT key the model lacks
+    assert len(r.stderr.strip()) < 500 and "official layout" in r.stderr
     assert not dst.exists()
 
 
@@ -292,8 +295,10 @@ def test_tool_refuses_truncated_sources_and_keeps_dst(tmp_path):
     r = _run_tool("--model", "convit_tiny", "--src", src, "--dst", str(dst), *model_args)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
-    for k in ("blocks.2.attn.qkv.weight", "blocks.2.mlp.fc2.bias", "blocks.2.norm1.weight"):
-        assert k in r.stderr
+    n_block = sum(k.startswith("blocks.2.") for k in state)
+    assert f"{n_block} of " in r.stderr and " model keys missing (e.g. missing blocks.2.norm1.weight, " in r.stderr, \
+        r.stderr
+    assert "unexpected" not in r.stderr, r.stderr
     assert dst.read_bytes() == b"previous weights"
 
 
@@ -302,8 +307,8 @@ def test_shape_mismatch_is_listed(tmp_path):
     kwargs = _convit_kwargs(cfg)
     kwargs["embed_dim"] = 12  # a wider model than the checkpoint
     src = _to_safetensors(state, str(tmp_path / "s.safetensors"))
-    with pytest.raises(ConversionError, match=r"shape mismatch: .*pos_embed: checkpoint \(1, 16, 32\) "
-                                              r"vs model \(1, 16, 48\)"):
+    with pytest.raises(ConversionError, match=r"42 of 49 model keys of another shape \(e\.g\. .*pos_embed: "
+                                              r"checkpoint \(1, 16, 32\) vs model \(1, 16, 48\)"):
         convert_checkpoint("convit_tiny", src, str(tmp_path / "o.pdparams"), **kwargs)
     assert not (tmp_path / "o.pdparams").exists()
 

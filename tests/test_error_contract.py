@@ -264,3 +264,49 @@ def test_sync_bn_on_the_cpu_is_refused_with_the_reason(tmp_path):
     err = one_error(tool("train.py", config, [f"Global.output_dir={tmp_path / 'out'}", "Global.sync_bn=true"]))
     assert "Global.sync_bn" in err and "CPU" in err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_missing_export_names_the_files_export_would_write_and_the_command(tmp_path):
+    """Infer/Eval/Explain.model before any export: the error names the files tools/export.py writes for that path
+    (``<folder>/inference.json``: export's Export.output is a folder), not ``<folder>.json`` alone, and the command
+    that makes them (with Export.output when the path is not the run's default)."""
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "x.png").write_bytes(b"")  # Infer.images must exist (checked first); read only after the model
+    default = os.path.join("out", "tiny", "inference")
+    cases = [
+        ("infer.py", ["Infer.images=x.png"],
+         [f"Infer.model: no exported model at {default}: expected {default}/inference.json and "
+          f"{default}/inference.pdiparams (the folder tools/export.py writes), or {default}.json and "
+          f"{default}.pdiparams (a path prefix); make it with tools/export.py -c CONFIG"]),
+        ("eval.py", ["Eval.model=deploy"],
+         ["Eval.model: no exported model at deploy: expected deploy/inference.json and deploy/inference.pdiparams",
+          "make it with tools/export.py -c CONFIG -o Export.output=deploy"]),
+        ("explain.py", ["Explain.model=empty", "Explain.num_samples=8"],
+         ["Explain.model: no exported model in the folder empty: expected empty/inference.json and "
+          "empty/inference.pdiparams; make it with tools/export.py -c CONFIG -o Export.output=empty"]),
+    ]
+    for name, overrides, words in cases:
+        err = one_error(tool(name, config, ["Global.output_dir=out"] + overrides, cwd=tmp_path))
+        for word in words:
+            assert word in err, err
+        assert err.endswith(words[-1].split("; ")[-1]), err  # no Export.output for the default folder
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["empty", "tiny.yaml", "x.png"]
+
+
+@pytest.mark.parametrize("name, key, extra", [("infer.py", "Infer.images", []),
+                                              ("explain.py", "Explain.images", ["Explain.num_samples=8"])])
+def test_a_wrong_image_path_names_the_key_and_what_to_give(tmp_path, name, key, extra):
+    """A path that is neither a file nor a folder: the key, the path, 'no such file or folder' (it may have meant
+    either) and the fix, before any model is read (no export or weights exist here) and with nothing written."""
+    config = write_config(tmp_path)
+    err = one_error(tool(name, config, ["Global.output_dir=out", f"{key}=my_images"] + extra, cwd=tmp_path))
+    assert err == (f"error: {key}: my_images: no such file or folder; give image files and/or folders of images, "
+                   f"e.g. -o {key}=photo.png or -o {key}=[a.png,images/]"), err
+    assert sorted(os.listdir(tmp_path)) == ["tiny.yaml"]
+
+
+def test_a_missing_config_file_is_one_line_with_the_near_miss():
+    err = one_error(tool("train.py", os.path.join("configs", "quickstart.yml"), cwd=ROOT))
+    assert err == "error: config file not found: configs/quickstart.yml; did you mean configs/quickstart.yaml?", err

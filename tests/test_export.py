@@ -99,8 +99,21 @@ def test_predictor_matches_dygraph_and_chunks_large_batches(colour_model, tmp_pa
     np.testing.assert_allclose(pred.predict_proba(x).sum(1), 1.0, atol=1e-6)
     with pytest.raises(ValueError, match=r"\[N, 3, 16, 16\].*\[2, 3, 32, 32\]"):
         pred(np.zeros([2, 3, 32, 32], "float32"))
-    with pytest.raises(FileNotFoundError, match="no exported model"):
-        Predictor(str(tmp_path / "nothing"), device="cpu")
+    # the message names the files an export for that path would have written: a missing path may be the folder
+    # tools/export.py writes (<folder>/inference.*) or a prefix; an empty folder is a folder; a file, a prefix
+    nothing = str(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError) as info:
+        Predictor(nothing, device="cpu")
+    assert str(info.value) == (f"no exported model at {nothing}: expected {nothing}/inference.json and "
+                               f"{nothing}/inference.pdiparams (the folder tools/export.py writes), or "
+                               f"{nothing}.json and {nothing}.pdiparams (a path prefix)")
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=f"no exported model in the folder {tmp_path / 'empty'}: expected "
+                                                f"{tmp_path / 'empty' / 'inference'}.json and "):
+        Predictor(str(tmp_path / "empty"), device="cpu")
+    with pytest.raises(FileNotFoundError, match=rf"no exported model at {tmp_path / 'gone'}: expected "
+                                                rf"{tmp_path / 'gone'}\.json \(or \.pdmodel\) and"):
+        Predictor(str(tmp_path / "gone.pdiparams"), device="cpu")
 
 
 def _write_images(folder):
@@ -155,8 +168,11 @@ def test_classify_files_non_image_is_a_clear_error(colour_model, tmp_path):
     with pytest.raises(ImageReadError, match="notes.png.*not an image"):
         classify_files(pred, [good, str(bad)])
     assert issubclass(ImageReadError, ValueError)
-    with pytest.raises(ImageReadError, match="missing.jpg.*no such file"):
-        classify_files(pred, [str(tmp_path / "missing.jpg")])
+    # a path that does not exist may have meant a file or a folder; nothing is classified before it is found
+    with pytest.raises(ImageReadError, match=r"missing.jpg: no such file or folder$"):
+        classify_files(pred, [good, str(tmp_path / "missing.jpg")])
+    with pytest.raises(ImageReadError, match=r"no such file or folder \(a pattern such as \*.jpg is not expanded"):
+        classify_files(pred, [str(tmp_path / "imgs" / "*.png")])
 
 
 class PadAllDims(paddle.nn.Layer):

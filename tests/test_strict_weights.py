@@ -23,7 +23,11 @@ def trained(tmp_path_factory):
     headless = os.path.join(tmp, "headless.pdparams")
     model = ppvit.create_model("convmixer_256_8", num_classes=0, dim=16, depth=2)
     ppvit.io.save_state(model.state_dict(), headless)
-    return {"tmp": tmp, "config": config, "out": out, "run": run, "weights": weights, "headless": headless}
+    # another registered model's weights (a user pointing at the wrong run)
+    other = os.path.join(tmp, "conv2former.pdparams")
+    ppvit.io.save_state(ppvit.create_model("conv2former_n_cifar").state_dict(), other)
+    return {"tmp": tmp, "config": config, "out": out, "run": run, "weights": weights, "headless": headless,
+            "other": other}
 
 
 def _cases(d):
@@ -42,10 +46,21 @@ def _cases(d):
                                                   "Explain.num_samples=8"], ["shape mismatch", w]),
         ("explain-headless", "explain.py", o + [f"Global.pretrained_model={d['headless']}",
                                                 "Explain.num_samples=8"], ["missing"]),
+        # another model's weights: counts and a few keys, not the class-count advice (see OTHER_MODEL below)
+        ("eval-another-model", "eval.py", o + [f"Global.pretrained_model={d['other']}"], [d["other"]]),
+        ("export-another-model", "export.py", o + [f"Global.pretrained_model={d['other']}"], [d["other"]]),
+        ("explain-another-model", "explain.py", o + [f"Global.pretrained_model={d['other']}",
+                                                     "Explain.num_samples=8"], [d["other"]]),
+        # the same backbone at another depth: other keys differ than the head, so no class-count advice either
+        ("eval-another-depth", "eval.py", o + [f"Global.pretrained_model={w}", "Arch.depth=1"],
+         ["does not hold convmixer_256_8 weights for this config: 2 of 20 model keys missing, 14 unexpected "
+          "(e.g. missing 6.weight, 6.bias; unexpected 4.0.fn.0.weight); check Arch.name and the Arch.* sizes"]),
     ]
 
 
-CASE_IDS = [c[0] for c in _cases({"weights": "w", "out": "o", "headless": "h"})]
+CASE_IDS = [c[0] for c in _cases({"weights": "w", "out": "o", "headless": "h", "other": "c"})]
+HEAD_ONLY = [c for c in CASE_IDS if "12-classes" in c or "headless" in c or "default" in c or "predictor" in c]
+OTHER_MODEL = [c for c in CASE_IDS if c.endswith("another-model")]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +79,33 @@ def test_mismatched_weights_are_refused_outside_training(refused, case):
     err = one_error(refused["results"][case])
     for word in refused["cases"][case][3]:
         assert word in err, err
+
+
+@pytest.mark.parametrize("case", HEAD_ONLY)
+def test_a_head_for_another_class_count_says_to_set_num_classes(refused, case):
+    err = one_error(refused["results"][case])
+    assert "Arch.num_classes" in err and "class count" in err, err
+    assert "model convmixer_256_8" in err and "ConvMixer" not in err, err  # the registered name, not the class
+
+
+@pytest.mark.parametrize("case", OTHER_MODEL)
+def test_another_models_weights_get_a_short_line_without_class_count_advice(refused, trained, case):
+    """Weights of another model are not a class-count problem: one short line with the counts, a few example
+    keys and what to check, instead of ~2000 characters of key names ending with num_classes advice."""
+    err = one_error(refused["results"][case])
+    other = trained["other"]
+    assert f"{other} does not hold convmixer_256_8 weights for this config: " in err, err
+    assert "32 of 32 model keys missing, 267 unexpected" in err, err  # none of the 32 (dim 16, depth 2) is there
+    assert "unexpected (e.g. missing 0.weight, 0.bias; unexpected " in err, err
+    assert err.endswith("check Arch.name and the Arch.* sizes, or the weights file"), err
+    assert "num_classes" not in err and "ConvMixer" not in err, err
+    assert len(err) - len(other) < 300, (len(err), err)
+
+
+@pytest.mark.parametrize("case", [c for c in CASE_IDS if c not in HEAD_ONLY])
+def test_no_class_count_advice_when_more_than_the_head_differs(refused, case):
+    err = one_error(refused["results"][case])
+    assert "num_classes" not in err and "class count" not in err and "ConvMixer" not in err, err
 
 
 def test_refusals_write_nothing(refused):

@@ -8,11 +8,10 @@ import os
 
 import paddle
 
+from ..deploy.predictor import EXPORT_PREFIX, EXPORT_SUFFIXES  # <folder>/inference.json + .pdiparams + ...
 from ..engine.builder import build_device, build_model, check_input_size, seed_everything
 from ..engine.checkpoint import run_weights
-from ..engine.config import ConfigError
-
-EXPORT_PREFIX = "inference"  # <folder>/inference.json + .pdiparams + .meta.json, as PaddleClas names it
+from ..engine.config import ConfigError, run_dir
 
 
 # ------------------------------------------------------------------------------------------ shared pieces
@@ -64,18 +63,34 @@ def lime_mean_std(preprocess):
     return [m / k for m in preprocess["mean"]], [s / k for s in preprocess["std"]]
 
 
-def open_predictor(prefix, device, batch_size, key, backend="auto"):
+def export_command(path, cfg=None):
+    """The tools/export.py command that writes an export ``Predictor(path)`` finds: export writes
+    ``<Export.output>/inference.*``, so ``Export.output`` is ``path`` itself (a folder then holding one export),
+    or the folder of a file given (``x/inference.json``: ``x``); not given when it is the run's default
+    (``<run folder>/inference``). Export takes ``Global.pretrained_model``, by default the run's best model."""
+    path = os.path.normpath(os.fspath(path))
+    folder = path
+    for ext in EXPORT_SUFFIXES:
+        if path.endswith(ext):
+            folder = os.path.dirname(path) or "."
+            break
+    default = os.path.normpath(os.path.join(run_dir(cfg), EXPORT_PREFIX)) if cfg else None
+    return "tools/export.py -c CONFIG" + ("" if folder == default else f" -o Export.output={folder}")
+
+
+def open_predictor(prefix, device, batch_size, key, backend="auto", cfg=None):
     """``Predictor(prefix)`` with ``backend`` (``auto``: the fastest one verified at export); a missing export
-    or a backend that cannot be served is a ``ConfigError`` naming ``key``'s section, and an export whose
-    source weights changed since it was made is refused (``CheckpointError``)."""
+    (naming the files export would have written for ``prefix`` and the command that writes them; ``cfg``: the
+    run's config, whose default export folder needs no ``Export.output``) or a backend that cannot be served is
+    a ``ConfigError`` naming ``key``'s section, and an export whose source weights changed since it was made is
+    refused (``CheckpointError``)."""
     from ..deploy import BackendError, Predictor
     from ..io.provenance import check_export_current
 
     try:
         predictor = Predictor(prefix, device=device, batch_size=batch_size, backend=backend)
     except FileNotFoundError as e:
-        raise ConfigError(f"{key}: {e}; write one with tools/export.py -c CONFIG "
-                          "-o Global.pretrained_model=...") from None
+        raise ConfigError(f"{key}: {e}; make it with {export_command(prefix, cfg)}") from None
     except BackendError as e:
         raise ConfigError(f"{key.split('.')[0]}.backend: {e}") from None
     check_export_current(predictor.prefix, predictor.meta, key)  # never serve an export older than its weights
@@ -98,6 +113,19 @@ def _as_list(value, key):
     if not values:
         raise ConfigError(f"{key} is an empty list")
     return values
+
+
+def image_files(value, key):
+    """The image files of ``key`` (``Infer.images``, ``Explain.images``: files and/or folders, a list or one);
+    a path that does not exist, or a folder without images, is a ``ConfigError`` naming ``key`` and the fix."""
+    from ..deploy import expand_image_paths
+    from ..io.images import ImageReadError
+
+    try:
+        return expand_image_paths(_as_list(value, key))
+    except ImageReadError as e:
+        raise ConfigError(f"{key}: {e}; give image files and/or folders of images, e.g. -o {key}=photo.png or "
+                          f"-o {key}=[a.png,images/]") from None
 
 
 def rgb_file(path, size=None):

@@ -16,7 +16,7 @@ import argparse
 import logging
 import os
 
-from ..io import CheckpointError, compare_state_dict, save_state, state_dict_mismatch_message
+from ..io import CheckpointError, compare_state_dict, save_state, weights_mismatch_message
 from ..io.torch_checkpoint import ConversionError, read_checkpoint
 
 __all__ = ["ConversionError", "read_checkpoint", "convert_state_dict", "build_model", "convert_checkpoint",
@@ -96,8 +96,9 @@ def convert_checkpoint(model_name, src, dst, reader="auto", **model_kwargs):
     own = model.state_dict()
     diff = compare_state_dict(own, state)
     if diff:
-        raise ConversionError(state_dict_mismatch_message(
-            diff, src, model_name, f"(is it a {model_name} checkpoint, complete, in an official layout?)"))
+        raise ConversionError(weights_mismatch_message(
+            diff, src, model_name, len(own), f"is it a {model_name} checkpoint, complete, in an official layout? "
+            "(--model, --model-arg)"))
     model.set_state_dict({k: state[k].astype(own[k].numpy().dtype, copy=False) for k in own})
     save_state(model.state_dict(), dst)
     dropped = len(torch_state) - len(state)

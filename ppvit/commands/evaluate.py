@@ -216,7 +216,7 @@ def eval_forward(engine):
     device, batch_size = cfg["Global"]["device"], cfg["Data"]["eval_batch_size"]
     tmp = None
     if ev["model"]:
-        predictor = open_predictor(ev["model"], device, batch_size, "Eval.model", ev["backend"])
+        predictor = open_predictor(ev["model"], device, batch_size, "Eval.model", ev["backend"], cfg=cfg)
         how, weights = predictor.backend_label, predictor.prefix
         _check_eval_predictor(cfg, predictor, engine.eval_set[0][0])
     elif ev["use_predictor"]:

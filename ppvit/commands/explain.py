@@ -11,20 +11,24 @@ from ..engine.config import ConfigError, run_dir
 from ..engine.logger import get_logger
 from ..io import write_json
 from ..io.provenance import source_metadata, weights_record
-from .common import (_as_list, _name, _unique, class_names, input_size, lime_mean_std, load_model, open_predictor,
-                     predictor_of, preprocess_of, rgb_file)
+from .common import (_as_list, _name, _unique, class_names, image_files, input_size, lime_mean_std, load_model,
+                     open_predictor, predictor_of, preprocess_of, rgb_file)
 
 
 def _explain_items(cfg, size):
     """[(file stem, RGB uint8 image at the model's size, true label or None, title)]."""
     ex = cfg["Explain"]
     if ex["images"]:
-        from ..deploy import expand_image_paths
+        from ..io.images import ImageReadError
 
         items = []
-        for path in expand_image_paths(_as_list(ex["images"], "Explain.images")):
+        for path in image_files(ex["images"], "Explain.images"):
             stem = os.path.splitext(os.path.basename(path))[0]
-            items.append((f"lime_{stem}", rgb_file(path, (size, size)), None, os.path.basename(path)))
+            try:
+                image = rgb_file(path, (size, size))
+            except ImageReadError as e:  # a file that is not an image
+                raise ConfigError(f"Explain.images: {e}") from None
+            items.append((f"lime_{stem}", image, None, os.path.basename(path)))
         return items
 
     from ..data import build_dataset, denormalize
@@ -66,10 +70,13 @@ def run(cfg):
     ex, g = cfg["Explain"], cfg["Global"]
     log = get_logger()
     names = class_names(cfg)
+    if ex["images"]:
+        image_files(ex["images"], "Explain.images")  # a wrong path stops before any model is loaded
     with tempfile.TemporaryDirectory(prefix="ppvit-explain-") as tmp:
         if ex["model"]:  # an exported model: its own preprocessing and labels
             build_device(g["device"])
-            predictor = open_predictor(ex["model"], g["device"], ex["batch_size"], "Explain.model", ex["backend"])
+            predictor = open_predictor(ex["model"], g["device"], ex["batch_size"], "Explain.model", ex["backend"],
+                                       cfg=cfg)
             if not predictor.meta:
                 raise ConfigError(f"Explain.model: {predictor.prefix} has no .meta.json (preprocessing unknown)")
             size = predictor.input_shape[1]

@@ -6,21 +6,27 @@ from ..engine.config import ConfigError, run_dir
 from ..engine.logger import get_logger
 from ..io import write_json
 from ..io.provenance import source_metadata
-from .common import _as_list, open_predictor, rgb_file
+from .common import image_files, open_predictor, rgb_file
 
 
 def run(cfg):
     """``ppvit infer``: top-k per image file, printed; ``infer.json`` and a prediction grid PNG."""
     from ..deploy import classify_files, format_result
     from ..explain.grid import save_prediction_grid
+    from ..io.images import ImageReadError
 
     inf = cfg["Infer"]
     if not inf["images"]:
         raise ConfigError("Infer.images is not set: give image files and/or folders, e.g. "
                           "-o Infer.images=photo.png or -o Infer.images=[a.png,images/]")
     model = inf["model"] or os.path.join(run_dir(cfg), "inference")
-    predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model", inf["backend"])
-    results = classify_files(predictor, _as_list(inf["images"], "Infer.images"), inf["topk"])
+    files = image_files(inf["images"], "Infer.images")  # a wrong path stops before any model is read
+    predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model", inf["backend"],
+                               cfg=cfg)
+    try:
+        results = classify_files(predictor, files, inf["topk"])
+    except ImageReadError as e:  # a file that is not an image
+        raise ConfigError(f"Infer.images: {e}") from None
     for r in results:
         print(format_result(r), flush=True)
 

@@ -29,18 +29,45 @@ class BackendError(ValueError):
     """A backend that cannot be served for this export (not verified, unknown, or its files changed)."""
 
 
+# what tools/export.py (``ppvit.commands.export``) names the files in its Export.output folder, as PaddleClas does
+EXPORT_PREFIX = "inference"
+EXPORT_SUFFIXES = (".meta.json", ".json", ".pdmodel", ".pdiparams")
+
+
+def missing_export_message(path):
+    """``no exported model at <path>: expected <the files>`` naming the files an export for ``path`` would
+    have written: ``<path>/inference.json`` + ``.pdiparams`` for a folder (what tools/export.py writes into
+    its Export.output folder), ``<path>.json`` + ``.pdiparams`` for a prefix or one of its files, both when a
+    missing ``path`` could be either."""
+    path = os.fspath(path)
+    in_folder = os.path.join(path, EXPORT_PREFIX)
+    folder_form = f"{in_folder}.json and {in_folder}.pdiparams"
+    if os.path.isdir(path):
+        return f"no exported model in the folder {path}: expected {folder_form}"
+    prefix = next((path[: -len(e)] for e in EXPORT_SUFFIXES if path.endswith(e)), None)
+    if prefix is None and not any(os.path.isfile(path + e) for e in EXPORT_SUFFIXES):
+        # nothing there at all: the folder tools/export.py would have written, or a path prefix
+        return (f"no exported model at {path}: expected {folder_form} (the folder tools/export.py writes), "
+                f"or {path}.json and {path}.pdiparams (a path prefix)")
+    prefix = path if prefix is None else prefix
+    return f"no exported model at {prefix}: expected {prefix}.json (or .pdmodel) and {prefix}.pdiparams"
+
+
 def resolve_prefix(path):
     """Accept a prefix, any of its files (``.json``, ``.meta.json``, ``.pdmodel``, ``.pdiparams``) or a
-    folder holding exactly one exported model; return the prefix."""
+    folder holding exactly one exported model; return the prefix. A folder without any raises
+    ``FileNotFoundError`` (``missing_export_message``)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         prefixes = sorted(f[: -len(".pdiparams")] for f in os.listdir(path) if f.endswith(".pdiparams"))
+        if not prefixes:
+            raise FileNotFoundError(missing_export_message(path))
         if len(prefixes) != 1:
             raise FileNotFoundError(
                 f"{path} holds {len(prefixes)} exported models ({prefixes}); give the path prefix of one"
             )
         return os.path.join(path, prefixes[0])
-    for ext in (".meta.json", ".json", ".pdmodel", ".pdiparams"):
+    for ext in EXPORT_SUFFIXES:
         if path.endswith(ext) and os.path.isfile(path):
             return path[: -len(ext)]
     return path
@@ -69,6 +96,7 @@ class Predictor:
         from .backends import OnnxRuntimeBackend, PaddleBackend
 
         self.prefix = resolve_prefix(model_prefix)
+        given = os.fspath(model_prefix)
         self.meta = read_meta(self.prefix)
         folder = os.path.dirname(self.prefix)
         files = dict((self.meta or {}).get("files") or {})
@@ -78,10 +106,8 @@ class Predictor:
         files.setdefault("params", os.path.basename(self.prefix) + ".pdiparams")
         if not files["program"] or not all(os.path.isfile(os.path.join(folder, files[k]))
                                            for k in ("program", "params")):
-            raise FileNotFoundError(
-                f"no exported model at {self.prefix}: expected {self.prefix}.json (or .pdmodel) and "
-                f"{self.prefix}.pdiparams, as written by ppvit.deploy.export_model / tools/export.py"
-            )
+            # name the files for the path as given (a missing folder and a prefix look alike)
+            raise FileNotFoundError(missing_export_message(given if given == self.prefix else self.prefix))
         if self.meta is None:
             logger.warning("%s has no %s: raw arrays only, no image preprocessing or labels",
                            self.prefix, ".meta.json")
@@ -246,11 +272,17 @@ def preprocess_image(image, preprocess, color="BGR"):
 
 def expand_image_paths(paths):
     """Files as given (any extension: a non-image is an error later), folders expanded to their image
-    files (sorted, recursively)."""
+    files (sorted, recursively). Raises ``ImageReadError`` for a path that is neither (``<path>: no such file
+    or folder``: it may have meant either) and for a folder without images."""
+    import glob
+
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out = []
     for p in map(os.fspath, paths):
+        if not os.path.exists(p):
+            hint = " (a pattern such as *.jpg is not expanded: give its folder)" if glob.has_magic(p) else ""
+            raise ImageReadError(f"{p}: no such file or folder{hint}")
         if os.path.isdir(p):
             found = []
             for root, _, files in os.walk(p):

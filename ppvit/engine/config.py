@@ -193,11 +193,34 @@ FREE_SECTIONS = ("Eval", "Export", "Infer", "Explain")  # the verbs' settings: a
 DERIVED = {("Data", "image_size"): "Arch.img_size"}
 
 
-def _suggest(word, options):
-    """`` (did you mean X?)`` for the closest option, ignoring case (``sgd`` -> SGD), or ``""``."""
+def _closest(word, options):
+    """The option closest to ``word`` (difflib), ignoring case (``sgd`` -> SGD), or None."""
     by_lower = {str(o).lower(): str(o) for o in options}
     close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean {by_lower[close[0]]}?)" if close else ""
+    return by_lower[close[0]] if close else None
+
+
+def _suggest(word, options):
+    """`` (did you mean X?)`` for the closest option (``_closest``), or ``""``."""
+    close = _closest(word, options)
+    return f" (did you mean {close}?)" if close else ""
+
+
+def _config_near_miss(path):
+    """``; did you mean <folder>/<file>?`` for the YAML file closest to ``path``'s name in its folder
+    (``configs/quickstart.yml`` -> ``configs/quickstart.yaml``), else in that folder's ``configs/``
+    (``quickstart.yaml`` -> ``configs/quickstart.yaml``), or ``""``."""
+    folder, name = os.path.split(path)
+    for where in (folder, os.path.join(folder, "configs")):
+        try:
+            files = [f for f in os.listdir(where or ".") if f.endswith((".yaml", ".yml"))
+                     and os.path.isfile(os.path.join(where or ".", f))]
+        except OSError:  # no such folder
+            continue
+        close = _closest(name, files)
+        if close:
+            return f"; did you mean {os.path.join(where, close)}?"
+    return ""
 
 
 def _coerce(section, key, spec, value):
@@ -358,7 +381,7 @@ def _one_line(err):
 def read_yaml(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}{_config_near_miss(path)}")
     try:
         with open(path, encoding="utf-8") as f:
             cfg = yaml.safe_load(f)

@@ -1,8 +1,8 @@
 """Reading and writing weight files: ``.pdparams`` (pickle; trusted files only) and ``.safetensors``
 (no pickle: safe for downloads); unwrapping the ``{'state_dict': ...}`` / ``{'model': ...}`` containers of
-training checkpoints; and the one comparison of a state dict with a model's (keys and shapes), whose message
-every loader (``create_model(pretrained=...)``, resume, the converter) uses. Every write is atomic
-(``ppvit.io.atomic``): a kill at any moment leaves the previous file intact."""
+training checkpoints; and the one comparison of a state dict with a model's (keys and shapes), whose short
+message every loader (``create_model(pretrained=...)``, ``Global.pretrained_model``, resume, the converter)
+uses. Every write is atomic (``ppvit.io.atomic``): a kill at any moment leaves the previous file intact."""
 import os
 from typing import List, NamedTuple, Tuple
 
@@ -13,7 +13,8 @@ from ..errors import PpvitError
 from .atomic import atomic_path
 
 __all__ = ["CheckpointError", "StateDictDiff", "check_state_dict", "compare_state_dict", "load_state",
-           "save_state", "state_dict_mismatch_message", "unwrap_state_dict", "STATE_DICT_WRAPPERS"]
+           "save_state", "state_dict_mismatch_message", "unwrap_state_dict", "weights_mismatch_message",
+           "STATE_DICT_WRAPPERS"]
 
 # where training scripts (DeiT-style main.py, timm's train.py, Lightning, ...) nest the weights
 STATE_DICT_WRAPPERS = ("state_dict", "model", "module", "net")
@@ -104,8 +105,9 @@ def compare_state_dict(model_state, state):
 
 
 def state_dict_mismatch_message(diff, source, model_name, hint="", limit=20):
-    """One line: ``<source> does not match model <name> <hint>: missing keys: ...; unexpected keys: ...;
-    shape mismatch: key: checkpoint (..) vs model (..), ...`` (at most ``limit`` keys per list)."""
+    """One line listing every difference: ``<source> does not match model <name> <hint>: missing keys: ...;
+    unexpected keys: ...; shape mismatch: key: checkpoint (..) vs model (..), ...`` (at most ``limit`` keys per
+    list). For a few keys (a classifier for another class count); ``weights_mismatch_message`` summarises."""
 
     def shown(items):
         return ", ".join(items[:limit]) + (f", ... ({len(items)} in all)" if len(items) > limit else "")
@@ -121,9 +123,37 @@ def state_dict_mismatch_message(diff, source, model_name, hint="", limit=20):
     return f"{source} does not match model {model_name}{' ' + hint if hint else ''}: " + "; ".join(parts)
 
 
-def check_state_dict(model_state, state, source, model_name, hint="", error=CheckpointError):
-    """Raise ``error`` with ``state_dict_mismatch_message`` unless ``state`` matches ``model_state`` key for
+def weights_mismatch_message(diff, source, model_name, n_model_keys, fix, context="", examples=3):
+    """One short line for weights of another model (or size): counts and at most ``examples`` example keys,
+    e.g. ``w.pdparams does not hold convmixer_256_8 weights for this config: 56 of 56 model keys missing, 267
+    unexpected (e.g. missing 0.weight, 0.bias; unexpected layers.0.norm.weight); <fix>``. A wall of a
+    few hundred key names would hide the point: the file is for another model. ``n_model_keys``: the
+    model's state-dict size; ``context``: appended to the opening (``" for this config"``)."""
+    counts = []
+    if diff.missing:
+        counts.append(f"{len(diff.missing)} of {n_model_keys} model keys missing")
+    if diff.mismatched:
+        counts.append(f"{len(diff.mismatched)}{'' if counts else f' of {n_model_keys} model keys'} "
+                      "of another shape")
+    if diff.unexpected:
+        counts.append(f"{len(diff.unexpected)} unexpected" + ("" if counts else " keys"))
+    # round robin over the three lists, so that each kind of difference gets an example
+    lists = {"missing": list(diff.missing), "unexpected": list(diff.unexpected),
+             "": [f"{k}: checkpoint {c} vs model {m}" for k, c, m in diff.mismatched]}
+    picked = {label: [] for label in lists}
+    for i in range(examples):
+        for label, items in lists.items():
+            if i < len(items) and sum(map(len, picked.values())) < examples:
+                picked[label].append(items[i])
+    shown = "; ".join((label + " " if label else "") + ", ".join(items) for label, items in picked.items() if items)
+    total = len(diff.missing) + len(diff.unexpected) + len(diff.mismatched)
+    return (f"{source} does not hold {model_name} weights{context}: {', '.join(counts)} "
+            f"({'e.g. ' if total > examples else ''}{shown}); {fix}")
+
+
+def check_state_dict(model_state, state, source, model_name, fix, context="", error=CheckpointError):
+    """Raise ``error`` with ``weights_mismatch_message`` unless ``state`` matches ``model_state`` key for
     key and shape for shape."""
     diff = compare_state_dict(model_state, state)
     if diff:
-        raise error(state_dict_mismatch_message(diff, source, model_name, hint))
+        raise error(weights_mismatch_message(diff, source, model_name, len(model_state), fix, context))

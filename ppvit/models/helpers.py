@@ -5,7 +5,7 @@ import warnings
 import paddle
 
 from ..io import (CheckpointError, StateDictDiff, compare_state_dict, load_state, state_dict_mismatch_message,
-                  unwrap_state_dict)
+                  unwrap_state_dict, weights_mismatch_message)
 
 logger = logging.getLogger("ppvit")
 
@@ -18,18 +18,23 @@ def head_prefixes(model):
     return tuple(n + "." for n in names)
 
 
-def load_pretrained(model, path_or_state, strict=True, reset_head=True):
+def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None, context=" for these arguments"):
     """Load weights into ``model``.
 
     reset_head=True (fine-tuning): head weights whose shapes differ (another class count), or that a headless
     checkpoint lacks, are left freshly initialised and that is logged. reset_head=False (evaluation, export,
-    explanation: no training follows): the head must fit like every other key.
-    Any other missing, unexpected or mismatched key raises ``CheckpointError`` listing them.
+    explanation: no training follows): the head must fit like every other key; when only the head differs,
+    the error lists it and says to set the class count.
+    Any other missing, unexpected or mismatched key raises ``CheckpointError``: one short line with the
+    counts, a few example keys and ``fix`` (default: check the model name and its size arguments);
+    ``context`` follows "does not hold <model> weights" (the engine says " for this config").
     """
     state = load_state(path_or_state) if not isinstance(path_or_state, dict) else unwrap_state_dict(path_or_state)
     source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
     own = model.state_dict()
-    heads = head_prefixes(model) if reset_head else ()
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+    head = head_prefixes(model)
+    heads = head if reset_head else ()
     diff = compare_state_dict(own, state)
     # another class count: the head's shapes differ; a headless checkpoint (e.g. num_classes=0) lacks it
     skipped_head = [k for k, _, _ in diff.mismatched if k.startswith(heads)]
@@ -37,13 +42,18 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True):
     diff = StateDictDiff([k for k in diff.missing if not k.startswith(heads)], diff.unexpected,
                          [m for m in diff.mismatched if not m[0].startswith(heads)])
     if strict and diff:
-        message = state_dict_mismatch_message(diff, source, type(model).__name__)
-        head = head_prefixes(model)
-        if not reset_head and any(k.startswith(head) for k in diff.missing + [m[0] for m in diff.mismatched]):
-            message += ("; the classifier does not fit: weights for another class count (or none) cannot be "
-                        "evaluated, exported or explained; set Arch.num_classes (num_classes) to the weights' class "
-                        "count (only training from Global.pretrained_model re-initialises a head)")
-        raise CheckpointError(message)
+        differing = diff.missing + [m[0] for m in diff.mismatched]
+        only_head = not diff.unexpected and all(k.startswith(head) for k in differing)
+        if only_head:  # the same model for another class count (or headless): say which count to set
+            raise CheckpointError(
+                state_dict_mismatch_message(diff, source, name) + "; the classifier does not fit: weights for "
+                "another class count (or none) cannot be evaluated, exported or explained; set Arch.num_classes "
+                "(num_classes) to the weights' class count (only training from Global.pretrained_model "
+                "re-initialises a head)")
+        # weights of another model or size: hundreds of key names would hide that; counts and a few examples
+        raise CheckpointError(weights_mismatch_message(
+            diff, source, name, len(own), fix or "check the model name and its size arguments, or the weights file",
+            context))
     to_load = {k: paddle.to_tensor(state[k], dtype=own[k].dtype) for k in own
                if k in state and k not in skipped_head and tuple(state[k].shape) == tuple(own[k].shape)}
     with warnings.catch_warnings():  # the skipped head is reported below, once
