@@ -123,11 +123,17 @@ def test_explain_config_keys_reach_quickshift():
                                                                          sigma=1)
 
 
-def test_lime_figure_has_a_legend_for_the_overlay(tmp_path):
+def _explained_digit():
+    """A LIME explainer that explained classes 0 and 1 ("dark", "bright") of one digit image."""
     images, _ = _digits(1)
     explainer = LimeImageExplainer(_brightness_predict_fn, random_seed=0, progress=False,
                                    quickshift_kwargs=dict(kernel_size=2, max_dist=4, ratio=1.0, sigma=1))
     explainer.interpret(images[0], interpret_class=[0, 1], num_samples=30, visual=False)
+    return explainer
+
+
+def test_lime_figure_has_a_legend_for_the_overlay(tmp_path):
+    explainer = _explained_digit()
     res = explainer.lime_results
     fig = lime_figure(res["input"], res["segmentation"], res["lime_weights"], class_names=["dark", "bright"])
     legend = fig.legends[0]
@@ -142,11 +148,7 @@ def test_lime_figure_has_a_legend_for_the_overlay(tmp_path):
 @pytest.mark.parametrize("classes", [[0], [0, 1]])
 def test_lime_figure_legend_fits_inside_the_figure(classes):
     """The legend below the panels is drawn whole (its long labels once ran past a 3-panel figure's edge)."""
-    images, _ = _digits(1)
-    explainer = LimeImageExplainer(_brightness_predict_fn, random_seed=0, progress=False,
-                                   quickshift_kwargs=dict(kernel_size=2, max_dist=4, ratio=1.0, sigma=1))
-    explainer.interpret(images[0], interpret_class=[0, 1], num_samples=30, visual=False)
-    res = explainer.lime_results
+    res = _explained_digit().lime_results
     fig = lime_figure(res["input"], res["segmentation"], res["lime_weights"], classes=classes,
                       class_names=["dark", "bright"], title="a title")
     fig.canvas.draw()
