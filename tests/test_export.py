@@ -260,7 +260,8 @@ def test_open_predictor_advice_fits_the_problem(tmp_path):
             (tmp_path / f"{name}{ext}").write_bytes(b"")
     with pytest.raises(ConfigError) as info:
         open_predictor(str(tmp_path), "cpu", 2, "Eval.model")
-    assert str(info.value) == f"Eval.model: {tmp_path} holds 2 exported models (['a', 'b']); give the path prefix of one"
+    assert str(info.value) == (f"Eval.model: {tmp_path} holds 2 exported models (['a', 'b']); "
+                               "give the path prefix of one")
     with pytest.raises(ConfigError) as info:
         open_predictor(str(tmp_path / "deploy" / "model.json"), "cpu", 2, "Infer.model")
     deploy = tmp_path / "deploy"
