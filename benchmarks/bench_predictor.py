@@ -260,6 +260,9 @@ def bench_lime(folder, runs=3, num_samples=1000, batch_size=None):
 
 
 # ---------------------------------------------------------------------------------------------------- main
+ROUNDS, WARMUP = 10, 2  # timed and untimed rounds per model, unless -n / --warmup say otherwise
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-m", "--models", nargs="+", default=None,
@@ -267,8 +270,9 @@ def main(argv=None):
                         "to 64x64, else 16)")
     p.add_argument("-b", "--batch-size", type=int, default=None, help="batch for every model (default: its own)")
     p.add_argument("--size", type=int, default=None, help="input size for every model (default: its own)")
-    p.add_argument("-n", "--rounds", type=int, default=None, help="timed rounds (every path once per round; default 10)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2)")
+    p.add_argument("-n", "--rounds", type=int, default=None,
+                   help=f"timed rounds (every path once per round; default {ROUNDS})")
+    p.add_argument("--warmup", type=int, default=None, help=f"untimed rounds first (default {WARMUP})")
     p.add_argument("--lime-samples", type=int, default=1000, help="LIME perturbed samples (the issue's 1000)")
     p.add_argument("--lime-runs", type=int, default=5, help="LIME explanations timed (median)")
     lime = p.add_mutually_exclusive_group()
@@ -281,8 +285,8 @@ def main(argv=None):
         p.error(f"--lime-only times LIME on conv2former_n_cifar only, so the model table's options "
                 f"({', '.join(table_args)}) do not apply: drop them, or drop --lime-only")
     models = [] if args.lime_only else (args.models or DEFAULT_RUNS)
-    args.rounds = 10 if args.rounds is None else args.rounds
-    args.warmup = 2 if args.warmup is None else args.warmup
+    args.rounds = ROUNDS if args.rounds is None else args.rounds
+    args.warmup = WARMUP if args.warmup is None else args.warmup
     runs = []
     for spec in models:
         name, _, rest = spec.partition(":")
@@ -295,8 +299,9 @@ def main(argv=None):
     paddle.set_device("cpu")
     torch = None if args.lime_only else _torch()
     if args.lime_only:
+        explanations = f"{args.lime_runs} explanation{'s' if args.lime_runs != 1 else ''}"
         print(f"paddle {paddle.__version__}, torch not used, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
-              f"LIME timing only (median of {args.lime_runs} explanation{'s' if args.lime_runs != 1 else ''})", flush=True)
+              f"LIME timing only (median of {explanations})", flush=True)
     else:
         print(f"paddle {paddle.__version__}, torch {torch.__version__ if torch else 'not installed'}, "
               f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.rounds} rounds after {args.warmup} warm-up; "
@@ -328,7 +333,9 @@ def main(argv=None):
                       f"{r['diffs'][path]:>22.2e}")
         if not args.no_lime:
             secs, backend, times, speeds, images = bench_lime(folder, args.lime_runs, args.lime_samples)
-            print(f"{'' if args.lime_only else chr(10)}LIME, {args.lime_samples} samples, conv2former_n_cifar 32x32 through Predictor() ({backend}): "
+            if not args.lime_only:
+                print()  # after the model table
+            print(f"LIME, {args.lime_samples} samples, conv2former_n_cifar 32x32 through Predictor() ({backend}): "
                   f"{secs:.2f} s median of {', '.join(f'{t:.2f}' for t in times)}; forward batches "
                   f"{', '.join(f'{v:.0f}' for v in speeds)} images/s ({images} distinct images per run)")
     if torch is not None:

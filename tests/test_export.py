@@ -246,3 +246,27 @@ def test_notebook_model_predictor_matches_dygraph(name, kwargs, size, tmp_path):
         assert pred.onednn
     # the dygraph model still works after export
     np.testing.assert_allclose(_dygraph(model, x), ref, atol=1e-6)
+
+
+def test_open_predictor_advice_fits_the_problem(tmp_path):
+    """The tools' predictor errors: a missing export names the export command (and, for a file of another name
+    than export writes, the path to give instead); a folder holding several exports asks to pick one and does
+    not tell the user to export again."""
+    from ppvit.commands.common import export_command, open_predictor
+    from ppvit.engine.config import ConfigError
+
+    for name in ("a", "b"):  # two exports' files in one folder (their contents are never read)
+        for ext in (".json", ".pdiparams"):
+            (tmp_path / f"{name}{ext}").write_bytes(b"")
+    with pytest.raises(ConfigError) as info:
+        open_predictor(str(tmp_path), "cpu", 2, "Eval.model")
+    assert str(info.value) == (f"Eval.model: {tmp_path} holds 2 exported models (['a', 'b']); "
+                               "give the path prefix of one")
+    with pytest.raises(ConfigError) as info:
+        open_predictor(str(tmp_path / "deploy" / "model.json"), "cpu", 2, "Infer.model")
+    deploy = tmp_path / "deploy"
+    assert str(info.value).endswith(f"make it with tools/export.py -c CONFIG -o Export.output={deploy}, which names "
+                                    f"its files inference.*: then give {deploy / 'inference'}"), str(info.value)
+    # the names export writes need no such note; a folder is Export.output itself
+    assert export_command(deploy / "inference.json") == f"tools/export.py -c CONFIG -o Export.output={deploy}"
+    assert export_command(deploy) == f"tools/export.py -c CONFIG -o Export.output={deploy}"

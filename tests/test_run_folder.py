@@ -92,6 +92,13 @@ def test_evaluating_other_weights_keeps_the_first_evaluation(first, tmp_path):
     assert {k: os.path.join(cwd, v) for k, v in _logged(again).items()} == logged
     between = snapshot(run)
     assert set(between) == set(after)
+    # ... without a grid this time: the earlier grid of those weights goes (it would describe another evaluation)
+    ok(tool("eval.py", cfg, first["o"] + ["Eval.grid_images=0", f"Global.pretrained_model={final}"], cwd=cwd))
+    assert not os.path.exists(logged["prediction grid"]) and set(snapshot(run)) == set(after) - {
+        os.path.basename(logged["prediction grid"])}
+    again = ok(tool("eval.py", cfg, o + [f"Global.pretrained_model={final}"], cwd=cwd))  # and back
+    between = snapshot(run)
+    assert set(between) == set(after)
     ok(tool("eval.py", cfg, o, cwd=cwd))  # and the default weights: eval.json again, the final_model files kept
     now = snapshot(run)
     assert set(now) == set(after) and {f: now[f] for f in written} == {f: between[f] for f in written}
@@ -106,6 +113,13 @@ def test_evaluating_other_weights_keeps_the_first_evaluation(first, tmp_path):
     assert sorted(os.listdir(folder)) == sorted(firsts) and snapshot(run) == now
     err = one_error(tool("eval.py", cfg, o + ["Eval.output=[a, b]"], cwd=cwd))
     assert "Eval.output" in err and "str" in err
+    # a file where the folder should be: one line, said before the evaluation runs, nothing written
+    (tmp_path / "a_file").write_text("x")
+    proc = tool("eval.py", cfg, o + [f"Eval.output={tmp_path / 'a_file'}"], cwd=cwd)
+    err = one_error(proc)
+    assert err == f"error: Eval.output: {tmp_path / 'a_file'} is a file, not a folder; give a folder for eval.json " \
+                  "and its figures", err
+    assert "loss" not in proc.stdout and (tmp_path / "a_file").read_text() == "x" and snapshot(run) == now
 
 
 def test_a_second_run_into_the_same_folder_is_refused(first):
@@ -215,6 +229,13 @@ def test_eval_outputs_names_the_files_of_other_weights(tmp_path):
     _eval_json(out, "eval_inference.json", source_weights=a, weights=prefix, forward="Paddle Inference fp32 (oneDNN)")
     assert name(a, prefix)[0] == "eval_inference.json"
     assert name(a, str(tmp_path / "exp" / "model"))[0] == "eval_exp_model.json"
+    # ... through any backend: an old-format ONNX Runtime evaluation of an export is not the weights' own
+    from ppvit.commands.evaluate import evaluated
+
+    ort = {"source_weights": a, "weights": prefix, "forward": "ONNX Runtime fp32"}
+    assert evaluated(ort) == (os.path.realpath(a["path"]), os.path.realpath(prefix))
+    assert evaluated(dict(ort, forward="Paddle dygraph"))[1] is None
+    assert evaluated(dict(ort, forward="Paddle Inference fp32 (oneDNN) (exported on the fly)"))[1] is None
 
     other = tmp_path / "o"
     other.mkdir()

@@ -8,7 +8,7 @@ import os
 
 import paddle
 
-from ..deploy.predictor import EXPORT_PREFIX, EXPORT_SUFFIXES  # <folder>/inference.json + .pdiparams + ...
+from ..deploy.predictor import EXPORT_PREFIX, export_prefix_of  # <folder>/inference.json + .pdiparams + ...
 from ..engine.builder import build_device, build_model, check_input_size, seed_everything
 from ..engine.checkpoint import run_weights
 from ..engine.config import ConfigError, run_dir
@@ -67,15 +67,17 @@ def export_command(path, cfg=None):
     """The tools/export.py command that writes an export ``Predictor(path)`` finds: export writes
     ``<Export.output>/inference.*``, so ``Export.output`` is ``path`` itself (a folder then holding one export),
     or the folder of a file given (``x/inference.json``: ``x``); not given when it is the run's default
-    (``<run folder>/inference``). Export takes ``Global.pretrained_model``, by default the run's best model."""
+    (``<run folder>/inference``). A file of another name (``x/model.json``) cannot be written by export: the
+    command then says to give ``x/inference`` instead. Export takes ``Global.pretrained_model``, by default the
+    run's best model."""
     path = os.path.normpath(os.fspath(path))
-    folder = path
-    for ext in EXPORT_SUFFIXES:
-        if path.endswith(ext):
-            folder = os.path.dirname(path) or "."
-            break
+    prefix = export_prefix_of(path)
+    folder = path if prefix is None else (os.path.dirname(prefix) or ".")
     default = os.path.normpath(os.path.join(run_dir(cfg), EXPORT_PREFIX)) if cfg else None
-    return "tools/export.py -c CONFIG" + ("" if folder == default else f" -o Export.output={folder}")
+    command = "tools/export.py -c CONFIG" + ("" if folder == default else f" -o Export.output={folder}")
+    if prefix is not None and os.path.basename(prefix) != EXPORT_PREFIX:
+        command += f", which names its files {EXPORT_PREFIX}.*: then give {os.path.join(folder, EXPORT_PREFIX)}"
+    return command
 
 
 def open_predictor(prefix, device, batch_size, key, backend="auto", cfg=None):
@@ -85,12 +87,15 @@ def open_predictor(prefix, device, batch_size, key, backend="auto", cfg=None):
     a ``ConfigError`` naming ``key``'s section, and an export whose source weights changed since it was made is
     refused (``CheckpointError``)."""
     from ..deploy import BackendError, Predictor
+    from ..deploy.predictor import MissingExportError
     from ..io.provenance import check_export_current
 
     try:
         predictor = Predictor(prefix, device=device, batch_size=batch_size, backend=backend)
-    except FileNotFoundError as e:
+    except MissingExportError as e:
         raise ConfigError(f"{key}: {e}; make it with {export_command(prefix, cfg)}") from None
+    except FileNotFoundError as e:  # e.g. a folder with several exports: which one is the user's to say
+        raise ConfigError(f"{key}: {e}") from None
     except BackendError as e:
         raise ConfigError(f"{key.split('.')[0]}.backend: {e}") from None
     check_export_current(predictor.prefix, predictor.meta, key)  # never serve an export older than its weights

@@ -1,6 +1,6 @@
 """``ppvit eval`` (tools/eval.py): loss, top-1, top-5 and per-class accuracy of the weights on the test split,
-``eval.json``, a confusion-matrix PNG and a prediction grid; through the dygraph model or Paddle Inference
-(``Eval.model`` / ``Eval.use_predictor``), with the same metric code downstream of the logits.
+``eval.json``, a confusion-matrix PNG and a prediction grid; through the dygraph model or an exported model's verified
+backend (``Eval.model`` / ``Eval.use_predictor``), with the same metric code downstream of the logits.
 
 The files go to ``Eval.output`` (default: the run folder) and never replace the evaluation of other weights
 (``eval_outputs``): ``eval.json``, ``confusion_matrix.png`` and ``predictions.png`` hold the first evaluation
@@ -52,7 +52,10 @@ def evaluate_run(engine):
     e = engine
     log = setup_logging(None, console=e.is_main)
     try:
-        forward = eval_forward(e)  # the dygraph model or a Paddle Inference predictor
+        forward = eval_forward(e)  # the dygraph model or an exported model's predictor
+        # where the results go, settled before the test split is run (a name clash or a bad Eval.output is
+        # said at once, not after the evaluation)
+        paths = _choose_outputs(e, forward, log) if e.is_main else None
         n_batches = len(e.eval_loader)
         with tqdm(total=n_batches, desc="eval", disable=not e.is_main, leave=False, mininterval=1.0) as bar:
             res = evaluate_loader(forward.fn, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"], progress=bar)
@@ -63,8 +66,9 @@ def evaluate_run(engine):
         log.info(f"loss {res['loss']:.4f} | top-1 {100 * res['top1']:.2f}% | top-5 {100 * res['top5']:.2f}%")
         log.info(table)
         if e.is_main:
-            paths = _choose_outputs(e, forward, log)
             source, model = e.evaluated
+            if os.path.exists(paths["grid"]):  # the same weights' earlier grid: redrawn by save_eval_grid, if at all
+                os.remove(paths["grid"])
             plot_confusion_matrix(res["confusion"], names, paths["confusion_matrix"])
             result = {k: res[k] for k in ("loss", "top1", "top5", "count")}
             result.update(weights=forward.weights, source_weights=source, model=model, forward=forward.how,
@@ -78,6 +82,7 @@ def evaluate_run(engine):
 
 
 _MISSING = object()
+DYGRAPH = "Paddle dygraph"  # EvalForward.how of the model itself (eval.json's "forward")
 
 
 def _read_eval_json(path):
@@ -98,14 +103,15 @@ def _real(path):
 
 def evaluated(record):
     """What an ``eval.json`` evaluated: (source weight file, exported model prefix or None), as real paths.
-    Files written before ``model`` was recorded: an Inference forward that was not exported on the fly
-    evaluated the exported model named in ``weights``."""
+    Files written before ``model`` was recorded: a forward that was neither dygraph nor exported on the fly (any
+    backend: Paddle Inference, ONNX Runtime) evaluated the exported model named in ``weights``."""
     source = (record.get("source_weights") or {}).get("path")
     if "model" in record:
         model = record["model"]
     else:
         how = str(record.get("forward", ""))
-        model = record.get("weights") if how.startswith("Paddle Inference") and "on the fly" not in how else None
+        exported = how and how != DYGRAPH and "on the fly" not in how
+        model = record.get("weights") if exported else None
     return _real(source), _real(model)
 
 
@@ -184,6 +190,8 @@ def _choose_outputs(engine, forward, log=None):
     else:
         source, model = weights_record(forward.weights), None
     out = engine.cfg["Eval"]["output"] or engine.run_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"Eval.output: {out} is a file, not a folder; give a folder for eval.json and its figures")
     engine.evaluated, engine.source_weights = (source, model), source
     engine.eval_paths = eval_outputs(out, source, model, forward.how, log)
     os.makedirs(out, exist_ok=True)
@@ -192,7 +200,7 @@ def _choose_outputs(engine, forward, log=None):
 
 class EvalForward:
     """tools/eval.py's forward pass: an NCHW float32 tensor -> logits tensor, through the engine's dygraph
-    model or a Paddle Inference predictor. ``how`` says which, ``weights`` where its weights came from."""
+    model or an exported model's predictor. ``how`` says which, ``weights`` where its weights came from."""
 
     def __init__(self, fn, how, weights, predictor=None, tmp=None):
         self.fn, self.how, self.weights, self.predictor = fn, how, weights, predictor
@@ -205,7 +213,7 @@ class EvalForward:
 def eval_forward(engine):
     """The forward pass of tools/eval.py (built once per engine; the metrics and the grid share it).
 
-    ``Eval.model``: an exported model run by Paddle Inference (its weights, not Global.pretrained_model's).
+    ``Eval.model``: an exported model run by its verified backend (its weights, not Global.pretrained_model's).
     ``Eval.use_predictor``: the engine's model (Global.pretrained_model) exported to a temp folder first.
     Otherwise the dygraph model itself. Everything downstream of the logits is the same code.
     """
@@ -224,7 +232,7 @@ def eval_forward(engine):
         predictor = predictor_of(engine.model, tmp.name, cfg, device, batch_size, ev["backend"])
         how, weights = f"{predictor.backend_label} (exported on the fly)", cfg["Global"]["pretrained_model"]
     else:
-        engine._eval_forward = EvalForward(engine.model, "Paddle dygraph", cfg["Global"]["pretrained_model"])
+        engine._eval_forward = EvalForward(engine.model, DYGRAPH, cfg["Global"]["pretrained_model"])
         return engine._eval_forward
 
     def run(images):  # the predictor takes and returns numpy

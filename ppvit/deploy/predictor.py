@@ -34,6 +34,16 @@ EXPORT_PREFIX = "inference"
 EXPORT_SUFFIXES = (".meta.json", ".json", ".pdmodel", ".pdiparams")
 
 
+class MissingExportError(FileNotFoundError):
+    """No exported model at a path (``missing_export_message``): what tools/export.py would make."""
+
+
+def export_prefix_of(path):
+    """``path`` without its export file suffix (``.meta.json``, ``.json``, ``.pdmodel``, ``.pdiparams``), or None
+    when it has none."""
+    return next((path[: -len(e)] for e in EXPORT_SUFFIXES if path.endswith(e)), None)
+
+
 def missing_export_message(path):
     """``no exported model at <path>: expected <the files>`` naming the files an export for ``path`` would
     have written: ``<path>/inference.json`` + ``.pdiparams`` for a folder (what tools/export.py writes into
@@ -44,7 +54,7 @@ def missing_export_message(path):
     folder_form = f"{in_folder}.json and {in_folder}.pdiparams"
     if os.path.isdir(path):
         return f"no exported model in the folder {path}: expected {folder_form}"
-    prefix = next((path[: -len(e)] for e in EXPORT_SUFFIXES if path.endswith(e)), None)
+    prefix = export_prefix_of(path)
     if prefix is None and not any(os.path.isfile(path + e) for e in EXPORT_SUFFIXES):
         # nothing there at all: the folder tools/export.py would have written, or a path prefix
         return (f"no exported model at {path}: expected {folder_form} (the folder tools/export.py writes), "
@@ -56,21 +66,19 @@ def missing_export_message(path):
 def resolve_prefix(path):
     """Accept a prefix, any of its files (``.json``, ``.meta.json``, ``.pdmodel``, ``.pdiparams``) or a
     folder holding exactly one exported model; return the prefix. A folder without any raises
-    ``FileNotFoundError`` (``missing_export_message``)."""
+    ``MissingExportError`` (``missing_export_message``), one with several ``FileNotFoundError``."""
     path = os.fspath(path)
     if os.path.isdir(path):
         prefixes = sorted(f[: -len(".pdiparams")] for f in os.listdir(path) if f.endswith(".pdiparams"))
         if not prefixes:
-            raise FileNotFoundError(missing_export_message(path))
+            raise MissingExportError(missing_export_message(path))
         if len(prefixes) != 1:
             raise FileNotFoundError(
                 f"{path} holds {len(prefixes)} exported models ({prefixes}); give the path prefix of one"
             )
         return os.path.join(path, prefixes[0])
-    for ext in EXPORT_SUFFIXES:
-        if path.endswith(ext) and os.path.isfile(path):
-            return path[: -len(ext)]
-    return path
+    prefix = export_prefix_of(path)
+    return prefix if prefix is not None and os.path.isfile(path) else path
 
 
 
@@ -107,7 +115,7 @@ class Predictor:
         if not files["program"] or not all(os.path.isfile(os.path.join(folder, files[k]))
                                            for k in ("program", "params")):
             # name the files for the path as given (a missing folder and a prefix look alike)
-            raise FileNotFoundError(missing_export_message(given if given == self.prefix else self.prefix))
+            raise MissingExportError(missing_export_message(given if given == self.prefix else self.prefix))
         if self.meta is None:
             logger.warning("%s has no %s: raw arrays only, no image preprocessing or labels",
                            self.prefix, ".meta.json")

@@ -148,7 +148,7 @@ SCHEMA = {
     # tools/eval.py, export.py, infer.py, explain.py (ppvit/commands/)
     "Eval": {
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
-        "model": Key((str, NONE), None),  # an exported model (prefix, file or folder): run it by Paddle Inference
+        "model": Key((str, NONE), None),  # an exported model (prefix, file or folder), run by its verified backend
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and evaluate that
         "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend: auto = fastest verified at export
         # folder of eval.json and its figures; null = the run dir. Never replaces an evaluation of other weights
@@ -176,7 +176,7 @@ SCHEMA = {
         "top_k": Key(int, 1, check=POSITIVE),  # predicted classes explained (plus the true one of test images)
         "num_samples": Key(int, 1000, check=(lambda v: v >= 2, ">= 2")),
         "batch_size": Key(int, 50, check=POSITIVE),
-        "model": Key((str, NONE), None),  # an exported model: run LIME through Paddle Inference with it
+        "model": Key((str, NONE), None),  # an exported model: run LIME through its verified backend
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and use that
         "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend (Explain.model / use_predictor)
         "output": Key((str, NONE), None),  # folder of the PNGs; null = <run dir>/explain
