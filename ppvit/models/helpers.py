@@ -51,9 +51,9 @@ def _mismatch_message(diff, own, state, source, name, head, fix, context):
         return weights_mismatch_message(diff, source, name, len(own), fix, context)
     extra = (f"{len(foreign)} key{'s' if len(foreign) > 1 else ''} the model does not have: "
              f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}")
-    drop = f"remove {'it' if len(foreign) == 1 else 'them'} from the file"
     if not head_diff:  # every model weight is there, plus a counter or the like
-        return f"{source} holds the {name} weights{context} and {extra}; {drop}"
+        return (f"{source} holds the {name} weights{context} and {extra}; "
+                f"remove {'it' if len(foreign) == 1 else 'them'} from the file")
     count = _class_count(state, head)
     count = f", {count}{' (no classifier)' if count == 0 else ''}" if count is not None else ""
     return (state_dict_mismatch_message(head_diff, source, name) + (f"; and {extra}" if foreign else "")
