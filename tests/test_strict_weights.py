@@ -1,13 +1,16 @@
 """Weights are loaded strictly wherever no training follows (issue 9): eval, export and explain refuse weights
 whose head (or any key) does not fit, with one error naming the mismatch and nothing written; only training
 from ``Global.pretrained_model`` re-initialises a differing head, and says so."""
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import paddle
 import pytest
 
 import ppvit
+from ppvit.io import CheckpointError
 from tests.runs import ok, one_error, snapshot, tool, write_config
 
 
@@ -26,8 +29,11 @@ def trained(tmp_path_factory):
     # another registered model's weights (a user pointing at the wrong run)
     other = os.path.join(tmp, "conv2former.pdparams")
     ppvit.io.save_state(ppvit.create_model("conv2former_n_cifar").state_dict(), other)
+    # the same weights plus a key that is no model tensor at all (a counter some training scripts save)
+    counter = os.path.join(tmp, "with_counter.pdparams")
+    ppvit.io.save_state({**ppvit.io.load_state(weights), "ema.n_updates": np.array(7, "int64")}, counter)
     return {"tmp": tmp, "config": config, "out": out, "run": run, "weights": weights, "headless": headless,
-            "other": other}
+            "other": other, "counter": counter}
 
 
 def _cases(d):
@@ -39,6 +45,11 @@ def _cases(d):
         ("eval-best-model-default", "eval.py", o + ["Arch.num_classes=12"], ["shape mismatch", "best_model.pdparams"]),
         ("eval-on-the-fly-predictor", "eval.py", o + [f"Global.pretrained_model={w}", "Arch.num_classes=12",
                                                       "Eval.use_predictor=true"], ["shape mismatch"]),
+        # the head differs and the file holds a counter besides: still a class-count problem, not another model
+        ("eval-12-classes-with-counter", "eval.py", o + [f"Global.pretrained_model={d['counter']}",
+                                                         "Arch.num_classes=12"],
+         ["shape mismatch", "class count, 10, and remove ema.n_updates from the file",
+          "1 key the model does not have: ema.n_updates"]),
         ("eval-headless", "eval.py", o + [f"Global.pretrained_model={d['headless']}"], ["missing", d["headless"]]),
         ("export-12-classes", "export.py", o + [f"Global.pretrained_model={w}", "Arch.num_classes=12"],
          ["shape mismatch", w]),
@@ -58,7 +69,7 @@ def _cases(d):
     ]
 
 
-CASE_IDS = [c[0] for c in _cases({"weights": "w", "out": "o", "headless": "h", "other": "c"})]
+CASE_IDS = [c[0] for c in _cases({"weights": "w", "out": "o", "headless": "h", "other": "c", "counter": "n"})]
 HEAD_ONLY = [c for c in CASE_IDS if "12-classes" in c or "headless" in c or "default" in c or "predictor" in c]
 OTHER_MODEL = [c for c in CASE_IDS if c.endswith("another-model")]
 
@@ -125,6 +136,50 @@ def test_fine_tuning_reinitialises_a_differing_head_and_says_so(trained):
 def test_create_model_keeps_the_fine_tuning_behaviour(trained):
     model = ppvit.create_model("convmixer_256_8", num_classes=12, dim=16, depth=2, pretrained=trained["weights"])
     assert model.get_classifier().weight.shape == [16, 12]
+
+
+def test_create_model_without_classifier_leaves_the_checkpoints_head_out(tmp_path, caplog):
+    """num_classes=0 (a feature extractor) from a checkpoint with a 10-class head: the backbone loads and the
+    head is left out (logged), as any other class count re-initialises it; where no training follows
+    (reset_head=False) the refusal gives the class-count advice, not "another model"."""
+    from ppvit.models.helpers import load_pretrained
+
+    src = ppvit.create_model("convmixer_256_8", num_classes=10, dim=16, depth=2)
+    path = str(tmp_path / "w10.pdparams")
+    ppvit.io.save_state(src.state_dict(), path)
+    with caplog.at_level(logging.INFO, logger="ppvit"):
+        model = ppvit.create_model("convmixer_256_8", num_classes=0, dim=16, depth=2, pretrained=path)
+    assert "classifier 7.weight, 7.bias left out (the model has none)" in caplog.text, caplog.text
+    assert model.state_dict().keys() == src.state_dict().keys() - {"7.weight", "7.bias"}
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), src.state_dict()[k].numpy())
+    assert model(paddle.randn([2, 3, 8, 8])).shape == [2, 16]
+
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(ppvit.create_model("convmixer_256_8", num_classes=0, dim=16, depth=2), path,
+                        reset_head=False, context=" for this config", fix="check Arch.name")
+    msg = str(err.value)
+    assert msg.startswith(f"{path} does not match model convmixer_256_8: unexpected keys: 7.weight, 7.bias; "), msg
+    assert msg.endswith("set Arch.num_classes (num_classes) to the weights' class count, 10"), msg
+    assert "does not hold" not in msg and "check Arch.name" not in msg, msg
+
+
+def test_a_key_that_is_no_model_tensor_is_named_not_blamed_on_the_model(tmp_path):
+    """Every model weight fits but the file holds a counter besides: a strict load refuses it, saying just
+    that (not "does not hold convmixer_256_8 weights ... check the model name")."""
+    model = ppvit.create_model("convmixer_256_8", num_classes=10, dim=16, depth=2)
+    path = str(tmp_path / "w.pdparams")
+    ppvit.io.save_state({**model.state_dict(), "ema.n_updates": paddle.to_tensor(7)}, path)
+    for num_classes in (10, 3):  # create_model re-initialises another head; the counter is still named
+        with pytest.raises(CheckpointError) as err:
+            ppvit.create_model("convmixer_256_8", num_classes=num_classes, dim=16, depth=2, pretrained=path)
+        assert str(err.value) == (f"{path} holds the convmixer_256_8 weights for these arguments and 1 key the "
+                                  "model does not have: ema.n_updates; remove it from the file")
+    # a key of the model's kind (a weight) that the model lacks is another model or size, as before
+    ppvit.io.save_state({**model.state_dict(), "8.weight": paddle.zeros([2, 2])}, path)
+    with pytest.raises(CheckpointError, match="does not hold convmixer_256_8 weights for these arguments: 1 "
+                                              "unexpected key \\(unexpected 8.weight\\); check the model"):
+        ppvit.create_model("convmixer_256_8", num_classes=10, dim=16, depth=2, pretrained=path)
 
 
 def test_pretrained_true_says_what_to_pass():

@@ -11,6 +11,7 @@ import numpy as np
 import paddle
 
 from ..io import CheckpointError, check_state_dict, save_state
+from ..models.helpers import model_name
 from .config import ConfigError, run_dir
 
 LATEST = "latest"
@@ -103,8 +104,7 @@ def load_exact(model, weights, source):
     """Set every tensor of ``model`` from ``weights``; any missing, unexpected or reshaped key is an error
     (a resumed run must be the same model, head included)."""
     own = model.state_dict()
-    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
-    check_state_dict(own, weights, source, name, "was it trained with another Arch? resume with the config of "
+    check_state_dict(own, weights, source, model_name(model), "was it trained with another Arch? resume with the config of "
                      "that run", context=" for this config")
     model.set_state_dict({k: paddle.to_tensor(np.asarray(weights[k]), dtype=v.dtype) for k, v in own.items()})
 

@@ -136,7 +136,8 @@ def weights_mismatch_message(diff, source, model_name, n_model_keys, fix, contex
         counts.append(f"{len(diff.mismatched)}{'' if counts else f' of {n_model_keys} model keys'} "
                       "of another shape")
     if diff.unexpected:
-        counts.append(f"{len(diff.unexpected)} unexpected" + ("" if counts else " keys"))
+        counts.append(f"{len(diff.unexpected)} unexpected" + ("" if counts else " key" if len(diff.unexpected) == 1
+                                                              else " keys"))
     # round robin over the three lists, so that each kind of difference gets an example
     lists = {"missing": list(diff.missing), "unexpected": list(diff.unexpected),
              "": [f"{k}: checkpoint {c} vs model {m}" for k, c, m in diff.mismatched]}

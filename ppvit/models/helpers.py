@@ -18,13 +18,59 @@ def head_prefixes(model):
     return tuple(n + "." for n in names)
 
 
+def model_name(model):
+    """The name errors use for ``model``: its registered name (``pretrained_cfg['architecture']``, set by
+    ``create_model``), else its class name."""
+    return (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+
+
+def _class_count(state, head):
+    """The class count of the classifier under ``head`` (prefixes) in ``state`` ({name: array}): the output
+    size of its 2-D weight (Paddle's Linear stores [in, out]); 0 when ``state`` has no head key, None when
+    it cannot tell."""
+    weights = [v for k, v in state.items() if k.startswith(head) and k.endswith("weight") and len(v.shape) == 2]
+    if not any(k.startswith(head) for k in state):
+        return 0
+    return int(weights[0].shape[-1]) if len(weights) == 1 else None
+
+
+def _mismatch_message(diff, own, state, source, name, head, fix, context):
+    """The one-line refusal for a strict load. When the classifier's keys are the only model keys that differ
+    (the same model saved for another class count, or with/without a head), the class-count advice; keys the
+    model has no place for at all (a counter such as ``ema.n_updates``: its last name part is none of the
+    model's) are then named in a few words rather than calling the file another model's. Anything else is
+    another model (or size): ``weights_mismatch_message``'s counts and examples, then ``fix``."""
+    leaves = {k.rsplit(".", 1)[-1] for k in own}
+    foreign = [k for k in diff.unexpected if not k.startswith(head) and k.rsplit(".", 1)[-1] not in leaves]
+    head_diff = StateDictDiff([k for k in diff.missing if k.startswith(head)],
+                              [k for k in diff.unexpected if k.startswith(head)],
+                              [m for m in diff.mismatched if m[0].startswith(head)])
+    differing = len(head_diff.missing) + len(head_diff.unexpected) + len(head_diff.mismatched) + len(foreign)
+    total = len(diff.missing) + len(diff.unexpected) + len(diff.mismatched)
+    if differing < total or not (head_diff or foreign):  # other model keys differ: another model or size
+        return weights_mismatch_message(diff, source, name, len(own), fix, context)
+    extra = (f"{len(foreign)} key{'s' if len(foreign) > 1 else ''} the model does not have: "
+             f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}")
+    if not head_diff:  # every model weight is there, plus a counter or the like
+        return (f"{source} holds the {name} weights{context} and {extra}; "
+                f"remove {'it' if len(foreign) == 1 else 'them'} from the file")
+    count = _class_count(state, head)
+    count = f", {count}{' (no classifier)' if count == 0 else ''}" if count is not None else ""
+    return (state_dict_mismatch_message(head_diff, source, name) + (f"; and {extra}" if foreign else "")
+            + "; the classifier does not fit: weights for another class count (or none) cannot be evaluated, "
+            "exported or explained (only training from Global.pretrained_model re-initialises a head); set "
+            f"Arch.num_classes (num_classes) to the weights' class count{count}"
+            + (f", and remove {foreign[0] if len(foreign) == 1 else 'those keys'} from the file" if foreign else ""))
+
+
 def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None, context=" for these arguments"):
     """Load weights into ``model``.
 
-    reset_head=True (fine-tuning): head weights whose shapes differ (another class count), or that a headless
-    checkpoint lacks, are left freshly initialised and that is logged. reset_head=False (evaluation, export,
-    explanation: no training follows): the head must fit like every other key; when only the head differs,
-    the error lists it and says to set the class count.
+    reset_head=True (fine-tuning, ``create_model``): head weights whose shapes differ (another class count),
+    or that a headless checkpoint lacks, are left freshly initialised, and a checkpoint's head that a
+    headless model (num_classes=0) has no place for is left out; both are logged. reset_head=False
+    (evaluation, export, explanation: no training follows): the head must fit like every other key; when
+    only the head differs, the error lists it and says to set the class count.
     Any other missing, unexpected or mismatched key raises ``CheckpointError``: one short line with the
     counts, a few example keys and ``fix`` (default: check the model name and its size arguments);
     ``context`` follows "does not hold <model> weights" (the engine says " for this config").
@@ -32,28 +78,21 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None
     state = load_state(path_or_state) if not isinstance(path_or_state, dict) else unwrap_state_dict(path_or_state)
     source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
     own = model.state_dict()
-    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     head = head_prefixes(model)
     heads = head if reset_head else ()
     diff = compare_state_dict(own, state)
-    # another class count: the head's shapes differ; a headless checkpoint (e.g. num_classes=0) lacks it
+    # another class count: the head's shapes differ; a headless checkpoint (e.g. num_classes=0) lacks it, or
+    # a headless model has no place for the checkpoint's
     skipped_head = [k for k, _, _ in diff.mismatched if k.startswith(heads)]
     head_missing = [k for k in diff.missing if k.startswith(heads)]
-    diff = StateDictDiff([k for k in diff.missing if not k.startswith(heads)], diff.unexpected,
+    head_unused = [k for k in diff.unexpected if k.startswith(heads)]
+    diff = StateDictDiff([k for k in diff.missing if not k.startswith(heads)],
+                         [k for k in diff.unexpected if not k.startswith(heads)],
                          [m for m in diff.mismatched if not m[0].startswith(heads)])
     if strict and diff:
-        differing = diff.missing + [m[0] for m in diff.mismatched]
-        only_head = not diff.unexpected and all(k.startswith(head) for k in differing)
-        if only_head:  # the same model for another class count (or headless): say which count to set
-            raise CheckpointError(
-                state_dict_mismatch_message(diff, source, name) + "; the classifier does not fit: weights for "
-                "another class count (or none) cannot be evaluated, exported or explained; set Arch.num_classes "
-                "(num_classes) to the weights' class count (only training from Global.pretrained_model "
-                "re-initialises a head)")
-        # weights of another model or size: hundreds of key names would hide that; counts and a few examples
-        raise CheckpointError(weights_mismatch_message(
-            diff, source, name, len(own), fix or "check the model name and its size arguments, or the weights file",
-            context))
+        raise CheckpointError(_mismatch_message(
+            diff, own, state, source, model_name(model), head,
+            fix or "check the model name and its size arguments, or the weights file", context))
     to_load = {k: paddle.to_tensor(state[k], dtype=own[k].dtype) for k in own
                if k in state and k not in skipped_head and tuple(state[k].shape) == tuple(own[k].shape)}
     with warnings.catch_warnings():  # the skipped head is reported below, once
@@ -62,6 +101,8 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None
     if skipped_head or head_missing:
         logger.info("loaded %s; classifier %s re-initialised (class count differs from the checkpoint)",
                     source, ", ".join(sorted(set(skipped_head + head_missing))))
+    elif head_unused:
+        logger.info("loaded %s; its classifier %s left out (the model has none)", source, ", ".join(head_unused))
     else:
         logger.info("loaded %s (%d tensors)", source, len(to_load))
     return model

@@ -160,8 +160,9 @@ def create_model(name, pretrained=None, num_classes=None, **kwargs):
     (normalised as ``get_model_cfg(name)`` says) to [B, num_classes] logits.
 
     pretrained: path to a ``.pdparams`` or ``.safetensors`` file with Paddle keys. When its head was
-        trained for another class count than ``num_classes``, the head stays freshly initialised (logged);
-        every other key must match, or loading fails listing the missing/unexpected/mismatched keys.
+        trained for another class count than ``num_classes``, the head stays freshly initialised (logged;
+        with ``num_classes=0`` the checkpoint's head is left out); every other key must match, or loading
+        fails with one line counting the missing/unexpected/mismatched keys.
     num_classes: None keeps the name's default (``get_model_cfg(name).num_classes``: 1000 for ImageNet
         variants, 10 for the CIFAR ones); 0 gives a model without classifier (``forward`` returns features).
     kwargs: the family's constructor arguments, timm's names: ``img_size``, ``in_chans``, ``drop_rate``,
