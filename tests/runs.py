@@ -2,6 +2,7 @@
 subprocess, hashing a run folder, and reading stderr as a terminal shows it."""
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -84,3 +85,10 @@ def one_error(proc, code=2):
     errors = error_lines(proc)
     assert len(errors) == 1, proc.stderr[-3000:]
     return errors[0]
+
+
+def eval_logged_paths(proc):
+    """{"metrics" | "confusion matrix" | "prediction grid": path} from an eval run's log lines (each at most once)."""
+    found = re.findall(r"^(metrics|confusion matrix|prediction grid): (.+)$", proc.stdout, re.M)
+    assert len(found) == len(dict(found)), proc.stdout[-3000:]
+    return dict(found)

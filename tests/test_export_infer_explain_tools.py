@@ -3,7 +3,6 @@ from a folder holding ``tools/`` and ``configs/``, on a quick-start model traine
 embedded digits data. The README commands of these tools are the ``*_CMD`` strings below, run verbatim."""
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import ppvit
 from ppvit.data import build_dataset, denormalize
 from ppvit.engine import ConfigError, load_config
 from tests.parity import assert_served_close
+from tests.runs import eval_logged_paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
@@ -240,9 +240,9 @@ def test_eval_writes_prediction_grid(work):
 
 def _logged(proc, what):
     """The path an eval run's log line ``<what>: <path>`` names."""
-    found = re.findall(rf"^{what}: (.+)$", proc.stdout, re.M)
-    assert len(found) == 1, proc.stdout[-3000:]
-    return found[0]
+    found = eval_logged_paths(proc)
+    assert what in found, proc.stdout[-3000:]
+    return found[what]
 
 
 def _eval_result(proc, work):

@@ -70,6 +70,22 @@ def test_demo_writes_a_class_tree_and_matching_file_lists(demo, tmp_path):
     assert os.listdir(tmp_path / "mine") == ["notes.txt"]
 
 
+def test_the_demo_and_ppvit_data_import_no_paddle(tmp_path):
+    """`python -m ppvit.data.demo` needs no Paddle (so none of its import notices), and ppvit.data loads a
+    module only when one of its names is used."""
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    code = ("import sys, ppvit.data; assert 'paddle' not in sys.modules; "
+            "from ppvit.data.demo import main; main([sys.argv[1]]); assert 'paddle' not in sys.modules, 'paddle'; "
+            "ppvit.data.build_dataset; assert 'paddle' in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "photos")], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "photos" / "train")) == ["astronaut", "cat", "coffee", "rocket"]
+
+
 # ---------------------------------------------------------------------------------------------- folder
 def test_train_and_eval_from_a_folder_tree(demo, tmp_path):
     data = {"dataset": "folder", "train_dir": demo["train_dir"], "val_dir": demo["val_dir"]}

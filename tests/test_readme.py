@@ -251,7 +251,7 @@ def own_images(workdir):
     """The "Train on your own images" lines: the photo demo as a folder tree (the full 8-epoch run the README
     describes) and as file lists (one epoch), with eval, export and infer using the folder names."""
     proc = run("python -m ppvit.data.demo data/photos", workdir)
-    assert "No ccache found" not in proc.stderr and "OMP_NUM_THREADS set to" not in proc.stderr, proc.stderr
+    assert "No ccache found" not in proc.stderr, proc.stderr  # Paddle's import notice: the demo needs no Paddle
     assert sorted(os.listdir(workdir / "data" / "photos" / "train")) == DEMO_CLASSES
     run("python tools/train.py -c configs/folder_demo.yaml", workdir, out(workdir))
     run_dir = workdir / "output" / "folder_demo"

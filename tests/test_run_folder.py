@@ -3,11 +3,10 @@ choose Global.run_name, or say Global.overwrite=true); whatever is derived from 
 explain figures) records which weights it came from, and no tool serves an export older than its weights."""
 import json
 import os
-import re
 
 import pytest
 
-from tests.runs import ok, one_error, sha256, snapshot, tool, write_config
+from tests.runs import eval_logged_paths, ok, one_error, sha256, snapshot, tool, write_config
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +53,10 @@ def test_derived_outputs_record_their_weights(first):
 
 
 def _logged(proc):
-    """{"metrics" | "confusion matrix" | "prediction grid": path} from an eval run's log lines."""
-    found = re.findall(r"^(metrics|confusion matrix|prediction grid): (.+)$", proc.stdout, re.M)
+    """The three paths an eval run with a grid logs (``eval_logged_paths``)."""
+    found = eval_logged_paths(proc)
     assert len(found) == 3, proc.stdout[-3000:]
-    return dict(found)
+    return found
 
 
 def test_evaluating_other_weights_keeps_the_first_evaluation(first, tmp_path):

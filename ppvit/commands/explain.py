@@ -15,14 +15,15 @@ from .common import (_as_list, _name, _unique, class_names, image_files, input_s
                      open_predictor, predictor_of, preprocess_of, rgb_file)
 
 
-def _explain_items(cfg, size):
-    """[(file stem, RGB uint8 image at the model's size, true label or None, title)]."""
+def _explain_items(cfg, size, files=None):
+    """[(file stem, RGB uint8 image at the model's size, true label or None, title)]: of ``files`` (Explain.images,
+    listed by ``image_files``), else of the test images Explain.indices names."""
     ex = cfg["Explain"]
-    if ex["images"]:
+    if files:
         from ..io.images import ImageReadError
 
         items = []
-        for path in image_files(ex["images"], "Explain.images"):
+        for path in files:
             stem = os.path.splitext(os.path.basename(path))[0]
             try:
                 image = rgb_file(path, (size, size))
@@ -70,8 +71,8 @@ def run(cfg):
     ex, g = cfg["Explain"], cfg["Global"]
     log = get_logger()
     names = class_names(cfg)
-    if ex["images"]:
-        image_files(ex["images"], "Explain.images")  # a wrong path stops before any model is loaded
+    # a wrong path stops before any model is loaded
+    files = image_files(ex["images"], "Explain.images") if ex["images"] else None
     with tempfile.TemporaryDirectory(prefix="ppvit-explain-") as tmp:
         if ex["model"]:  # an exported model: its own preprocessing and labels
             build_device(g["device"])
@@ -97,7 +98,7 @@ def run(cfg):
                 predict_fn = paddle_predict_fn(model, mean, std)
                 how = "Paddle dygraph"
 
-        items = _explain_items(cfg, size)
+        items = _explain_items(cfg, size, files)
         out = ex["output"] or os.path.join(run_dir(cfg), "explain")
         log.info(f"LIME on {len(items)} image(s), {ex['num_samples']} samples each, through {how}")
         written = []

@@ -1,24 +1,35 @@
 """Data: CIFAR-10 through ``paddle.vision.datasets.Cifar10``, the notebooks' transforms, batch-level
 MixUp/CutMix, the embedded offline ``digits`` dataset (scikit-learn's digits in CIFAR-10 format) and your
-own images as a class-per-subfolder tree or PaddleClas file lists (``ppvit.data.folder``)."""
-from ..utils.quiet import quiet_paddle_import as _quiet_paddle_import
+own images as a class-per-subfolder tree or PaddleClas file lists (``ppvit.data.folder``).
 
-# `python -m ppvit.data.demo` imports Paddle through this package: without its import notices, as the tools
-# (a no-op when Paddle is already imported, e.g. by the ppvit command)
-_quiet_paddle_import(set_threads=False)
+The names below load their module on first use (as ``ppvit`` does its subpackages), so that Paddle-free parts
+such as ``python -m ppvit.data.demo`` (the offline photo demo) do not import Paddle.
+"""
+import importlib
 
-from .errors import DataError  # noqa: E402
-from .archive import CIFAR10_CLASSES, inspect_cifar_archive, write_cifar_archive  # noqa: E402
-from .digits import DIGITS_CLASSES, default_digits_path, ensure_digits_archive  # noqa: E402
-from .transforms import PIPELINES, build_transform, denormalize, mean_std  # noqa: E402
-from .cifar import CifarDataset, LimitedDataset, build_dataset, default_cifar_path, resolve_cifar_file  # noqa: E402
-from .mix import BatchMixer, build_batch_mixer  # noqa: E402
-from .folder import ImageFileDataset, dataset_class_names, read_file_list, read_label_file, skipped_images  # noqa: E402
+from .errors import DataError
 
-__all__ = [
-    "DataError", "CIFAR10_CLASSES", "DIGITS_CLASSES", "PIPELINES", "BatchMixer", "CifarDataset", "LimitedDataset",
-    "build_batch_mixer", "build_dataset", "build_transform", "default_cifar_path", "default_digits_path",
-    "denormalize", "ensure_digits_archive", "inspect_cifar_archive", "mean_std", "resolve_cifar_file",
-    "write_cifar_archive", "ImageFileDataset", "dataset_class_names", "read_file_list", "read_label_file",
-    "skipped_images",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "CIFAR10_CLASSES": "archive", "inspect_cifar_archive": "archive", "write_cifar_archive": "archive",
+    "DIGITS_CLASSES": "digits", "default_digits_path": "digits", "ensure_digits_archive": "digits",
+    "PIPELINES": "transforms", "build_transform": "transforms", "denormalize": "transforms",
+    "mean_std": "transforms",
+    "CifarDataset": "cifar", "LimitedDataset": "cifar", "build_dataset": "cifar", "default_cifar_path": "cifar",
+    "resolve_cifar_file": "cifar",
+    "BatchMixer": "mix", "build_batch_mixer": "mix",
+    "ImageFileDataset": "folder", "dataset_class_names": "folder", "read_file_list": "folder",
+    "read_label_file": "folder", "skipped_images": "folder",
+}
+
+__all__ = ["DataError", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module("." + _EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

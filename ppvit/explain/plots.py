@@ -114,7 +114,7 @@ def lime_figure(image, segments, lime_weights, classes=None, probabilities=None,
         panels.append((label, explanation_image(image, segments, lime_weights[c], ratio_superpixels)))
 
     # one legend entry per line below the panels: in two columns the longest labels ran past a 3-panel figure
-    fig = agg_figure((max(3.0 * len(panels), 9.0), 4.5 if title else 4.2), dpi=dpi, layout="constrained")
+    fig = agg_figure((max(3.0 * len(panels), 9.0), 4.3 if title else 4.0), dpi=dpi, layout="constrained")
     for i, (label, picture) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(picture, interpolation="nearest")
