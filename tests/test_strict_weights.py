@@ -163,6 +163,12 @@ def test_create_model_without_classifier_leaves_the_checkpoints_head_out(tmp_pat
     assert msg.endswith("set Arch.num_classes (num_classes) to the weights' class count, 10"), msg
     assert "does not hold" not in msg and "check Arch.name" not in msg, msg
 
+    # only a model WITHOUT a classifier leaves the file's out: one that has a head refuses an unknown key under
+    # its prefix (another head layout), even when fine-tuning (reset_head=True), rather than dropping it
+    state = dict(src.state_dict(), **{"7.fc.weight": np.zeros([16, 10], "float32")})
+    with pytest.raises(CheckpointError, match="7.fc.weight"):
+        load_pretrained(ppvit.create_model("convmixer_256_8", num_classes=10, dim=16, depth=2), state)
+
 
 def test_a_key_that_is_no_model_tensor_is_named_not_blamed_on_the_model(tmp_path):
     """Every model weight fits but the file holds a counter besides: a strict load refuses it, saying just

@@ -85,9 +85,12 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None
     # a headless model has no place for the checkpoint's
     skipped_head = [k for k, _, _ in diff.mismatched if k.startswith(heads)]
     head_missing = [k for k in diff.missing if k.startswith(heads)]
-    head_unused = [k for k in diff.unexpected if k.startswith(heads)]
+    # only a model without any classifier leaves the checkpoint's out: where the model has one, an unexpected
+    # key under its prefix is a layout the model does not know, and stays an error
+    headless = not any(k.startswith(heads) for k in own) if heads else False
+    head_unused = [k for k in diff.unexpected if k.startswith(heads)] if headless else []
     diff = StateDictDiff([k for k in diff.missing if not k.startswith(heads)],
-                         [k for k in diff.unexpected if not k.startswith(heads)],
+                         [k for k in diff.unexpected if k not in head_unused],
                          [m for m in diff.mismatched if not m[0].startswith(heads)])
     if strict and diff:
         raise CheckpointError(_mismatch_message(
