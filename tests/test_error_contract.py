@@ -304,6 +304,10 @@ def test_a_wrong_image_path_names_the_key_and_what_to_give(tmp_path, name, key, 
     err = one_error(tool(name, config, ["Global.output_dir=out", f"{key}=my_images"] + extra, cwd=tmp_path))
     assert err == (f"error: {key}: my_images: no such file or folder; give image files and/or folders of images, "
                    f"e.g. -o {key}=photo.png or -o {key}=[a.png,images/]"), err
+    if key == "Infer.images":  # and none at all (Explain falls back to test images): the same fix
+        err = one_error(tool(name, config, ["Global.output_dir=out"] + extra, cwd=tmp_path))
+        assert err == (f"error: {key} is not set: give image files and/or folders of images, "
+                       f"e.g. -o {key}=photo.png or -o {key}=[a.png,images/]"), err
     assert sorted(os.listdir(tmp_path)) == ["tiny.yaml"]
 
 

@@ -122,15 +122,18 @@ def _as_list(value, key):
 
 def image_files(value, key):
     """The image files of ``key`` (``Infer.images``, ``Explain.images``: files and/or folders, a list or one);
-    a path that does not exist, or a folder without images, is a ``ConfigError`` naming ``key`` and the fix."""
+    none given, a path that does not exist, or a folder without images, is a ``ConfigError`` naming ``key`` and
+    the fix."""
     from ..deploy import expand_image_paths
     from ..io.images import ImageReadError
 
+    fix = f"give image files and/or folders of images, e.g. -o {key}=photo.png or -o {key}=[a.png,images/]"
+    if not value:
+        raise ConfigError(f"{key} is not set: {fix}")
     try:
         return expand_image_paths(_as_list(value, key))
     except ImageReadError as e:
-        raise ConfigError(f"{key}: {e}; give image files and/or folders of images, e.g. -o {key}=photo.png or "
-                          f"-o {key}=[a.png,images/]") from None
+        raise ConfigError(f"{key}: {e}; {fix}") from None
 
 
 def rgb_file(path, size=None):

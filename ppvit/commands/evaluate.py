@@ -69,6 +69,7 @@ def evaluate_run(engine):
             source, model = e.evaluated
             if os.path.exists(paths["grid"]):  # the same weights' earlier grid: redrawn by save_eval_grid, if at all
                 os.remove(paths["grid"])
+            os.makedirs(os.path.dirname(paths["metrics"]) or ".", exist_ok=True)
             plot_confusion_matrix(res["confusion"], names, paths["confusion_matrix"])
             result = {k: res[k] for k in ("loss", "top1", "top5", "count")}
             result.update(weights=forward.weights, source_weights=source, model=model, forward=forward.how,
@@ -181,8 +182,8 @@ def eval_outputs(out, source, model, how, log=None):
 
 
 def _choose_outputs(engine, forward, log=None):
-    """Where this engine's evaluation goes (``eval_outputs`` in ``Eval.output``, else the run folder, which is
-    created). Sets ``engine.evaluated`` (the weights' record, the exported model's prefix or None),
+    """Where this engine's evaluation goes (``eval_outputs`` in ``Eval.output``, else the run folder; created
+    when the results are written). Sets ``engine.evaluated`` (the weights' record, the exported model's prefix or None),
     ``engine.source_weights`` (the record, which the figures carry) and ``engine.eval_paths``."""
     if engine.cfg["Eval"]["model"]:  # an exported model: the weights it was exported from
         source = (forward.predictor.meta or {}).get("source_weights")
@@ -194,7 +195,6 @@ def _choose_outputs(engine, forward, log=None):
         raise ConfigError(f"Eval.output: {out} is a file, not a folder; give a folder for eval.json and its figures")
     engine.evaluated, engine.source_weights = (source, model), source
     engine.eval_paths = eval_outputs(out, source, model, forward.how, log)
-    os.makedirs(out, exist_ok=True)
     return engine.eval_paths
 
 
@@ -279,6 +279,7 @@ def save_eval_grid(engine):
     probs = softmax(forward(paddle.to_tensor(np.stack(images))).numpy())
     pred = probs.argmax(axis=1)
     paths = getattr(engine, "eval_paths", None) or _choose_outputs(engine, forward)  # beside its eval.json
+    os.makedirs(os.path.dirname(paths["grid"]) or ".", exist_ok=True)
     png = save_prediction_grid(
         paths["grid"],
         denormalize(np.stack(images), engine.cfg["Data"]["transform"]), pred,

@@ -6,7 +6,7 @@ from ..engine.config import ConfigError, run_dir
 from ..engine.logger import get_logger
 from ..io import write_json
 from ..io.provenance import source_metadata
-from .common import image_files, open_predictor, rgb_file
+from .common import EXPORT_PREFIX, image_files, open_predictor, rgb_file
 
 
 def run(cfg):
@@ -16,11 +16,8 @@ def run(cfg):
     from ..io.images import ImageReadError
 
     inf = cfg["Infer"]
-    if not inf["images"]:
-        raise ConfigError("Infer.images is not set: give image files and/or folders, e.g. "
-                          "-o Infer.images=photo.png or -o Infer.images=[a.png,images/]")
-    model = inf["model"] or os.path.join(run_dir(cfg), "inference")
-    files = image_files(inf["images"], "Infer.images")  # a wrong path stops before any model is read
+    files = image_files(inf["images"], "Infer.images")  # none or a wrong path stops before any model is read
+    model = inf["model"] or os.path.join(run_dir(cfg), EXPORT_PREFIX)
     predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model", inf["backend"],
                                cfg=cfg)
     try:

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+import numpy as np
+
 LOGGER_NAME = "ppvit"
 
 
@@ -43,8 +45,6 @@ def format_lr(lr):
     """A learning rate as every log line prints it: 6 significant digits, always positional (``0.0025``,
     ``0.0000380602``), so that step lines, epoch lines and the header never mix ``0.00363636`` with
     ``2.27273e-05``."""
-    import numpy as np
-
     return np.format_float_positional(float(lr), precision=6, unique=False, fractional=False, trim="-")
 
 

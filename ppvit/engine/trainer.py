@@ -124,8 +124,7 @@ def _log_header(e, log):
              f"({_fmt_count(count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
     log.info(f"data {cfg['Data']['dataset']}: {len(e.train_set)} train / {len(e.eval_set)} test images, "
              f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
-             f"{cfg['Optimizer']['name']} lr {format_lr(cfg['Optimizer']['lr'])} ({cfg['Optimizer']['scheduler']})"
-             f" | "
+             f"{cfg['Optimizer']['name']} lr {format_lr(cfg['Optimizer']['lr'])} ({cfg['Optimizer']['scheduler']}) | "
              f"{cfg['Global']['epochs']} epochs | outputs {e.run_dir}")
     plan = e.resume_plan
     if plan["lr"]:
@@ -261,8 +260,8 @@ def _end_of_epoch(e, epoch, sums, log):
     if improved:
         state.best = {"top1": float(val["top1"]), "epoch": epoch + 1}
     # the lr of the epoch's last step (the scheduler has already moved on to the next step's); the history
-    # holds it for a resumed epoch too, as every epoch has at least one step
-    lr = state.history.steps["lr"][-1] if state.history.steps["lr"] else e.optimizer.get_lr()
+    # records every step and is restored on resume, so it holds it for a resumed epoch too
+    lr = state.history.steps["lr"][-1]
     state.history.add_epoch(epoch=epoch + 1, step=state.global_step, lr=lr, train_loss=train_loss,
                             train_acc=train_acc, val_loss=val and val["loss"], val_top1=val and val["top1"],
                             val_top5=val and val["top5"], time=sums["time"],
@@ -285,8 +284,7 @@ def _end_of_epoch(e, epoch, sums, log):
     best_text = f"best {100 * state.best['top1']:.2f}% (epoch {state.best['epoch']})" \
         if state.best["top1"] is not None else ""
     log.info(f"epoch {epoch + 1}/{g['epochs']} | train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
-             f"{val_text} | lr {format_lr(lr)} | {sums['time']:.1f}s {count / max(sums['time'], 1e-9):.1f} img/s"
-             " | "
+             f"{val_text} | lr {format_lr(lr)} | {sums['time']:.1f}s {count / max(sums['time'], 1e-9):.1f} img/s | "
              f"{best_text}{' *' if improved else ''}")
 
 
