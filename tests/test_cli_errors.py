@@ -65,7 +65,7 @@ def _cases(d):
          base + ["Arch.depth=2", f"Global.pretrained_model={run}/best_model.pdparams"],
          ["does not hold convmixer_256_8 weights for this config", "unexpected", "check Arch.name"]),
         # one key for the input size: the model's Arch.img_size, which the data pipeline follows
-        ("removed-data-image-size", "train.py", QUICKSTART, base + ["Data.image_size=32"],
+        ("data-image-size", "train.py", QUICKSTART, base + ["Data.image_size=32"],
          ["Data.image_size", "Arch.img_size", "-o Arch.img_size=32"]),
         ("eval-without-weights", "eval.py", QUICKSTART, [f"Global.output_dir={d['tmp']}/empty"] + SMALL,
          ["Global.pretrained_model is not set", "best_model.pdparams"]),

@@ -158,9 +158,9 @@ def test_arch_img_size_defaults_to_the_model_cfg_and_drives_the_data(name, size)
     cfg = load_config(None, base=_minimal({"name": name}))
     assert cfg["Arch"]["img_size"] == size == ppvit.get_model_cfg(name).input_size[1]
     assert model_kwargs(cfg)["img_size"] == size  # the model is built for it
-    assert cfg["Data"]["image_size"] == size  # derived: the pipeline resizes to it
+    assert "image_size" not in cfg["Data"]  # one key: the pipelines read Arch.img_size
     cfg = load_config(None, ["Arch.img_size=64"], base=_minimal({"name": name}))
-    assert cfg["Arch"]["img_size"] == cfg["Data"]["image_size"] == 64
+    assert cfg["Arch"]["img_size"] == 64
 
 
 def test_data_image_size_is_refused_with_the_fix():
@@ -184,7 +184,7 @@ def test_a_dumped_config_loads_again(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(dump(cfg))
     again = load_config(str(path))
-    assert again["Arch"]["img_size"] == again["Data"]["image_size"] == 24
+    assert again["Arch"]["img_size"] == 24
     assert again == cfg
 
 

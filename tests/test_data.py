@@ -43,7 +43,7 @@ def digits_archive(tmp_path_factory):
 
 
 def _cfg(path, **kw):
-    cfg = {"dataset": "cifar10", "data_file": path, "transform": "basic", "image_size": None, "limit": None}
+    cfg = {"dataset": "cifar10", "data_file": path, "transform": "basic", "limit": None}
     cfg.update(kw)
     return cfg
 

@@ -213,9 +213,8 @@ def test_images_go_through_the_same_transforms_as_cifar(demo, transform):
     from ppvit.data import build_transform
     from ppvit.data.transforms import get_pipeline
 
-    data = {"dataset": "folder", "train_dir": demo["train_dir"], "val_dir": demo["val_dir"], "transform": transform,
-            "image_size": 32}
-    ds = build_dataset(data, "test")
+    data = {"dataset": "folder", "train_dir": demo["train_dir"], "val_dir": demo["val_dir"], "transform": transform}
+    ds = build_dataset(data, "test", 32)
     path, label = ds.samples[5]
     rgb = cv2.imread(path)[:, :, ::-1].copy()
     if get_pipeline(transform).backend == "pil":

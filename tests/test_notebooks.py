@@ -83,7 +83,6 @@ def test_real_mode_keeps_the_recipe_and_smoke_mode_shrinks_it(tmp_path):
         assert cfg["Global"]["output_dir"] == str(tmp_path)
         # one key: the model is built for the smaller input and the data pipeline resizes to it
         assert cfg["Arch"]["img_size"] == smoke.image_size(path) <= 64
-        assert cfg["Data"]["image_size"] == cfg["Arch"]["img_size"]
 
 
 @pytest.mark.parametrize("transform", ["convit", "dilateformer", "conv2former_cifar"])

@@ -142,8 +142,6 @@ def test_the_python_api_refuses_too(runs):
 
 def test_which_keys_a_resume_may_change():
     """The classification itself: computation keys are "same", the learning rate "lr", paths/logging "free"."""
-    import copy
-
     from ppvit.engine.config import resume_changes
     from tests.runs import TINY
 
@@ -156,7 +154,3 @@ def test_which_keys_a_resume_may_change():
     assert [k for k, _, _ in changes["lr"]] == ["Optimizer.lr"]
     assert {k for k, _, _ in changes["free"]} == {"Global.device", "Global.output_dir", "Global.print_interval",
                                                  "Data.num_workers", "Eval.grid_images"}
-    # a checkpoint written before Arch.img_size existed (Data.image_size set the size) resumes unchanged
-    legacy = copy.deepcopy(saved)
-    del legacy["Arch"]["img_size"]
-    assert resume_changes(legacy, saved) == {"same": [], "lr": [], "free": []}

@@ -37,7 +37,7 @@ def _explain_items(cfg, size, files=None):
     indices = _as_list(ex["indices"], "Explain.indices")
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
         raise ConfigError(f"Explain.indices must be test-image indices (ints), got {ex['indices']!r}")
-    dataset = build_dataset(cfg["Data"], "test")
+    dataset = build_dataset(cfg["Data"], "test", cfg["Arch"]["img_size"])
     bad = [i for i in indices if not 0 <= i < len(dataset)]
     if bad:
         raise ConfigError(f"Explain.indices {bad} out of range: the test split has {len(dataset)} images")

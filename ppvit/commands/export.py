@@ -18,7 +18,7 @@ def _check_images(cfg, log):
     from ..data import DataError, build_dataset
 
     try:
-        dataset = build_dataset(dict(cfg["Data"], limit=None), "test")
+        dataset = build_dataset(dict(cfg["Data"], limit=None), "test", cfg["Arch"]["img_size"])
     except DataError as e:  # e.g. no CIFAR archive on this machine: verification keeps its fixed batch
         log.info(f"export: no test images to verify the backends on ({e}); using the fixed check batch only")
         return None

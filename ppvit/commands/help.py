@@ -1,104 +1,17 @@
-"""What ``ppvit <verb> -h`` (and ``python tools/<verb>.py -h``) prints: the verb's description, the config keys
-it reads, each with its type, default, accepted values (from the schema, ``ppvit.engine.config.SCHEMA``) and a
-one-line meaning (``KEY_DOCS`` below), and an example command.
+"""What ``ppvit <verb> -h`` (and ``python tools/<verb>.py -h``) prints, and the config reference
+docs/config.md: both generated from the schema (``ppvit.engine.config.SCHEMA``: each key's type, default,
+accepted values and one-line ``doc``; ``SECTION_DOCS``), plus each verb's description and example below.
 
-``KEY_DOCS`` holds one line for every key of the schema; a test keeps the two in step.
+Regenerate the reference after changing the schema::
+
+    python -m ppvit.commands.help --markdown > docs/config.md
 """
+import sys
 import textwrap
 
 import yaml
 
-__all__ = ["KEY_DOCS", "VERB_HELP", "ENVIRONMENT", "describe_keys", "verb_description", "verb_epilog"]
-
-KEY_DOCS = {
-    "Global.device": "auto = the GPU when Paddle has one, else the CPU",
-    "Global.seed": "seeds Paddle, numpy and Python (weights init, data order, augmentation, LIME)",
-    "Global.epochs": "training epochs (the learning-rate schedule spans them)",
-    "Global.output_dir": "parent folder of the run folders",
-    "Global.run_name": "run folder name under output_dir; null = the config file's name (quickstart.yaml -> "
-                       "output/quickstart)",
-    "Global.pretrained_model": "weights (.pdparams/.safetensors) to start training from, or to evaluate, "
-                               "export and explain; null = the run's best_model.pdparams",
-    "Global.checkpoints": "resume a run: its folder or its latest prefix",
-    "Global.overwrite": "train into a run folder that already holds a run, replacing it (else refused)",
-    "Global.extend": "resume a finished run for more epochs (Global.epochs = the new total); the schedule restarts "
-                     "over the added ones",
-    "Global.sync_bn": "several GPUs: BatchNorm statistics over the global batch (SyncBatchNorm; no CPU kernel)",
-    "Global.eval_interval": "validate every N epochs (and always after the last)",
-    "Global.print_interval": "a log line (step, lr, loss, img/s, eta) every N training steps, on the console "
-                             "and in train.log, as PaddleClas's print_batch_step",
-    "Global.save_interval": "also write the resumable latest.* checkpoint every N steps inside an epoch; "
-                            "0 = only at the end of each epoch",
-    "Global.use_amp": "mixed precision (GPU)",
-    "Global.ema_decay": "keep an exponential moving average of the weights with this decay; null = off",
-    "Global.use_visualdl": "also log scalars to <run folder>/vdl for VisualDL (pip install visualdl)",
-    "Arch.name": "a registered model name (ppvit.list_models())",
-    "Arch.num_classes": "classes of the classifier head",
-    "Arch.img_size": "input side in pixels: the model is built for it and the data resized to it; "
-                     "null = the model's default",
-    "Loss.name": "CrossEntropy, or LabelSmoothingCrossEntropy (uses Loss.smoothing)",
-    "Loss.smoothing": "label smoothing of LabelSmoothingCrossEntropy (refused with plain CrossEntropy)",
-    "Optimizer.name": "Adam, AdamW or SGD (with Optimizer.momentum)",
-    "Optimizer.lr": "peak learning rate",
-    "Optimizer.weight_decay": "L2 (Adam, SGD) or decoupled (AdamW) weight decay",
-    "Optimizer.momentum": "SGD's momentum",
-    "Optimizer.grad_clip": "clip the global gradient norm to this; null = off",
-    "Optimizer.scheduler": "learning-rate schedule, stepped every batch",
-    "Optimizer.warmup_epochs": "linear warm-up epochs before the schedule",
-    "Optimizer.eta_min": "the cosine schedule's final learning rate",
-    "Data.dataset": "cifar10, digits (embedded, offline), folder (class subfolders) or filelist "
-                    "(PaddleClas 'path label' lines)",
-    "Data.data_file": "cifar10/digits: the CIFAR-format archive; null = the default path",
-    "Data.train_dir": "folder: training images, one subfolder per class",
-    "Data.val_dir": "folder: validation images, same class subfolders",
-    "Data.val_split": "folder without val_dir: hold out this fraction of each class",
-    "Data.split_seed": "which images Data.val_split holds out",
-    "Data.train_list": "filelist: 'path label' lines of the training images",
-    "Data.val_list": "filelist: 'path label' lines of the validation images",
-    "Data.class_id_map_file": "filelist: 'id name' lines naming the classes",
-    "Data.skip_bad_images": "leave unreadable images out (logged) instead of stopping",
-    "Data.transform": "preprocessing/augmentation pipeline: conv2former_cifar (000), convit (002), dilateformer "
-                      "(004) or basic (resize + normalise)",
-    "Data.batch_size": "training images per step (per device)",
-    "Data.eval_batch_size": "images per step when evaluating",
-    "Data.num_workers": "DataLoader worker processes; 0 = load in the main process",
-    "Data.drop_last": "drop the last partial training batch",
-    "Data.limit": "use only the first N images of each split (smoke runs); null = all",
-    "Data.mixup_alpha": "batch MixUp strength; 0 = off",
-    "Data.cutmix_alpha": "batch CutMix strength; 0 = off",
-    "Data.mix_prob": "probability of mixing a batch",
-    "Data.switch_prob": "probability of CutMix instead of MixUp when both are on",
-    "Eval.grid_images": "first N test images drawn in predictions.png; 0 = none",
-    "Eval.model": "evaluate an exported model (prefix, file or folder) through its verified backend (Eval.backend)",
-    "Eval.use_predictor": "export Global.pretrained_model to a temp folder and evaluate that",
-    "Eval.backend": "inference backend of Eval.model/use_predictor; auto = the fastest one export verified",
-    "Eval.output": "folder of eval.json, confusion_matrix.png and predictions.png; null = the run folder. An "
-                   "evaluation of other weights already there is kept: the new files are named after the weights "
-                   "(eval_final_model.json, ...)",
-    "Export.output": "folder of the exported model; null = <run folder>/inference",
-    "Export.onnx": "also write <prefix>.onnx (where paddle2onnx is installed)",
-    "Export.check_images": "first N test images every backend must classify as dygraph does (>= 99.5% top-1 "
-                           "agreement); 0 = off",
-    "Infer.model": "exported model: prefix, one of its files or its folder; null = <run folder>/inference",
-    "Infer.images": "image files and/or folders to classify",
-    "Infer.topk": "classes printed per image",
-    "Infer.batch_size": "images per predictor call",
-    "Infer.grid_images": "first N images drawn in infer_predictions.png; 0 = none",
-    "Infer.output": "folder of infer.json and the grid; null = the run folder",
-    "Infer.backend": "inference backend; auto = the fastest one export verified",
-    "Explain.indices": "test-set images to explain (when Explain.images is null)",
-    "Explain.images": "image files and/or folders to explain instead of test images",
-    "Explain.top_k": "most probable classes explained (plus the true class of test images)",
-    "Explain.num_samples": "perturbed images per explanation",
-    "Explain.batch_size": "perturbed images per forward pass",
-    "Explain.model": "run LIME through this exported model (its verified backend: Explain.backend)",
-    "Explain.use_predictor": "export Global.pretrained_model to a temp folder and run LIME through it",
-    "Explain.output": "folder of the LIME figures; null = <run folder>/explain",
-    "Explain.backend": "inference backend of Explain.model/use_predictor; auto = the fastest one export verified",
-    "Explain.kernel_size": "quickshift's kernel_size (null = interpretdl's 5); smaller = more superpixels",
-    "Explain.max_dist": "quickshift's max_dist (null = interpretdl's 10); smaller = more superpixels",
-    "Explain.ratio": "quickshift's colour/space balance ratio (null = interpretdl's 1.0)",
-}
+__all__ = ["VERB_HELP", "ENVIRONMENT", "describe_keys", "verb_description", "verb_epilog", "config_markdown"]
 
 ENVIRONMENT = [
     ("PPVIT_DEBUG=1", "show the traceback of a user error instead of the one-line message"),
@@ -155,7 +68,7 @@ def describe_keys(section, keys=None, width=100):
         facts = [spec.type_names(), _default_text(spec)]
         if spec.choices:
             facts.append("one of " + "|".join(spec.choices))
-        text = f"{name} ({', '.join(facts)}): {KEY_DOCS.get(name, '')}"
+        text = f"{name} ({', '.join(facts)}): {spec.doc}"
         lines.append(textwrap.fill(text, width, initial_indent="  ", subsequent_indent="      "))
     if section == "Arch" and keys is None:
         lines.append("  Arch.<other>: passed to the model builder (e.g. drop_path_rate, in_chans)")
@@ -181,3 +94,52 @@ def verb_epilog(verb):
     lines += ["", "environment:"] + [f"  {name}: {text}" for name, text in ENVIRONMENT]
     lines += ["", "example:", f"  {example}"]
     return "\n".join(lines)
+
+
+def _cell(text):
+    return str(text).replace("|", "\\|")
+
+
+def config_markdown():
+    """docs/config.md: every section and key of the schema (type, default, accepted values, meaning), the
+    environment variables, and which keys each verb reads."""
+    from ..engine.config import REQUIRED, SCHEMA, SECTION_DOCS
+
+    out = ["# Config reference", "",
+           "<!-- generated from ppvit/engine/config.py by `python -m ppvit.commands.help --markdown`: "
+           "edit the schema, not this file -->", "",
+           "A config is a YAML file of sections (`-c configs/quickstart.yaml`); any key can be overridden on the "
+           "command line, PaddleClas-style, with `-o Section.key=value` (repeatable; values are typed YAML). "
+           "A key that does not exist, a value of the wrong type or outside the accepted values stops with one "
+           "message naming the key and what is accepted (exit code 2). Each tool's `-h` (`ppvit train -h`, "
+           "`python tools/eval.py -h`) lists the keys that tool reads.", "",
+           "After changing the schema (`SCHEMA` in `ppvit/engine/config.py`: one line per key, with its `doc`), "
+           "regenerate this page:", "",
+           "```bash", "python -m ppvit.commands.help --markdown > docs/config.md", "```", ""]
+    for section, keys in SCHEMA.items():
+        out += [f"## {section}", "", SECTION_DOCS[section][0].upper() + SECTION_DOCS[section][1:] + ".", "",
+                "| key | type | default | accepted | meaning |", "| --- | --- | --- | --- | --- |"]
+        for key, spec in keys.items():
+            default = "required" if spec.default is REQUIRED else \
+                "`" + yaml.safe_dump(spec.default, default_flow_style=True).strip().removesuffix("\n...") + "`"
+            accepted = " | ".join(f"`{c}`" for c in spec.choices) if spec.choices else \
+                (spec.check[1] if spec.check else "")
+            out.append(f"| `{section}.{key}` | {spec.type_names()} | {default} | {_cell(accepted)} | "
+                       f"{_cell(spec.doc)} |")
+        out.append("")
+    out += ["## Which keys each tool reads", "", "| tool | sections (keys) |", "| --- | --- |"]
+    for verb, (_, sections, _) in VERB_HELP.items():
+        parts = [f"{sec}" if keys is None else f"{sec} ({', '.join(keys)})" for sec, keys in sections]
+        out.append(f"| `ppvit {verb}` | {'; '.join(parts)} |")
+    out += ["", "## Environment", "", "| variable | effect |", "| --- | --- |"]
+    out += [f"| `{name}` | {text} |" for name, text in ENVIRONMENT]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m ppvit.commands.help --markdown > docs/config.md")
+    from ..utils.quiet import quiet_paddle_import
+
+    quiet_paddle_import(set_threads=False)  # the schema's model checks import Paddle: without its notices
+    sys.stdout.write(config_markdown())

@@ -129,19 +129,20 @@ class LimitedDataset(Dataset):
         return self.dataset[idx % self.limit]
 
 
-def build_dataset(data_cfg, mode):
-    """The ``mode`` ('train' or 'test') split described by a config's ``Data`` section (a dict)."""
+def build_dataset(data_cfg, mode, image_size=None):
+    """The ``mode`` ('train' or 'test') split described by a config's ``Data`` section (a dict), its images
+    resized to ``image_size`` (a config's ``Arch.img_size``; None: the pipeline's own size)."""
     if mode not in ("train", "test"):
         raise DataError(f"mode must be 'train' or 'test', got '{mode}'")
     name = data_cfg.get("dataset", "cifar10")
     if name not in DATASETS:
         raise DataError(f"unknown Data.dataset '{name}'; accepted: {', '.join(DATASETS)}")
     # the one spot that picks the preprocessing (the same for every dataset): Data.transform's pipeline at
-    # Data.image_size. TODO(model cfg): default to ppvit.get_model_cfg(Arch.name)'s input_size/mean/std/
+    # Arch.img_size. TODO(model cfg): default to ppvit.get_model_cfg(Arch.name)'s input_size/mean/std/
     # interpolation once that metadata exists, for folder/filelist datasets first.
     transform_name = data_cfg.get("transform", "conv2former_cifar")
     pipeline = get_pipeline(transform_name)
-    transform = build_transform(transform_name, mode, data_cfg.get("image_size"))
+    transform = build_transform(transform_name, mode, image_size)
     limit = data_cfg.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DataError(f"Data.limit must be a positive integer or null, got {limit!r}")

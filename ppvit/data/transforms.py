@@ -100,7 +100,7 @@ def build_transform(name, mode="train", image_size=None):
         raise DataError(f"mode must be 'train' or 'test', got '{mode}'")
     size = pipeline.default_size if image_size is None else int(image_size)
     if size < 1:
-        raise DataError(f"Data.image_size must be a positive integer, got {image_size}")
+        raise DataError(f"Arch.img_size must be a positive integer, got {image_size}")
     return pipeline.build(mode, size)
 
 

@@ -35,8 +35,9 @@ def seed_everything(seed):
 
 
 # ------------------------------------------------------------------------------------------------ data
-def build_loaders(data_cfg, seed, mode="train"):
-    """(train_loader or None, eval_loader, train dataset or None, eval dataset).
+def build_loaders(data_cfg, seed, mode="train", image_size=None):
+    """(train_loader or None, eval_loader, train dataset or None, eval dataset), images at ``image_size``
+    (``Arch.img_size``).
 
     Evaluation splits the test set across ranks without padding (rank r takes samples r, r+W, ...),
     so the reduced metrics count every sample exactly once.
@@ -44,14 +45,14 @@ def build_loaders(data_cfg, seed, mode="train"):
     from ..data import build_dataset
 
     workers = data_cfg["num_workers"]
-    eval_set = build_dataset(data_cfg, "test")
+    eval_set = build_dataset(data_cfg, "test", image_size)
     shard = paddle.io.Subset(eval_set, list(range(rank(), len(eval_set), world_size())))
     eval_loader = paddle.io.DataLoader(
         shard, batch_sampler=paddle.io.BatchSampler(shard, batch_size=data_cfg["eval_batch_size"]),
         num_workers=workers)
     if mode != "train":
         return None, eval_loader, None, eval_set
-    train_set = SeededSamples(build_dataset(data_cfg, "train"), seed)
+    train_set = SeededSamples(build_dataset(data_cfg, "train", image_size), seed)
     sampler = EpochBatchSampler(train_set, data_cfg["batch_size"], seed, data_cfg["drop_last"])
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
                                         persistent_workers=False)

@@ -71,126 +71,167 @@ BACKENDS = ("auto", "paddle", "paddle_bf16", "onnxruntime")
 POSITIVE = (_positive, "> 0")
 NON_NEGATIVE = (_non_negative, ">= 0")
 
+# One entry per key: type(s), default, accepted values, the check, what a resume may do with it (``Key.resume``)
+# and its one-line documentation (``doc``), from which ``-h`` and docs/config.md are generated
+# (``python -m ppvit.commands.help --markdown > docs/config.md``). A new key is one line here.
 SCHEMA = {
     "Global": {
-        "device": Key(str, "auto", choices=("auto", "gpu", "cpu"), resume="free"),
-        "seed": Key(int, 42),
-        "epochs": Key(int, REQUIRED, check=POSITIVE),
-        "output_dir": Key(str, "./output", resume="free"),
-        "run_name": Key((str, NONE), None, resume="free"),  # run folder name; null = the config file's stem
-        # weights to start from (training) or to use (eval, export, explain); a resume takes its own
-        "pretrained_model": Key((str, NONE), None, resume="free"),
-        "checkpoints": Key((str, NONE), None, resume="free"),
-        # a run folder that holds a run is never trained into again, unless resumed or this says so
-        "overwrite": Key(bool, False, resume="free"),
-        # resume a finished run for more epochs (Global.epochs in all): the schedule restarts over the added ones
-        "extend": Key(bool, False, resume="free"),
-        "eval_interval": Key(int, 1, check=POSITIVE, resume="free"),
-        "print_interval": Key(int, 10, check=POSITIVE, resume="free"),
-        # steps between mid-epoch `latest` checkpoints; 0 = only at the end of each epoch
-        "save_interval": Key(int, 0, check=NON_NEGATIVE, resume="free"),
-        "use_amp": Key(bool, False),
-        # several GPUs: BatchNorm statistics computed over the global batch (paddle.nn.SyncBatchNorm); without
-        # it each rank normalises by its own batch and the running statistics are averaged before every
-        # evaluation and save. Paddle has no CPU kernel for it.
-        "sync_bn": Key(bool, False),
-        "ema_decay": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
-        "use_visualdl": Key(bool, False, resume="free"),  # VisualDL scalars in <run dir>/vdl (pip install visualdl)
+        "device": Key(str, "auto", choices=("auto", "gpu", "cpu"), resume="free",
+                      doc="auto = the GPU when Paddle has one, else the CPU"),
+        "seed": Key(int, 42, doc="seeds Paddle, numpy and Python (weights init, data order, augmentation, LIME)"),
+        "epochs": Key(int, REQUIRED, check=POSITIVE, doc="training epochs (the learning-rate schedule spans them)"),
+        "output_dir": Key(str, "./output", resume="free", doc="parent folder of the run folders"),
+        "run_name": Key((str, NONE), None, resume="free",
+                        doc="run folder name under output_dir; null = the config file's name (quickstart.yaml -> "
+                            "output/quickstart)"),
+        "pretrained_model": Key((str, NONE), None, resume="free",
+                                doc="weights (.pdparams/.safetensors) to start training from, or to evaluate, export "
+                                    "and explain; null = the run's best_model.pdparams (a resume takes its own)"),
+        "checkpoints": Key((str, NONE), None, resume="free", doc="resume a run: its folder or its latest prefix"),
+        "overwrite": Key(bool, False, resume="free",
+                         doc="train into a run folder that already holds a run, replacing it (else refused)"),
+        "extend": Key(bool, False, resume="free",
+                      doc="resume a finished run for more epochs (Global.epochs = the new total); the schedule "
+                          "restarts over the added ones"),
+        "eval_interval": Key(int, 1, check=POSITIVE, resume="free",
+                             doc="validate every N epochs (and always after the last)"),
+        "print_interval": Key(int, 10, check=POSITIVE, resume="free",
+                              doc="a log line (step, lr, loss, img/s, eta) every N training steps, on the console and "
+                                  "in train.log, as PaddleClas's print_batch_step"),
+        "save_interval": Key(int, 0, check=NON_NEGATIVE, resume="free",
+                             doc="also write the resumable latest.* checkpoint every N steps inside an epoch; 0 = only "
+                                 "at the end of each epoch"),
+        "use_amp": Key(bool, False, doc="mixed precision (GPU)"),
+        "sync_bn": Key(bool, False,
+                       doc="several GPUs: BatchNorm statistics over the global batch (SyncBatchNorm; no CPU kernel); "
+                           "off, each rank's running statistics are averaged before every evaluation and save"),
+        "ema_decay": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)"),
+                         doc="keep an exponential moving average of the weights with this decay; null = off"),
+        "use_visualdl": Key(bool, False, resume="free",
+                            doc="also log scalars to <run folder>/vdl for VisualDL (pip install visualdl)"),
     },
     "Arch": {
-        "name": Key(str, REQUIRED),
-        "num_classes": Key(int, REQUIRED, check=POSITIVE),
-        # the one input-size key: the model is built for it and the data pipeline resizes to it;
-        # null = the model's default (get_model_cfg(Arch.name).input_size)
-        "img_size": Key((int, NONE), None, check=POSITIVE),
-        # any other key is passed to the model builder
+        "name": Key(str, REQUIRED, doc="a registered model name (ppvit.list_models())"),
+        "num_classes": Key(int, REQUIRED, check=POSITIVE, doc="classes of the classifier head"),
+        "img_size": Key((int, NONE), None, check=POSITIVE,
+                        doc="input side in pixels, the one input-size key: the model is built for it and the data "
+                            "resized to it; null = the model's default (get_model_cfg(name).input_size)"),
     },
     "Loss": {
-        "name": Key(str, "CrossEntropy", choices=("CrossEntropy", "LabelSmoothingCrossEntropy")),
-        # LabelSmoothingCrossEntropy's; null = 0.1 there. Plain CrossEntropy refuses it and the validated
-        # (and saved) config leaves it out, so no key shows a setting that does nothing
-        "smoothing": Key((float, NONE), None, check=(_smoothing, "in [0, 1)")),
+        "name": Key(str, "CrossEntropy", choices=("CrossEntropy", "LabelSmoothingCrossEntropy"),
+                    doc="CrossEntropy, or LabelSmoothingCrossEntropy (uses Loss.smoothing)"),
+        "smoothing": Key((float, NONE), None, check=(_smoothing, "in [0, 1)"),
+                         doc="label smoothing of LabelSmoothingCrossEntropy (null = 0.1 there; refused with plain "
+                             "CrossEntropy)"),
     },
     "Optimizer": {
-        "name": Key(str, "Adam", choices=("Adam", "AdamW", "SGD")),
-        "lr": Key(float, REQUIRED, check=POSITIVE, resume="lr"),
-        "weight_decay": Key(float, 0.0, check=NON_NEGATIVE),
-        "momentum": Key(float, 0.9, check=NON_NEGATIVE),
-        "grad_clip": Key((float, NONE), None, check=POSITIVE),
-        "scheduler": Key(str, "cosine", choices=("cosine", "constant", "onecycle")),
-        "warmup_epochs": Key(float, 0.0, check=NON_NEGATIVE),
-        "eta_min": Key(float, 0.0, check=NON_NEGATIVE),
+        "name": Key(str, "Adam", choices=("Adam", "AdamW", "SGD"), doc="Adam, AdamW or SGD (with Optimizer.momentum)"),
+        "lr": Key(float, REQUIRED, check=POSITIVE, resume="lr", doc="peak learning rate"),
+        "weight_decay": Key(float, 0.0, check=NON_NEGATIVE, doc="L2 (Adam, SGD) or decoupled (AdamW) weight decay"),
+        "momentum": Key(float, 0.9, check=NON_NEGATIVE, doc="SGD's momentum"),
+        "grad_clip": Key((float, NONE), None, check=POSITIVE, doc="clip the global gradient norm to this; null = off"),
+        "scheduler": Key(str, "cosine", choices=("cosine", "constant", "onecycle"),
+                         doc="learning-rate schedule, stepped every batch"),
+        "warmup_epochs": Key(float, 0.0, check=NON_NEGATIVE, doc="linear warm-up epochs before the schedule"),
+        "eta_min": Key(float, 0.0, check=NON_NEGATIVE, doc="the cosine schedule's final learning rate"),
     },
     "Data": {
-        "dataset": Key(str, "cifar10", choices=("cifar10", "digits", "folder", "filelist")),
-        "data_file": Key((str, NONE), None),
-        # your own images (ppvit/data/folder.py): folder = one subfolder per class; filelist = PaddleClas's
-        # `path label` lines (paths relative to the list's folder) + optional `id name` class_id_map_file
-        "train_dir": Key((str, NONE), None),
-        "val_dir": Key((str, NONE), None),
-        "val_split": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
-        "split_seed": Key(int, 0),  # which images Data.val_split holds out
-        "train_list": Key((str, NONE), None),
-        "val_list": Key((str, NONE), None),
-        "class_id_map_file": Key((str, NONE), None),
-        "skip_bad_images": Key(bool, False),  # drop unreadable images (logged) instead of stopping
-        "transform": Key(str, "conv2former_cifar"),
-        "batch_size": Key(int, REQUIRED, check=POSITIVE),
-        "eval_batch_size": Key(int, REQUIRED, check=POSITIVE, resume="free"),
-        "num_workers": Key(int, 0, check=NON_NEGATIVE, resume="free"),
-        "drop_last": Key(bool, True),  # drop the last partial training batch (000/004); 002's fit kept it
-        "limit": Key((int, NONE), None, check=POSITIVE),
-        "mixup_alpha": Key(float, 0.0, check=NON_NEGATIVE),
-        "cutmix_alpha": Key(float, 0.0, check=NON_NEGATIVE),
-        "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]")),
-        "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]")),
+        "dataset": Key(str, "cifar10", choices=("cifar10", "digits", "folder", "filelist"),
+                       doc="cifar10, digits (embedded, offline), folder (class subfolders) or filelist (PaddleClas "
+                           "'path label' lines)"),
+        "data_file": Key((str, NONE), None, doc="cifar10/digits: the CIFAR-format archive; null = the default path"),
+        "train_dir": Key((str, NONE), None, doc="folder: training images, one subfolder per class"),
+        "val_dir": Key((str, NONE), None, doc="folder: validation images, same class subfolders"),
+        "val_split": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)"),
+                         doc="folder without val_dir: hold out this fraction of each class"),
+        "split_seed": Key(int, 0, doc="which images Data.val_split holds out"),
+        "train_list": Key((str, NONE), None, doc="filelist: 'path label' lines of the training images (paths "
+                                                 "relative to the list's folder)"),
+        "val_list": Key((str, NONE), None, doc="filelist: 'path label' lines of the validation images"),
+        "class_id_map_file": Key((str, NONE), None, doc="filelist: 'id name' lines naming the classes"),
+        "skip_bad_images": Key(bool, False, doc="leave unreadable images out (logged) instead of stopping"),
+        "transform": Key(str, "conv2former_cifar",
+                         doc="preprocessing/augmentation pipeline: conv2former_cifar (000), convit (002), "
+                             "dilateformer (004) or basic (resize + normalise)"),
+        "batch_size": Key(int, REQUIRED, check=POSITIVE, doc="training images per step (per device)"),
+        "eval_batch_size": Key(int, REQUIRED, check=POSITIVE, resume="free", doc="images per step when evaluating"),
+        "num_workers": Key(int, 0, check=NON_NEGATIVE, resume="free",
+                           doc="DataLoader worker processes; 0 = load in the main process"),
+        "drop_last": Key(bool, True, doc="drop the last partial training batch (000/004; 002's fit kept it)"),
+        "limit": Key((int, NONE), None, check=POSITIVE,
+                     doc="use only the first N images of each split (smoke runs); null = all"),
+        "mixup_alpha": Key(float, 0.0, check=NON_NEGATIVE, doc="batch MixUp strength; 0 = off"),
+        "cutmix_alpha": Key(float, 0.0, check=NON_NEGATIVE, doc="batch CutMix strength; 0 = off"),
+        "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]"), doc="probability of mixing a batch"),
+        "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]"),
+                           doc="probability of CutMix instead of MixUp when both are on"),
     },
-    # tools/eval.py, export.py, infer.py, explain.py (ppvit/commands/)
     "Eval": {
-        "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
-        "model": Key((str, NONE), None),  # an exported model (prefix, file or folder), run by its verified backend
-        "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and evaluate that
-        "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend: auto = fastest verified at export
-        # folder of eval.json and its figures; null = the run dir. Never replaces an evaluation of other weights
-        # there: those files are named after the weights (ppvit.commands.evaluate.eval_outputs)
-        "output": Key((str, NONE), None),
+        "grid_images": Key(int, 18, check=NON_NEGATIVE, doc="first N test images drawn in predictions.png; 0 = none"),
+        "model": Key((str, NONE), None, doc="evaluate an exported model (prefix, file or folder) through its verified "
+                                            "backend (Eval.backend)"),
+        "use_predictor": Key(bool, False, doc="export Global.pretrained_model to a temp folder and evaluate that"),
+        "backend": Key(str, "auto", choices=BACKENDS,
+                       doc="inference backend of Eval.model/use_predictor; auto = the fastest one export verified"),
+        "output": Key((str, NONE), None,
+                      doc="folder of eval.json, confusion_matrix.png and predictions.png; null = the run folder. An "
+                          "evaluation of other weights already there is kept: the new files are named after the "
+                          "weights (eval_final_model.json, ...)"),
     },
     "Export": {
-        "output": Key((str, NONE), None),  # folder; null = <run dir>/inference
-        "onnx": Key(bool, True),  # also <prefix>.onnx where paddle2onnx is installed
-        # the first N test images every backend must classify as dygraph does (>= 99.5% top-1 agreement); 0: off
-        "check_images": Key(int, 256, check=NON_NEGATIVE),
+        "output": Key((str, NONE), None, doc="folder of the exported model; null = <run folder>/inference"),
+        "onnx": Key(bool, True, doc="also write <prefix>.onnx (where paddle2onnx is installed)"),
+        "check_images": Key(int, 256, check=NON_NEGATIVE,
+                            doc="first N test images every backend must classify as dygraph does (>= 99.5% top-1 "
+                                "agreement); 0 = off"),
     },
     "Infer": {
-        "model": Key((str, NONE), None),  # exported prefix, one of its files or its folder; null = <run>/inference
-        "images": Key((str, list, NONE), None),  # image files and/or folders
-        "topk": Key(int, 5, check=POSITIVE),
-        "batch_size": Key(int, 32, check=POSITIVE),
-        "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N in infer_predictions.png; 0 = none
-        "output": Key((str, NONE), None),  # folder of infer.json and the grid; null = the run dir
-        "backend": Key(str, "auto", choices=BACKENDS),  # auto | paddle | paddle_bf16 | onnxruntime
+        "model": Key((str, NONE), None, doc="exported model: prefix, one of its files or its folder; null = <run "
+                                            "folder>/inference"),
+        "images": Key((str, list, NONE), None, doc="image files and/or folders to classify"),
+        "topk": Key(int, 5, check=POSITIVE, doc="classes printed per image"),
+        "batch_size": Key(int, 32, check=POSITIVE, doc="images per predictor call"),
+        "grid_images": Key(int, 18, check=NON_NEGATIVE, doc="first N images drawn in infer_predictions.png; 0 = none"),
+        "output": Key((str, NONE), None, doc="folder of infer.json and the grid; null = the run folder"),
+        "backend": Key(str, "auto", choices=BACKENDS, doc="inference backend; auto = the fastest one export verified"),
     },
     "Explain": {
-        "indices": Key((int, list), [0]),  # test-set images to explain (when Explain.images is null)
-        "images": Key((str, list, NONE), None),  # image files and/or folders instead of test images
-        "top_k": Key(int, 1, check=POSITIVE),  # predicted classes explained (plus the true one of test images)
-        "num_samples": Key(int, 1000, check=(lambda v: v >= 2, ">= 2")),
-        "batch_size": Key(int, 50, check=POSITIVE),
-        "model": Key((str, NONE), None),  # an exported model: run LIME through its verified backend
-        "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and use that
-        "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend (Explain.model / use_predictor)
-        "output": Key((str, NONE), None),  # folder of the PNGs; null = <run dir>/explain
-        # quickshift superpixels; null = interpretdl's (QUICKSHIFT_INTERPRETDL: 5, 10, 1.0). Smaller kernel_size
-        # and max_dist give more superpixels (small images need them: LIME warns below 10)
-        "kernel_size": Key((float, NONE), None, check=POSITIVE),
-        "max_dist": Key((float, NONE), None, check=POSITIVE),
-        "ratio": Key((float, NONE), None, check=(_unit_closed, "in [0, 1]")),
+        "indices": Key((int, list), [0], doc="test-set images to explain (when Explain.images is null)"),
+        "images": Key((str, list, NONE), None, doc="image files and/or folders to explain instead of test images"),
+        "top_k": Key(int, 1, check=POSITIVE,
+                     doc="most probable classes explained (plus the true class of test images)"),
+        "num_samples": Key(int, 1000, check=(lambda v: v >= 2, ">= 2"), doc="perturbed images per explanation"),
+        "batch_size": Key(int, 50, check=POSITIVE, doc="perturbed images per forward pass"),
+        "model": Key((str, NONE), None,
+                     doc="run LIME through this exported model (its verified backend: Explain.backend)"),
+        "use_predictor": Key(bool, False,
+                             doc="export Global.pretrained_model to a temp folder and run LIME through it"),
+        "backend": Key(str, "auto", choices=BACKENDS,
+                       doc="inference backend of Explain.model/use_predictor; auto = the fastest one export verified"),
+        "output": Key((str, NONE), None, doc="folder of the LIME figures; null = <run folder>/explain"),
+        "kernel_size": Key((float, NONE), None, check=POSITIVE,
+                           doc="quickshift's kernel_size (null = interpretdl's 5); smaller = more superpixels (LIME "
+                               "warns below 10)"),
+        "max_dist": Key((float, NONE), None, check=POSITIVE,
+                        doc="quickshift's max_dist (null = interpretdl's 10); smaller = more superpixels"),
+        "ratio": Key((float, NONE), None, check=(_unit_closed, "in [0, 1]"),
+                     doc="quickshift's colour/space balance ratio (null = interpretdl's 1.0)"),
     },
+}
+# what each section is, and what its keys are for (the headings of -h and docs/config.md)
+SECTION_DOCS = {
+    "Global": "the run: device, seed, epochs, run folder, weights, resume, logging",
+    "Arch": "the model; any other Arch key is passed to the model builder (e.g. drop_path_rate, in_chans)",
+    "Loss": "the training loss",
+    "Optimizer": "optimizer and learning-rate schedule",
+    "Data": "dataset, preprocessing, batches, MixUp/CutMix",
+    "Eval": "tools/eval.py",
+    "Export": "tools/export.py",
+    "Infer": "tools/infer.py",
+    "Explain": "tools/explain.py (LIME)",
 }
 OPEN_SECTIONS = ("Arch",)  # sections whose extra keys are model kwargs
 FREE_SECTIONS = ("Eval", "Export", "Infer", "Explain")  # the verbs' settings: a resume may change any of them
-# keys of the validated config that no user sets: derived from others by ``validate``
-DERIVED = {("Data", "image_size"): "Arch.img_size"}
 
 
 def _closest(word, options):
@@ -297,11 +338,11 @@ def _check_loss(loss):
 
 
 def _check_size_keys(cfg):
-    """One key for the input size: ``Arch.img_size``. The older ``Data.image_size`` is refused with the fix."""
+    """One key for the input size: ``Arch.img_size``. ``Data.image_size`` is refused with the fix."""
     data = cfg.get("Data")
     if isinstance(data, dict) and "image_size" in data:
         raise ConfigError(
-            f"Data.image_size ({data['image_size']!r}) is no longer a key: the input size is set once, by "
+            f"Data.image_size ({data['image_size']!r}) is not a key: the input size is set once, by "
             "Arch.img_size (the model is built for it and the data pipeline resizes to it); write "
             f"Arch.img_size: {data['image_size']!r} in the config or pass -o Arch.img_size={data['image_size']}")
 
@@ -316,15 +357,13 @@ def _timm_names(arch):
 
 
 def _fill_input_size(cfg):
-    """``Arch.img_size`` defaults to the model's cfg; ``Data.image_size`` is derived from it (for the data
-    pipeline and the readers of the validated config), never set by a user."""
+    """``Arch.img_size`` defaults to the model's cfg (the data pipelines resize to it)."""
     from ..models import get_model_cfg
 
     arch = cfg["Arch"]
     if arch["img_size"] is None:
         _, h, w = get_model_cfg(arch["name"]).input_size  # every registered default is square
         arch["img_size"] = h
-    cfg["Data"]["image_size"] = arch["img_size"]
 
 
 def _check_model(arch):
@@ -439,14 +478,12 @@ def resume_changes(saved, new):
     for section in sorted(set(saved) | set(new), key=lambda s: list(SCHEMA).index(s) if s in SCHEMA else 99):
         old_keys, new_keys = saved.get(section) or {}, new.get(section) or {}
         for key in list(old_keys) + [k for k in new_keys if k not in old_keys]:
-            if (section == "Global" and key == "epochs") or (section, key) in DERIVED:
+            if section == "Global" and key == "epochs":
                 continue
             missing = object()
             old, cur = old_keys.get(key, missing), new_keys.get(key, missing)
-            if old is missing and (section, key) == ("Arch", "img_size"):
-                old = (saved.get("Data") or {}).get("image_size", missing)  # saved when Data.image_size set it
             if old is missing and key in SCHEMA.get(section, {}):
-                old = SCHEMA[section][key].default  # saved before the key existed
+                old = SCHEMA[section][key].default  # a key the saved run's version did not have
             if _same_value(old, cur):
                 continue
             spec = SCHEMA.get(section, {}).get(key)
@@ -464,8 +501,5 @@ def _same_value(a, b):
 
 
 def dump(cfg):
-    """YAML of a validated config, without the derived keys, so that it loads again as a config."""
-    cfg = copy.deepcopy(cfg)
-    for section, key in DERIVED:
-        cfg.get(section, {}).pop(key, None)
+    """YAML of a validated config; it loads again as a config."""
     return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
