@@ -18,7 +18,7 @@ from ppvit.deploy import (
     meta_path,
     read_meta,
 )
-from ppvit.deploy.predictor import ONEDNN_UNSAFE_OPS, program_ops
+from ppvit.deploy.backends import ONEDNN_UNSAFE_OPS, program_ops
 
 from tests.parity import assert_served_close
 

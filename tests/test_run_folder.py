@@ -221,20 +221,12 @@ def test_eval_outputs_names_the_files_of_other_weights(tmp_path):
     _eval_json(out, "eval_final_model_cccccccc.json", source_weights=b)
     with pytest.raises(ConfigError, match="Eval.output"):
         name(b_elsewhere)
-    # an exported model of the same weights is evaluated beside them; files written before "model" was
-    # recorded are recognised by their forward
+    # an exported model of the same weights is evaluated beside them
     prefix = str(tmp_path / "run" / "inference" / "inference")
     assert name(a, prefix)[0] == "eval_inference.json"
-    _eval_json(out, "eval_inference.json", source_weights=a, weights=prefix, forward="Paddle Inference fp32 (oneDNN)")
+    _eval_json(out, "eval_inference.json", source_weights=a, model=prefix, forward="ONNX Runtime fp32")
     assert name(a, prefix)[0] == "eval_inference.json"
     assert name(a, str(tmp_path / "exp" / "model"))[0] == "eval_exp_model.json"
-    # ... through any backend: an old-format ONNX Runtime evaluation of an export is not the weights' own
-    from ppvit.commands.evaluate import evaluated
-
-    ort = {"source_weights": a, "weights": prefix, "forward": "ONNX Runtime fp32"}
-    assert evaluated(ort) == (os.path.realpath(a["path"]), os.path.realpath(prefix))
-    assert evaluated(dict(ort, forward="Paddle dygraph"))[1] is None
-    assert evaluated(dict(ort, forward="Paddle Inference fp32 (oneDNN) (exported on the fly)"))[1] is None
 
     other = tmp_path / "o"
     other.mkdir()

@@ -103,17 +103,8 @@ def _real(path):
 
 
 def evaluated(record):
-    """What an ``eval.json`` evaluated: (source weight file, exported model prefix or None), as real paths.
-    Files written before ``model`` was recorded: a forward that was neither dygraph nor exported on the fly (any
-    backend: Paddle Inference, ONNX Runtime) evaluated the exported model named in ``weights``."""
-    source = (record.get("source_weights") or {}).get("path")
-    if "model" in record:
-        model = record["model"]
-    else:
-        how = str(record.get("forward", ""))
-        exported = how and how != DYGRAPH and "on the fly" not in how
-        model = record.get("weights") if exported else None
-    return _real(source), _real(model)
+    """What an ``eval.json`` evaluated: (source weight file, exported model prefix or None), as real paths."""
+    return _real((record.get("source_weights") or {}).get("path")), _real(record.get("model"))
 
 
 def _describe(source, model):

@@ -4,8 +4,8 @@
 export found fastest among those that reproduced the dygraph model (``backends.py`` lists them); a named
 backend runs only if export verified it, otherwise ``Predictor`` refuses with the reason. A file changed since
 it was verified (its sha256 differs) is refused too; under ``auto`` the next-fastest verified backend with
-intact files is used instead, with a warning. Exports written before verification existed run ``paddle``
-fp32 (the program itself) only. On a CUDA build with a visible GPU, ``device="auto"`` runs Paddle Inference
+intact files is used instead, with a warning. A program without ppvit's verification records (saved by
+``paddle.jit.save`` alone) runs ``paddle`` fp32 (the program itself) only. On a CUDA build with a visible GPU, ``device="auto"`` runs Paddle Inference
 on the GPU.
 """
 import logging
@@ -16,9 +16,7 @@ import numpy as np
 from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image  # noqa: F401  (re-exported by ppvit.deploy)
 from ..utils.device import resolve_device
 from ..utils.softmax import softmax  # noqa: F401  (re-exported by ppvit.deploy)
-from .backends import (  # noqa: F401 - re-exported: older code imports these from here
-    AUTO, BACKENDS, ONEDNN_UNSAFE_OPS, ONNXRUNTIME, PADDLE, cpu_count, default_threads, program_ops,
-)
+from .backends import AUTO, BACKENDS, ONNXRUNTIME, PADDLE, default_threads
 from .export import open_backend, read_meta, sha256_file
 
 logger = logging.getLogger("ppvit")
@@ -144,7 +142,7 @@ class Predictor:
                 raise BackendError(f"backend {backend!r} runs on CPU only; on the GPU use 'paddle' or 'auto', "
                                    "or pass device='cpu'")
             backend = PADDLE  # the program itself, fp32, on CUDA: as verified on CPU
-        if not records:  # an export without verification records: the program itself, fp32, as before
+        if not records:  # a program without verification records: the program itself, fp32
             if backend not in (AUTO, PADDLE):
                 raise BackendError(f"backend {backend!r} was not verified for {self.prefix} (its export has no "
                                    "verification records); re-export it with ppvit.deploy.export_model / "

@@ -15,7 +15,7 @@ from ..models.helpers import model_name
 from .config import ConfigError, run_dir
 
 LATEST = "latest"
-STATE_VERSION = 2  # 1: the random streams beside "meta" instead of inside it (still read)
+STATE_VERSION = 1  # the layout of latest.pdstate; a file of another version is refused
 
 
 def unwrap(model):
@@ -94,7 +94,7 @@ def load_latest(path):
     except Exception as e:  # truncated files raise EOFError, UnpicklingError, ValueError, ...
         raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); it may be "
                               "truncated") from None
-    if not isinstance(state, dict) or state.get("version") not in (1, STATE_VERSION) or "meta" not in state:
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "meta" not in state:
         raise CheckpointError(f"{path} is not a ppvit training checkpoint")
     state["path"] = path
     return state
@@ -113,7 +113,7 @@ def read_train_state(state):
     """The ``TrainState`` of a ``load_latest`` state (nothing is loaded into any object yet)."""
     from .state import TrainState
 
-    return TrainState.from_state_dict(state["meta"], rng=state.get("rng"), path=state["path"])
+    return TrainState.from_state_dict(state["meta"], path=state["path"])
 
 
 def restore(state, model, optimizer, scheduler, ema=None):

@@ -108,8 +108,8 @@ class TrainState:
         }
 
     @classmethod
-    def from_state_dict(cls, meta, rng=None, path=None):
-        """A state read from a checkpoint (``rng``: the streams of checkpoints that kept them beside it)."""
+    def from_state_dict(cls, meta, path=None):
+        """A state read from a checkpoint's ``meta``."""
         state = cls(meta["config"], meta["steps_per_epoch"])
         state.epoch, state.batch, state.global_step = meta["epoch"], meta["batch"], meta["global_step"]
         state.best = dict(meta["best"])
@@ -117,7 +117,7 @@ class TrainState:
         state.epoch_sums = meta.get("epoch_sums")
         state.schedule = dict(meta.get("schedule") or {"start_epoch": 0, "epochs": meta["config"]["Global"]["epochs"]})
         state.mixer_rng = meta.get("mixer_rng")
-        state.rng = meta.get("rng", rng)
+        state.rng = meta.get("rng")
         state.path = path
         return state
 

@@ -37,14 +37,14 @@ def source_metadata(record, exported=None):
 def check_export_current(prefix, meta, key="the exported model"):
     """Refuse an export whose source weights changed after it was exported.
 
-    ``meta``: the export's ``.meta.json``. With a ``source_weights`` record (path + sha256) the file's digest
-    decides; an older export that names only its ``weights`` path is stale when that file is newer than the
-    export. A source that no longer exists cannot be checked (logged). Raises ``CheckpointError``.
+    ``meta``: the export's ``.meta.json``; its ``source_weights`` record (path + sha256) decides (an export of
+    a model held only in memory has none: nothing to check). A source that no longer exists cannot be checked
+    (logged). Raises ``CheckpointError``.
     """
     meta = meta or {}
     record = meta.get("source_weights") or {}
-    path = record.get("path") or meta.get("weights")
-    if not path:
+    path = record.get("path")
+    if not path or not record.get("sha256"):
         return
     folder = os.path.dirname(prefix) or "."
     fix = (f"export it again (tools/export.py -c CONFIG -o Global.pretrained_model={path} -o Export.output={folder}) "
@@ -53,13 +53,7 @@ def check_export_current(prefix, meta, key="the exported model"):
         logger.warning(f"{key}: {prefix} was exported from {path}, which no longer exists; cannot check that the "
                        "export is current")
         return
-    if record.get("sha256"):
-        now = sha256_file(path)
-        if now != record["sha256"]:
-            raise CheckpointError(f"{key}: {prefix} was exported from {path} (sha256 {record['sha256'][:12]}), which "
-                                  f"has changed since (now {now[:12]}): the export is stale; {fix}")
-        return
-    meta_file = prefix + ".meta.json"
-    if os.path.isfile(meta_file) and os.path.getmtime(path) > os.path.getmtime(meta_file):
-        raise CheckpointError(f"{key}: {prefix} was exported from {path}, which was written after the export: the "
-                              f"export is stale; {fix}")
+    now = sha256_file(path)
+    if now != record["sha256"]:
+        raise CheckpointError(f"{key}: {prefix} was exported from {path} (sha256 {record['sha256'][:12]}), which "
+                              f"has changed since (now {now[:12]}): the export is stale; {fix}")
