@@ -1,7 +1,7 @@
 """Images/s of every inference backend of an exported model against PyTorch eager fp32 and bf16 autocast, on
 the same model, weights and batch, in one run; and the time of a 1000-sample LIME explanation.
 
-    PYTHONPATH=. /work/venv-torch/bin/python benchmarks/bench_predictor.py          # the issue's models
+    PYTHONPATH=. python benchmarks/bench_predictor.py --torch-python .venv-torch/bin/python  # the default models
     PYTHONPATH=. python benchmarks/bench_predictor.py -m convmixer_256_8:32:64 --rounds 20
     PYTHONPATH=. python benchmarks/bench_predictor.py --no-lime -m conv2former_n_cifar -b 8 -n 3
 
@@ -12,7 +12,8 @@ a PyTorch re-implementation exists (ConViT and ConViT's timm layout, ConvMixer; 
 scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on the same weights, twice:
 ``pytorch fp32``/``bf16`` in a process of its own (benchmarks/torch_worker.py: torch and the model only, as a
 PyTorch user runs it; it times its forward pass on request, so its rounds interleave with the others), and
-``... +malloc`` in this process. Creating a CPU backend tunes glibc's malloc for the whole process
+``... +malloc`` in this process. PyTorch comes from ``--torch-python`` / ``PPVIT_TORCH_PYTHON``
+(benchmarks/torch_python.py) when the running Python has no torch. Creating a CPU backend tunes glibc's malloc for the whole process
 (``ppvit.deploy.backends.keep_freed_memory``: freed activations reused, not re-faulted), so PyTorch in this
 process runs with ppvit's tuning: its best case, not what its users get by default. Every path runs once per
 round, in turn, after warm-up, so a load change on a shared machine hits all alike, with a pause before each
@@ -24,13 +25,19 @@ import argparse
 import importlib.util
 import os
 import tempfile
+import sys
 import time
 
-from ppvit.utils import quiet_paddle_import
+import torch_python  # benchmarks/ (this script's folder) is first on sys.path
+
+if "--lime-only" not in sys.argv:  # LIME alone uses no PyTorch
+    torch_python.run_under_torch_python()
+
+from ppvit.utils import quiet_paddle_import  # noqa: E402
 
 # OMP_NUM_THREADS = the cores (Paddle's and PyTorch's CPU kernels use one thread otherwise) and Paddle's import
 # notices filtered, as the tools do; before paddle or torch is imported
-quiet_paddle_import()
+quiet_paddle_import()  # noqa: E305
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
@@ -41,7 +48,7 @@ from ppvit.deploy.export import ENGINE_SWITCH_PAUSE_S  # noqa: E402
 from ppvit.explain import LimeImageExplainer, predictor_predict_fn  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# the issue's table: model, input side, batch
+# the default table: model, input side, batch
 DEFAULT_RUNS = ["convit_tiny:224:16", "convmixer_256_8:32:64", "conv2former_n_cifar:32:64"]
 
 
@@ -68,7 +75,7 @@ def torch_spec(name, model, size):
     "cls", "args", "kwargs", "state"}`` with ``model``'s weights, or (None, why)."""
     torch = _torch()
     if torch is None:
-        return None, "PyTorch is not installed (run with /work/venv-torch/bin/python for the comparison)"
+        return None, "PyTorch: " + torch_python.MISSING
     if name.startswith("convit"):
         spec = {"script": "make_fixtures_convert", "cls": "ConViT", "args": (), "kwargs": dict(
             img_size=size, patch_size=model.patch_embed.proj._kernel_size[0], num_classes=model.num_classes,
@@ -273,8 +280,9 @@ def main(argv=None):
     p.add_argument("-n", "--rounds", type=int, default=None,
                    help=f"timed rounds (every path once per round; default {ROUNDS})")
     p.add_argument("--warmup", type=int, default=None, help=f"untimed rounds first (default {WARMUP})")
-    p.add_argument("--lime-samples", type=int, default=1000, help="LIME perturbed samples (the issue's 1000)")
+    p.add_argument("--lime-samples", type=int, default=1000, help="LIME perturbed samples")
     p.add_argument("--lime-runs", type=int, default=5, help="LIME explanations timed (median)")
+    torch_python.add_argument(p)
     lime = p.add_mutually_exclusive_group()
     lime.add_argument("--no-lime", action="store_true", help="skip the LIME timing")
     lime.add_argument("--lime-only", action="store_true", help="only the LIME timing (no model table)")
@@ -307,7 +315,7 @@ def main(argv=None):
               f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.rounds} rounds after {args.warmup} warm-up; "
               "images/s (median)", flush=True)
     if torch is None and not args.lime_only:
-        print("PyTorch columns skipped: torch is not installed (use /work/venv-torch/bin/python)", flush=True)
+        print("PyTorch columns skipped: " + torch_python.MISSING, flush=True)
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for name, size, batch in runs:

@@ -1,15 +1,16 @@
-"""Training speed on CPU: ppvit's DepthwiseConv2D vs Paddle's plain depthwise conv (issue 12).
+"""Training speed on CPU: ppvit's DepthwiseConv2D vs Paddle's plain depthwise conv.
 
     PYTHONPATH=. python benchmarks/bench_train_speed.py                 # everything (~15 min on 2 cores)
     PYTHONPATH=. python benchmarks/bench_train_speed.py --models conv2former_n_cifar --no-layers
-    /work/venv-torch/bin/python benchmarks/bench_train_speed.py         # + convmixer_256_8 in PyTorch eager
+    PYTHONPATH=. python benchmarks/bench_train_speed.py --torch-python .venv-torch/bin/python  # + PyTorch eager
 
 Prints, in one run:
 1. images/s of one training step (forward, cross-entropy, backward, AdamW step) of each notebook model with
    the plain depthwise conv (``depthwise_formulation("reference")``: exactly ``nn.Conv2D``, i.e. ppvit before
    this layer) vs ppvit's layer (the shape rule), plus the notebook's own Conv2Former (tests/reference, the
-   transcribed notebook code) and, when torch is importable, convmixer_256_8 in PyTorch eager ("plain conv" also
-   turns off ``layers.Conv2D``'s fast bias add and 1x1-as-matmul, so it is ppvit before issue 12);
+   transcribed notebook code) and, when torch is importable (or ``--torch-python`` / ``PPVIT_TORCH_PYTHON``
+   names a Python that has it), convmixer_256_8 in PyTorch eager ("plain conv" also turns off
+   ``layers.Conv2D``'s fast bias add and 1x1-as-matmul: every convolution is ``nn.Conv2D``);
    wall time gives images/s; process CPU time per step is printed too and is the steadier ratio when other
    processes share the cores (it leaves out waiting for a core);
 2. the peak memory of one training step: Paddle's host allocator peak above what was allocated before the
@@ -29,11 +30,15 @@ import importlib.util
 import os
 import time
 
-from ppvit.utils import quiet_paddle_import
+import torch_python  # benchmarks/ (this script's folder) is first on sys.path
+
+torch_python.run_under_torch_python()
+
+from ppvit.utils import quiet_paddle_import  # noqa: E402
 
 # OMP_NUM_THREADS = the cores (Paddle's and PyTorch's CPU kernels use one thread otherwise) and Paddle's import
 # notices filtered, as the tools do; before paddle or torch is imported
-quiet_paddle_import()
+quiet_paddle_import()  # noqa: E305
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
@@ -53,7 +58,7 @@ MODELS = {
     "dilateformer_t": (224, 4, {"num_classes": 10}),
 }
 
-# issue 12's must-show figures: (model, reference variant, minimum speed ratio, kind)
+# the speed targets checked at the end: (model, reference variant, minimum speed ratio, kind)
 TARGETS = [
     ("conv2former_n_cifar", "notebook code", 3.0, "target"),
     ("convmixer_256_8", "plain conv", 2.0, "target"),
@@ -211,11 +216,11 @@ def bench_models(names, repeats, steps, quick=False):
                     summary.append((name, ref, secs[ref] / secs["ppvit"], cpu[ref] / cpu["ppvit"],
                                     peaks["ppvit"] / peaks[ref] if ref in peaks else None, target, what))
         if name == "convmixer_256_8" and torch is None:
-            print("  pytorch eager: skipped (torch is not importable in this Python; run with /work/venv-torch)")
+            print("  pytorch eager: skipped (" + torch_python.MISSING + ")")
         del trainers, variants
         gc.collect()
     if summary:
-        print(f"== issue 12 must-show ratios (ppvit speed / reference speed; load average {os.getloadavg()[0]:.1f} "
+        print(f"== target ratios (ppvit speed / reference speed; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} cores: with other processes, trust the CPU-time ratio)")
         for name, ref, wall, cpu_ratio, mem, target, what in summary:
             mem_text = f"  peak memory {mem:.2f}x (target <= 1.00x)" if ref == "notebook code" else ""
@@ -269,6 +274,7 @@ def main():
     parser.add_argument("--steps", type=int, default=1, help="steps per round (the fastest counts)")
     parser.add_argument("--no-layers", action="store_true", help="skip the layer-alone table")
     parser.add_argument("--layer-sweep", action="store_true", help="time every formulation per layer shape")
+    torch_python.add_argument(parser)
     parser.add_argument("--quick", action="store_true", help="toy sizes (batch 2, 1/32 of the channels): a smoke run")
     args = parser.parse_args()
     paddle.set_device("cpu")

@@ -1,6 +1,6 @@
 """tools/export.py, infer.py, explain.py and the prediction grid of tools/eval.py, run as a user runs them:
 from a folder holding ``tools/`` and ``configs/``, on a quick-start model trained for a few seconds on the
-embedded digits data. The README commands of these tools are the ``*_CMD`` strings below, run verbatim."""
+embedded digits data. The ``*_CMD`` strings below are run verbatim, as a user types them."""
 import json
 import os
 import shlex

@@ -68,7 +68,7 @@ def plan_resume(saved, cfg, steps_per_epoch, run):
         if saved.finished and new_epochs > old_epochs:
             raise ConfigError(f"{saved.path} is a finished run ({done} epochs); to train it to {new_epochs} epochs "
                               "say so with -o Global.extend=true (the schedule restarts over the added epochs; "
-                              f"see README), or start a new run from its weights: {new_run}")
+                              f"see docs/training.md), or start a new run from its weights: {new_run}")
         raise ConfigError(f"cannot resume {saved.path} with Global.epochs={new_epochs}: the run is scheduled over "
                           f"{old_epochs} epochs (it is at {done}) and another count changes its learning-rate "
                           f"schedule; resume with Global.epochs={old_epochs}, then extend it with -o "
