@@ -1,14 +1,14 @@
 """Time and peak memory of ppvit's GPSA against the ConViT notebook's formulation, in one run.
 
-The notebook (shared/seeds/002) projects ``rel_indices.expand([B, N, N, 3])`` with ``pos_proj`` and takes
+The notebook (source 002) projects ``rel_indices.expand([B, N, N, 3])`` with ``pos_proj`` and takes
 its softmax for every sample; ppvit does it once per forward ([1, heads, N, N]) and broadcasts. Both layers
 get the same weights, and the script first checks that their outputs agree.
 
-    python benchmarks/bench_convit_gpsa.py     # the README's rows: convit_tiny and convit_base GPSA, whole
+    python benchmarks/bench_convit_gpsa.py     # the rows of docs/benchmarks.md: convit_tiny and convit_base GPSA, whole
                                                # convit_tiny; 224x224, batch 8
     python benchmarks/bench_convit_gpsa.py --variants base -b 32 --iters 20 --device gpu --no-model
 
-It ends with a markdown table (the README's): times are medians, "speed-up" is notebook time / ppvit time
+It ends with a markdown table (docs/benchmarks.md's): times are medians, "speed-up" is notebook time / ppvit time
 and "memory" ppvit's peak / the notebook's (below 1: ppvit needs less).
 
 Peak memory is Paddle's own allocator statistic: on CPU the host allocator's peak of allocated bytes
@@ -114,7 +114,7 @@ def peak_bytes(fn, layer, x, meter):
 
 
 def compare(title, ours, theirs, x, meter, args, rows):
-    """Time and peak memory of forward and forward+backward; appends one README row per pass to ``rows``."""
+    """Time and peak memory of forward and forward+backward; appends one table row per pass to ``rows``."""
     ours.eval(), theirs.eval()
     with paddle.no_grad():
         diff = float(np.abs(ours(x).numpy() - theirs(x).numpy()).max())

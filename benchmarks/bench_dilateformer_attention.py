@@ -16,7 +16,7 @@ Peak memory is Paddle's own allocator peak (bytes allocated above what was live 
     python benchmarks/bench_dilateformer_attention.py --size 28 --dim 144 --heads 6   # stage 2
 
 Then the whole DilateFormer-T (eval forward, B=2, --model-size 224; --no-model skips it). It ends with the
-README's markdown table: "speed-up" is notebook time / ppvit time, "memory" ppvit's peak / the notebook's
+the markdown table of docs/benchmarks.md: "speed-up" is notebook time / ppvit time, "memory" ppvit's peak / the notebook's
 (below 1: ppvit needs less).
 """
 from ppvit.utils import quiet_paddle_import
@@ -112,7 +112,7 @@ PASSES = {"forward": "forward", "fwd+bwd": "forward + backward"}
 
 
 def run_table(title, label, rows, args, gpu, table):
-    """Measure ``rows`` and append one README row per pass (``label, pass``) to ``table``."""
+    """Measure ``rows`` and append one table row per pass (``label, pass``) to ``table``."""
     print(f"\n{title}")
     print(f"  {'pass':8s} {'version':20s} {'time ms':>9s} {'peak MiB':>9s}")
     results = {}

@@ -1,13 +1,13 @@
 """Make the PyTorch reference fixtures for ppvit's CoAtNet and ConvMixer tests.
 
-Reference transcribed from shared/seeds/003_2d38895ddf87a298.txt (the blog's PyTorch CoAtNet, from
+Reference transcribed from source 003 (the blog's PyTorch CoAtNet, from
 KKKSQJ/DeepLearning, and the official ConvMixer of locuslab/convmixer) for tests only; not part of ppvit.
 The only change to the source is that einops' ``rearrange`` is written out with torch ops (einops is not
 installed here); module structure, parameter names and math are the source's.
 
 Needs torch; run it only to regenerate the fixtures (the tests read the .npz files with numpy alone):
 
-    /work/torchvenv/bin/python scripts/make_fixtures_coatnet_convmixer.py
+    .venv-torch/bin/python scripts/make_fixtures_coatnet_convmixer.py
 
 Each fixture holds the source model's state_dict under its PyTorch keys (prefix ``state/``), the model's
 reduced configuration (``config/...``), a fixed input ``x`` and the eval-mode output ``y``. Weights and

@@ -1,8 +1,8 @@
 """Make the PyTorch reference fixtures for tests/test_conv2former.py (needs torch; CI does not run this).
 
-    /work/torchvenv/bin/python scripts/make_fixtures_conv2former.py
+    .venv-torch/bin/python scripts/make_fixtures_conv2former.py
 
-The PyTorch modules below are transcribed from shared/seeds/001 (Block, SpatialAttention, MLP,
+The PyTorch modules below are transcribed from source 001 (Block, SpatialAttention, MLP,
 channels-first LayerNorm) and, for the stem, downsampling and head around them, from the official
 HVision-NKU/Conv2Former models/conv2former.py. They exist only to produce reference outputs.
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# ---- transcribed from seeds/001 ------------------------------------------------------------------------
+# ---- transcribed from source 001 ------------------------------------------------------------------------
 class LayerNorm(nn.Module):
     def __init__(self, normalized_shape, eps=1e-6, data_format="channels_last"):
         super().__init__()

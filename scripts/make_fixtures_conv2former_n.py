@@ -1,6 +1,6 @@
 """Make the Conv2Former-N fixtures of tests/test_conv2former.py (needs torch; CI does not run this).
 
-    /work/venv-torch/bin/python scripts/make_fixtures_conv2former_n.py
+    .venv-torch/bin/python scripts/make_fixtures_conv2former_n.py
 
 The official HVision-NKU configuration of Conv2Former-N has a 7x7 depthwise kernel (the other sizes use
 11x11). The PyTorch model is the transcription of the official code in make_fixtures_conv2former.py.

@@ -1,6 +1,6 @@
 """Make the PyTorch fixtures of tests/test_convert.py (needs torch; CI only reads the files written here).
 
-    /work/torchvenv/bin/python scripts/make_fixtures_convert.py
+    .venv-torch/bin/python scripts/make_fixtures_convert.py
 
 Reference transcribed from the official PyTorch code for tests only; not part of ppvit:
 - ConViT: facebookresearch/convit ``convit.py`` (the same modules and keys as timm's ``convit.py``);

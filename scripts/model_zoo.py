@@ -21,7 +21,7 @@ paddle = quiet_paddle_import()
 import ppvit  # noqa: E402
 from ppvit.models.profile import count_flops, count_params  # noqa: E402
 
-# family prefix -> (source document in shared/seeds, paper / official code)
+# family prefix -> (source document (000-004, docs/reproduction.md), paper / official code)
 _SOURCES = {
     "conv2former_n_cifar": ("000 notebook", "[Hou et al. 2024](https://arxiv.org/abs/2211.11943)"),
     "conv2former": ("001 + official", "[HVision-NKU/Conv2Former](https://github.com/HVision-NKU/Conv2Former)"),

@@ -1,4 +1,4 @@
-"""Conv2Former's export-time formulations (issue 10: LIME through the predictor): the exported program computes
+"""Conv2Former's export-time formulations (LIME through the predictor): the exported program computes
 what the dygraph model computes (float32, same maths in other ops), without the ops that made the bf16 predictor
 slow (group_norm, which oneDNN runs in fp32; a depthwise kernel larger than twice its map; the transposes around
 each block's LayerNorm2d, which Paddle's oneDNN predictor turns into copies and reorders)."""

@@ -1,4 +1,4 @@
-"""Converting official PyTorch checkpoints (issue 5): tools/convert_weights.py, ``ppvit convert`` and
+"""Converting official PyTorch checkpoints: tools/convert_weights.py, ``ppvit convert`` and
 ppvit.commands.convert (readers in ppvit.io.torch_checkpoint).
 
 Fixtures (tests/fixtures, made by scripts/make_fixtures_*.py with torch; read here with numpy only): each

@@ -1,4 +1,4 @@
-"""ConViT (shared/seeds/002): checkpoint parity with the notebook model, sizes, input checks, training."""
+"""ConViT (source 002): checkpoint parity with the notebook model, sizes, input checks, training."""
 import time
 
 import numpy as np

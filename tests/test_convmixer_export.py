@@ -1,4 +1,4 @@
-"""ConvMixer's export-time BatchNorm (issue 10: convmixer_256_8 through the bf16 predictor): in a saved program
+"""ConvMixer's export-time BatchNorm (convmixer_256_8 through the bf16 predictor): in a saved program
 ``layers.BatchNorm2D`` is the same per-channel affine as a 1x1 depthwise conv, with no batch_norm op (oneDNN's
 bf16 predictor ran batch_norm in fp32 between reorders); dygraph, training and checkpoints are unchanged."""
 import numpy as np

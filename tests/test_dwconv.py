@@ -1,4 +1,4 @@
-"""DepthwiseConv2D (issue 12): every formulation is Paddle's depthwise conv, forward and gradients; every
+"""DepthwiseConv2D: every formulation is Paddle's depthwise conv, forward and gradients; every
 family's model gives the same logits and gradients with the layer forced to Paddle's op; checkpoints and
 exported programs are unchanged."""
 import numpy as np

@@ -1,4 +1,4 @@
-"""One error contract (issue 9): a mistake the user can fix is one ``error:`` line and exit 2 (model arguments
+"""One error contract: a mistake the user can fix is one ``error:`` line and exit 2 (model arguments
 included, checked when the config loads); a bug keeps its traceback; messages stand on their own line and
 say what was saved; every tool says what it did; every file ppvit writes gets the same permissions."""
 import os

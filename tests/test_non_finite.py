@@ -1,4 +1,4 @@
-"""Non-finite anywhere stops cleanly (issue 9): a NaN validation loss (with a finite training loss) or
+"""Non-finite anywhere stops cleanly: a NaN validation loss (with a finite training loss) or
 non-finite weights stop the run with a message naming where, on its own line, saying what was kept and how
 to go on; the last good ``latest`` stays as it was; every JSON file ppvit writes is strict JSON."""
 import json

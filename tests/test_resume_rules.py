@@ -1,4 +1,4 @@
-"""What a resume accepts (issue 9, "one run state"): a config change that alters the remaining computation is
+"""What a resume accepts ("one run state"): a config change that alters the remaining computation is
 refused before anything is written, naming the keys; keys that cannot change the result are accepted; a
 changed learning rate applies from the first resumed step; extending a finished run is an explicit choice
 (``Global.extend``) with a defined schedule."""

@@ -1,4 +1,4 @@
-"""Runs are never silently replaced (issue 9): training into a folder that holds a run refuses (resume it,
+"""Runs are never silently replaced: training into a folder that holds a run refuses (resume it,
 choose Global.run_name, or say Global.overwrite=true); whatever is derived from weights (export, eval.json,
 explain figures) records which weights it came from, and no tool serves an export older than its weights."""
 import json

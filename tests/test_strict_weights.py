@@ -1,4 +1,4 @@
-"""Weights are loaded strictly wherever no training follows (issue 9): eval, export and explain refuse weights
+"""Weights are loaded strictly wherever no training follows: eval, export and explain refuse weights
 whose head (or any key) does not fit, with one error naming the mismatch and nothing written; only training
 from ``Global.pretrained_model`` re-initialises a differing head, and says so."""
 import logging

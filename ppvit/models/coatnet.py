@@ -1,6 +1,6 @@
 """CoAtNet: Marrying Convolution and Attention for All Data Sizes (Dai et al., NeurIPS 2021).
 
-The network of shared/seeds/003 (the blog's PyTorch code, from KKKSQJ/DeepLearning): a 2-layer conv stem
+The network of source 003 (the blog's PyTorch code, from KKKSQJ/DeepLearning): a 2-layer conv stem
 ``s0``, then C-C-T-T stages ``s1``..``s4`` of MBConv (with SE) and Transformer blocks whose attention adds a
 learned relative-position bias, global average pooling and a bias-free ``fc``. The module tree and every
 parameter name are 003's, so a PyTorch checkpoint of that code converts by renaming only
@@ -311,7 +311,7 @@ _VARIANTS = {
 # 003's code has no training recipe; ImageNet's usual evaluation (bicubic, crop 0.875, ImageNet mean/std)
 _CFG = ModelCfg(
     input_size=(3, 224, 224), fixed_input_size=True, interpolation="bicubic", crop_pct=0.875, num_classes=1000,
-    classifier="fc", first_conv="s0.0.0", source="seeds/003 (the blog's PyTorch code, KKKSQJ/DeepLearning)",
+    classifier="fc", first_conv="s0.0.0", source="source 003 (the blog's PyTorch code, KKKSQJ/DeepLearning)",
     paper="https://arxiv.org/abs/2106.04803", checkpoint_filter_fn=checkpoint_filter_fn)
 
 

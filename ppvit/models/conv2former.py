@@ -1,11 +1,11 @@
 """Conv2Former: "A Simple Transformer-Style ConvNet for Visual Recognition" (Hou et al., TPAMI 2024).
 
 Two models share the convolutional-modulation block here:
-- ``Conv2FormerCifar`` (``conv2former_n_cifar``): the AI Studio notebook's 32x32 model (seeds/000): a 1x1
+- ``Conv2FormerCifar`` (``conv2former_n_cifar``): the AI Studio notebook's 32x32 model (source 000): a 1x1
   conv stem, no layer scale, GroupNorm + 2x2 conv downsampling after each stage, a final LayerNorm and a
   linear head. Its ``state_dict`` keys and shapes are the notebook's, so a notebook ``best_model.pdparams``
   loads unchanged.
-- ``Conv2Former`` (``conv2former_n/t/s/b/l``): the official architecture (seeds/001 and
+- ``Conv2Former`` (``conv2former_n/t/s/b/l``): the official architecture (source 001 and
   github.com/HVision-NKU/Conv2Former): a conv/BN stem to 1/4 resolution, LayerNorm + 2x2 conv downsampling,
   layer scale 1e-6, a large depthwise kernel (7x7 in Conv2Former-N, 11x11 in T/S/B/L, as the official
   configurations) and a 1280-wide conv head before the classifier ``pred``.
@@ -114,7 +114,7 @@ class Block(nn.Layer):
 
 
 # --------------------------------------------------------------------------------------------------------
-# the notebook's 32x32 model (seeds/000)
+# the notebook's 32x32 model (source 000)
 # --------------------------------------------------------------------------------------------------------
 class GroupNormDownsample(nn.Sequential):
     """The notebook's downsampling: ``GroupNorm(1, C)`` then a 2x2 stride-2 conv without bias (keys ``0.weight``,
@@ -229,7 +229,7 @@ class Conv2FormerCifar(nn.Layer):
 
 
 # --------------------------------------------------------------------------------------------------------
-# the official architecture (seeds/001 + HVision-NKU/Conv2Former models/conv2former.py)
+# the official architecture (source 001 + HVision-NKU/Conv2Former models/conv2former.py)
 # --------------------------------------------------------------------------------------------------------
 class Conv2Former(nn.Layer):
     """Official Conv2Former. Module tree as in PyTorch: ``downsample_layers.{0..3}`` (0 is the stem),
@@ -349,12 +349,12 @@ _VARIANTS = {
 _PAPER = "https://arxiv.org/abs/2211.11943"
 _OFFICIAL_CFG = ModelCfg(
     input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.875, num_classes=1000, classifier="pred",
-    first_conv="downsample_layers.0.0", source="https://github.com/HVision-NKU/Conv2Former (seeds/001)",
+    first_conv="downsample_layers.0.0", source="https://github.com/HVision-NKU/Conv2Former (source 001)",
     paper=_PAPER, checkpoint_filter_fn=checkpoint_filter_fn)
 # notebook 000: cv2 resize to 32x32, ImageNet mean/std, no crop; its keys are Paddle's own (no PyTorch map)
 _CIFAR_CFG = ModelCfg(
     input_size=(3, 32, 32), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, interpolation="bilinear",
-    crop_pct=1.0, num_classes=10, classifier="head", first_conv="fc1", source="notebook seeds/000",
+    crop_pct=1.0, num_classes=10, classifier="head", first_conv="fc1", source="notebook 000",
     paper=_PAPER)
 
 

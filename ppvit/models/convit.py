@@ -2,7 +2,7 @@
 
 "ConViT: Improving Vision Transformers with Soft Convolutional Inductive Biases", d'Ascoli et al., 2021
 (https://arxiv.org/abs/2103.10697). Architecture, parameter names and init follow the AI Studio notebook
-(shared/seeds/002), whose keys are also those of facebookresearch/convit and timm, so the notebook's
+(source 002), whose keys are also those of facebookresearch/convit and timm, so the notebook's
 ``*.pdparams`` load unchanged:
 
     patch_embed.proj, cls_token, pos_embed,
@@ -257,7 +257,7 @@ _VARIANTS = {
 _CFG = ModelCfg(
     input_size=(3, 224, 224), fixed_input_size=True, interpolation="bicubic", crop_pct=0.875, num_classes=1000,
     classifier="head", first_conv="patch_embed.proj",
-    source="notebook seeds/002 (keys of https://github.com/facebookresearch/convit)",
+    source="notebook 002 (keys of https://github.com/facebookresearch/convit)",
     paper="https://arxiv.org/abs/2103.10697", checkpoint_filter_fn=checkpoint_filter_fn)
 
 

@@ -1,6 +1,6 @@
 """ConvMixer: Patches Are All You Need? (Trockman & Kolter, ICLR 2022).
 
-The network of shared/seeds/003 and of the official code (locuslab/convmixer, locuslab/convmixer-cifar10):
+The network of source 003 and of the official code (locuslab/convmixer, locuslab/convmixer-cifar10):
 a patch-embedding conv, ``depth`` blocks of [residual depthwise conv, pointwise conv], each conv followed
 by the activation and BatchNorm, global average pooling and a Linear classifier. Like the official code,
 the model *is* one flat ``nn.Sequential``, so its state_dict keys are the official ones (``0.weight``,
@@ -195,7 +195,7 @@ def _imagenet_cfg(depth):
     # locuslab/convmixer trains with timm's recipe: bicubic, crop 0.96 (its README's --crop-pct)
     return ModelCfg(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.96, num_classes=1000,
                     classifier=str(depth + 5), first_conv="0",
-                    source="https://github.com/locuslab/convmixer (seeds/003)", paper=_PAPER,
+                    source="https://github.com/locuslab/convmixer (source 003)", paper=_PAPER,
                     checkpoint_filter_fn=checkpoint_filter_fn)
 
 
@@ -205,7 +205,7 @@ def _imagenet_cfg(depth):
 _CIFAR_CFG = ModelCfg(
     input_size=(3, 32, 32), interpolation="bilinear", crop_pct=1.0,
     num_classes=10, classifier=str(8 + 5), first_conv="0",
-    source="https://github.com/locuslab/convmixer-cifar10 (seeds/003)", paper=_PAPER,
+    source="https://github.com/locuslab/convmixer-cifar10 (source 003)", paper=_PAPER,
     checkpoint_filter_fn=checkpoint_filter_fn)
 
 

@@ -356,7 +356,7 @@ _VARIANTS = {
 _CFG = ModelCfg(
     input_size=(3, 224, 224), fixed_input_size=True, interpolation="bicubic", crop_pct=0.875, num_classes=1000,
     classifier="head", first_conv="patch_embed.proj.0",
-    source="notebook seeds/004 (keys of https://github.com/JIAOJIAYUASD/dilateformer)",
+    source="notebook 004 (keys of https://github.com/JIAOJIAYUASD/dilateformer)",
     paper="https://arxiv.org/abs/2302.01791", checkpoint_filter_fn=checkpoint_filter_fn)
 
 

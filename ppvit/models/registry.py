@@ -36,7 +36,7 @@ class ModelCfg(Mapping):
     normalisation of 0..1 RGB pixels. interpolation: resize filter ('bilinear' or 'bicubic'). crop_pct:
     centre-crop fraction at evaluation (1.0: resize only). num_classes: the default class count.
     classifier / first_conv: ``state_dict`` key prefixes of the final Linear and of the first conv.
-    source: the notebook (shared/seeds) or official repository the architecture follows; paper: its URL.
+    source: the source notebook (000-004, docs/reproduction.md) or official repository the architecture follows; paper: its URL.
     checkpoint_filter_fn: ``fn(state_dict) -> {Paddle key: np.ndarray}`` for official PyTorch weights
     (every family has the same signature), or None. architecture: the registered name.
     """

@@ -55,7 +55,7 @@ def _recipe_size(cfg):
 
 @dataclass
 class NotebookRun:
-    """What a notebook does in this session: ``smoke`` or the real recipe, and how much LIME work."""
+    """What a notebook run does: ``smoke`` or the real recipe, and how much LIME work."""
 
     smoke: bool
     output_dir: str = None       # None: output/ beside the config's folder

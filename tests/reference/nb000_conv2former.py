@@ -1,4 +1,4 @@
-# Reference transcribed from shared/seeds/000_ff421be6efc13714.txt (AI Studio notebook "Conv2Former:
+# Reference transcribed from source 000 (AI Studio notebook "Conv2Former:
 # 一种ViT风格的卷积模块") for tests only; not part of ppvit.
 # The notebook's classes as it defines them (drop_path/DropPath, MLP, ConvMod, Block, BasicLayer,
 # Conv2Former), reformatted from the scraped single-line cells; the math and names are unchanged.

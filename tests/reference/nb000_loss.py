@@ -1,4 +1,4 @@
-# Reference transcribed from shared/seeds/000_ff421be6efc13714.txt (and identical in 004) for tests only;
+# Reference transcribed from source 000 (and identical in 004) for tests only;
 # not part of ppvit.
 import paddle
 import paddle.nn as nn

@@ -1,10 +1,10 @@
-# Reference transcribed from shared/seeds/002_1e94d45aa05e56a1.txt for tests only; not part of ppvit.
+# Reference transcribed from source 002 for tests only; not part of ppvit.
 #
 # The ConViT notebook's model, kept as close to the notebook text as possible so that tests and the GPSA
 # benchmark can compare ppvit against the notebook formulation (state_dict keys, outputs, cost).
 # Changes, each marked "FIX" or "GAP" below:
 #   - GAP: the scraped text lost the part of `VisionTransformer.__init__` between `<` and `>`; it is
-#     restored as described in shared/seeds/README.md (GPSA blocks for i < local_up_to_layer, MHSA after;
+#     restored following the official code (GPSA blocks for i < local_up_to_layer, MHSA after;
 #     then `norm` and `head`), which is also the official facebookresearch/convit code.
 #   - FIX (Paddle 3): `GPSA.local_init` writes into `pos_proj.weight` item by item; Paddle 3 refuses an
 #     in-place write into a leaf parameter that requires grad, so the writes run under `paddle.no_grad()`.
@@ -275,7 +275,7 @@ class VisionTransformer(nn.Layer):
                 drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=norm_layer,
                 use_gpsa=True,
                 locality_strength=locality_strength)
-            # GAP: restored from here (seeds/README.md; official convit)
+            # GAP: restored from here (official convit)
             if i < local_up_to_layer else
             Block(
                 dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,

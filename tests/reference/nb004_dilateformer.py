@@ -1,4 +1,4 @@
-# Reference transcribed from shared/seeds/004_89ce2cdd263acb41.txt (AI Studio notebook "DilateFormer")
+# Reference transcribed from source 004 (AI Studio notebook "DilateFormer")
 # for tests only; not part of ppvit.
 #
 # Transcribed verbatim except: the scrape's section title between DropPath and Mlp is dropped, and the

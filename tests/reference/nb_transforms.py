@@ -1,5 +1,5 @@
-# Reference transcribed from shared/seeds/000_ff421be6efc13714.txt (Conv2Former on CIFAR-10),
-# shared/seeds/002_1e94d45aa05e56a1.txt (ConViT) and shared/seeds/004_89ce2cdd263acb41.txt (DilateFormer)
+# Reference transcribed from source 000 (Conv2Former on CIFAR-10),
+# source 002 (ConViT) and source 004 (DilateFormer)
 # for tests only; not part of ppvit.
 #
 # The transform objects exactly as the notebooks built them, except `paddlex.transforms.MixupImage()`:
