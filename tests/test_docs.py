@@ -247,13 +247,13 @@ def work(tmp_path_factory):
     for name in LINKED:
         os.symlink(os.path.join(ROOT, name), work / name)
     bin_dir = tmp_path_factory.mktemp("bin")
-    for name in ("python", "python3"):
-        os.symlink(sys.executable, bin_dir / name)
     script = os.path.join(os.path.dirname(sys.executable), "ppvit")
-    with open(bin_dir / "ppvit", "w") as f:  # the console script, else the same main as a module
-        f.write(f'#!/bin/sh\nexec "{script}" "$@"\n' if os.path.isfile(script)
-                else f'#!/bin/sh\nexec "{sys.executable}" -m ppvit "$@"\n')
-    os.chmod(bin_dir / "ppvit", 0o755)
+    # wrappers, not symlinks: a venv's interpreter finds its venv from the path it is started by
+    for name, target in (("python", f'"{sys.executable}"'), ("python3", f'"{sys.executable}"'),
+                         ("ppvit", f'"{script}"' if os.path.isfile(script) else f'"{sys.executable}" -m ppvit')):
+        with open(bin_dir / name, "w") as f:
+            f.write(f'#!/bin/sh\nexec {target} "$@"\n')
+        os.chmod(bin_dir / name, 0o755)
     return work, str(bin_dir)
 
 

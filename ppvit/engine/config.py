@@ -1,8 +1,9 @@
 """PaddleClas-style configs: ``-c file.yaml`` plus repeated ``-o Section.key=value`` overrides.
 
-The schema below is the single description of every key: its type, default and accepted values.
-Any mistake (bad YAML, unknown section or key, wrong type, value out of range, unknown model) raises
-``ConfigError`` with one message that names the key and what is accepted; the tools print it and exit 2.
+The schema below is the single description of every key: its type, default, accepted values and meaning
+(``-h`` and docs/config.md are generated from it). Any mistake (bad YAML, unknown section or key, wrong type,
+value out of range, unknown model) raises ``ConfigError`` with one message that names the key and what is
+accepted; the tools print it and exit 2.
 """
 import copy
 import difflib
@@ -21,7 +22,8 @@ REQUIRED = object()  # marker: the key has no default
 
 
 class Key:
-    """One config key: accepted types, default, optional choices and a range check.
+    """One config key: accepted types, default, optional choices, a range check and ``doc``, its one-line
+    documentation (``-h`` and docs/config.md show it).
 
     ``resume``: whether a resumed run may change it. ``"same"`` keys decide the computation (a resume that
     changes one is refused); ``"free"`` keys cannot change the result (paths, workers, logging);
