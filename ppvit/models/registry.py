@@ -129,7 +129,7 @@ def get_model_cfg(name):
     return _CFGS[name]
 
 
-# older spellings still used by 003's CoAtNet code, earlier configs and notebooks -> timm's names
+# 003's CoAtNet code spells these arguments its own way -> timm's names
 _OLD_SPELLINGS = {"image_size": "img_size", "in_channels": "in_chans"}
 
 
