@@ -32,8 +32,10 @@ def run_under_torch_python(argv=None):
     except ImportError:
         pass
     python = args.torch_python
-    if not os.access(python, os.X_OK):
-        sys.exit(f"error: --torch-python / {ENV}: {python} is not an executable Python")
+    if not os.path.isfile(python) or not os.access(python, os.X_OK):
+        print(f"error: --torch-python / {ENV}: {python} is not an executable Python; make the venv as "
+              "docs/benchmarks.md says, or leave the option out to skip the PyTorch comparison", file=sys.stderr)
+        sys.exit(2)
     path = os.environ.get("PYTHONPATH")
     env = dict(os.environ, _PPVIT_TORCH_PYTHON_RUN="1",
                PYTHONPATH=ROOT + (os.pathsep + path if path else ""))

@@ -163,13 +163,15 @@ STOPPED = ["Global.epochs=3", "Data.limit=256"]  # the stopped run, and its resu
 SHORT = ["-o", "Data.limit=256"]
 FT_SMOKE = ["-o", "Data.dataset=digits", "-o", "Data.limit=8", "-o", "Global.epochs=1", "-o", "Data.batch_size=4",
             "-o", "Data.eval_batch_size=8", "-o", "Data.num_workers=0"]
-QS_EXPORT = "python tools/export.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"
+QS_EXPORT = ("python tools/export.py -c configs/quickstart.yaml "
+             "-o Global.pretrained_model=output/quickstart/best_model.pdparams")
 CONVERT_CONVIT = ("python tools/convert_weights.py --model convit_tiny --src convit_tiny.pth "
                   "--dst pretrained/convit_tiny.safetensors")
 CONVERT_DILATE = ("python tools/convert_weights.py --model dilateformer_t --src dilateformer_tiny.pth "
                   "--dst pretrained/dilateformer_t.safetensors")
 CONVERT_FIXTURE = ("python tools/convert_weights.py --model dilateformer_t --src "
-                   "tests/fixtures/dilateformer_official_tiny.pth --dst pretrained/dilateformer_tiny_fixture.safetensors "
+                   "tests/fixtures/dilateformer_official_tiny.pth "
+                   "--dst pretrained/dilateformer_tiny_fixture.safetensors "
                    "--model-arg img_size=64 --model-arg embed_dim=6 --model-arg 'depths=[1,1,1,1]' "
                    "--model-arg 'num_heads=[3,3,3,6]'")
 
@@ -189,7 +191,8 @@ FAST = {
     QS_EXPORT: ["-o", "Export.onnx=false"],
     "python tools/explain.py -c configs/quickstart.yaml -o Explain.model=output/quickstart/inference "
     "-o 'Explain.indices=[0,3]'": ["-o", "Explain.num_samples=50"],
-    "python tools/explain.py -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams "
+    "python tools/explain.py -c configs/quickstart.yaml "
+    "-o Global.pretrained_model=output/quickstart/best_model.pdparams "
     "-o 'Explain.indices=[0,3]' -o Explain.kernel_size=2 -o Explain.max_dist=4": ["-o", "Explain.num_samples=50"],
     "python scripts/model_zoo.py --markdown": ["--models", "convmixer_256_8"],
     "python tools/train.py -c configs/convit_tiny_ft.yaml": FT_SMOKE,
@@ -300,3 +303,32 @@ def test_page_commands_run_in_order(page, work):
             CHECK[cmd](work, proc, time.time() - start)
     if skipped:
         print(f"{page}: skipped\n  " + "\n  ".join(skipped))
+
+
+def test_benchmarks_find_pytorch_through_an_option_or_the_environment(tmp_path):
+    """Without torch here, ``--torch-python`` / ``PPVIT_TORCH_PYTHON`` runs the benchmark again under that
+    Python, with its arguments and the repository on PYTHONPATH; a path that is no Python is one error line."""
+    try:
+        import torch  # noqa: F401
+        pytest.skip("torch is importable in this Python: the benchmarks use it directly")
+    except ImportError:
+        pass
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\necho "$PYTHONPATH" > {tmp_path}/path\n')
+    fake.chmod(0o755)
+    script = os.path.join(ROOT, "benchmarks", "bench_train_speed.py")
+    env = {k: v for k, v in os.environ.items() if k != "PPVIT_TORCH_PYTHON"}
+    for argv, extra_env in (([f"--torch-python={fake}", "--quick"], {}),
+                            (["--quick"], {"PPVIT_TORCH_PYTHON": str(fake)})):
+        proc = subprocess.run([sys.executable, script, *argv], env=dict(env, **extra_env), capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0 and f"running under {fake}" in proc.stdout, proc.stderr
+        assert (tmp_path / "args").read_text().split() == [script, *argv]
+        assert (tmp_path / "path").read_text().strip().split(os.pathsep)[0] == ROOT
+    proc = subprocess.run([sys.executable, script, "--torch-python", str(tmp_path / "nothing")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --torch-python / PPVIT_TORCH_PYTHON: "), proc.stderr
+    # --lime-only takes no model-table options
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_predictor.py"), "--lime-only",
+                           "-n", "3"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--lime-only" in proc.stderr and "(-n) do not apply" in proc.stderr, proc.stderr
