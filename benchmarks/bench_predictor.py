@@ -14,8 +14,9 @@ scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on t
 PyTorch user runs it; it times its forward pass on request, so its rounds interleave with the others), and
 ``... +malloc`` in this process. PyTorch comes from ``--torch-python`` / ``PPVIT_TORCH_PYTHON``
 (benchmarks/torch_python.py) when the running Python has no torch. Creating a CPU backend tunes glibc's
-malloc for the whole process (``ppvit.deploy.backends.keep_freed_memory``: freed activations reused, not re-faulted), so PyTorch in this
-process runs with ppvit's tuning: its best case, not what its users get by default. Every path runs once per
+malloc for the whole process (``ppvit.deploy.backends.keep_freed_memory``: freed activations reused, not
+re-faulted), so PyTorch in this process runs with ppvit's tuning: its best case, not what its users get by
+default. Every path runs once per
 round, in turn, after warm-up, so a load change on a shared machine hits all alike, with a pause before each
 (Paddle's OpenMP threads spin for 200 ms after a call and would slow whatever runs next); the table shows
 medians. Ratios are the ``auto`` path against PyTorch fp32 and against the faster of PyTorch fp32/bf16, for
