@@ -283,6 +283,34 @@ def test_every_page_has_commands_and_every_listed_command_is_in_a_page():
     assert TEST_COMMAND in [line.strip() for line in ci.splitlines()], ".ci/run must run the README's test command"
 
 
+def _anchor(heading):
+    """GitHub's anchor of a markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_pages_resolve():
+    """Every relative link of README.md and docs/*.md names a file of the repository, and a #section of a
+    page one of its headings."""
+    broken = []
+    for page in pages():
+        with open(os.path.join(ROOT, page), encoding="utf-8") as f:
+            text = f.read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            full = os.path.normpath(os.path.join(ROOT, os.path.dirname(page), path)) if path else \
+                os.path.join(ROOT, page)
+            if not os.path.exists(full):
+                broken.append(f"{page}: {target}")
+            elif anchor:
+                with open(full, encoding="utf-8") as f:
+                    headings = [_anchor(h) for h in re.findall(r"^#+ (.+)$", f.read(), flags=re.M)]
+                if anchor not in headings:
+                    broken.append(f"{page}: {target}")
+    assert not broken, broken
+
+
 @pytest.mark.parametrize("page", pages())
 def test_page_commands_run_in_order(page, work):
     work, bin_dir = work
