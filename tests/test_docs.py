@@ -176,7 +176,6 @@ CONVERT_FIXTURE = ("python tools/convert_weights.py --model dilateformer_t --src
                    "--model-arg 'num_heads=[3,3,3,6]'")
 
 FAST = {
-    "python tools/export.py -c configs/quickstart.yaml": ["-o", "Export.onnx=false"],
     "python tools/train.py -c configs/quickstart.yaml -o Global.epochs=3 -o Global.run_name=quickstart_3ep": SHORT,
     "python tools/train.py -c configs/quickstart.yaml -o Global.checkpoints=output/quickstart_3ep -o Global.epochs=5 "
     "-o Global.extend=true": SHORT,
@@ -198,7 +197,7 @@ FAST = {
     "python tools/train.py -c configs/convit_tiny_ft.yaml": FT_SMOKE,
     "python tools/train.py -c configs/dilateformer_t_ft.yaml": FT_SMOKE,
     "python tools/train.py -c configs/dilateformer_t.yaml -o Data.dataset=digits -o Data.limit=64 -o Global.epochs=1 "
-    "-o Arch.img_size=64 -o Data.batch_size=8 -o Data.eval_batch_size=16": ["-o", "Data.limit=16"],
+    "-o Arch.img_size=64 -o Data.batch_size=8 -o Data.eval_batch_size=16": ["-o", "Data.limit=8"],
     "python benchmarks/bench_dilateformer_attention.py": ["--size", "14", "--dim", "24", "--heads", "3", "--repeats",
                                                           "1", "--warmup", "0", "--model-size", "64"],
     "python benchmarks/bench_convit_gpsa.py": ["-b", "1", "--iters", "1", "--warmup", "0", "--img-size", "64"],
