@@ -48,12 +48,13 @@ VERB_HELP = {
 }
 
 
-def _default_text(spec):
+def _default(spec, quote=""):
+    """A key's default as YAML (``quote`` around it), or None when the key is required."""
     from ..engine.config import REQUIRED
 
     if spec.default is REQUIRED:
-        return "required"
-    return "default " + yaml.safe_dump(spec.default, default_flow_style=True).strip().removesuffix("\n...")
+        return None
+    return quote + yaml.safe_dump(spec.default, default_flow_style=True).strip().removesuffix("\n...") + quote
 
 
 def describe_keys(section, keys=None, width=100):
@@ -65,7 +66,8 @@ def describe_keys(section, keys=None, width=100):
         if keys is not None and key not in keys:
             continue
         name = f"{section}.{key}"
-        facts = [spec.type_names(), _default_text(spec)]
+        default = _default(spec)
+        facts = [spec.type_names(), "required" if default is None else "default " + default]
         if spec.choices:
             facts.append("one of " + "|".join(spec.choices))
         text = f"{name} ({', '.join(facts)}): {spec.doc}"
@@ -103,7 +105,7 @@ def _cell(text):
 def config_markdown():
     """docs/config.md: every section and key of the schema (type, default, accepted values, meaning), the
     environment variables, and which keys each verb reads."""
-    from ..engine.config import REQUIRED, SCHEMA, SECTION_DOCS
+    from ..engine.config import SCHEMA, SECTION_DOCS
 
     out = ["# Config reference", "",
            "<!-- generated from ppvit/engine/config.py by `python -m ppvit.commands.help --markdown`: "
@@ -120,8 +122,7 @@ def config_markdown():
         out += [f"## {section}", "", SECTION_DOCS[section][0].upper() + SECTION_DOCS[section][1:] + ".", "",
                 "| key | type | default | accepted | meaning |", "| --- | --- | --- | --- | --- |"]
         for key, spec in keys.items():
-            default = "required" if spec.default is REQUIRED else \
-                "`" + yaml.safe_dump(spec.default, default_flow_style=True).strip().removesuffix("\n...") + "`"
+            default = _default(spec, "`") or "required"
             accepted = " | ".join(f"`{c}`" for c in spec.choices) if spec.choices else \
                 (spec.check[1] if spec.check else "")
             out.append(f"| `{section}.{key}` | {spec.type_names()} | {default} | {_cell(accepted)} | "
