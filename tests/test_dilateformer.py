@@ -117,9 +117,11 @@ def test_trains_with_drop_path():
         if not p.stop_gradient:
             assert p.grad is not None, n
             assert np.isfinite(p.grad.numpy()).all(), n
-    # every dilated-attention qkv weight learns
-    qkv = model.stages[0].blocks[0].attn.qkv.weight.grad.numpy()
-    assert np.abs(qkv).max() > 0
+    # every attention's qkv weight learns, in every block of every stage
+    qkv = [(n, p) for n, p in model.named_parameters() if n.endswith("qkv.weight")]
+    assert len(qkv) == sum(len(stage.blocks) for stage in model.stages)
+    for n, p in qkv:
+        assert np.abs(p.grad.numpy()).max() > 0, n
     opt = paddle.optimizer.Adam(parameters=model.parameters(), learning_rate=1e-3)
     opt.step()
 
