@@ -1,4 +1,5 @@
 """Conv2Former: the notebook model (000) and the official architecture (001 + HVision-NKU/Conv2Former)."""
+import json
 import os
 
 import numpy as np
@@ -96,9 +97,14 @@ PAPER_PARAMS_M = {"n": 15, "t": 27, "s": 50, "b": 90, "l": 199}
 
 @pytest.mark.parametrize("variant", list(PAPER_PARAMS_M))
 def test_official_param_counts(variant):
-    model = ppvit.create_model(f"conv2former_{variant}", num_classes=1000)
-    n = count_params(model)
-    assert round(n / 1e6) == PAPER_PARAMS_M[variant], f"conv2former_{variant}: {n}"
+    """Exactly the official code's count (scripts/make_fixtures_conv2former_params.py), which the paper rounds."""
+    with open(os.path.join(FIXTURES, "conv2former_official_param_counts.json"), encoding="utf-8") as f:
+        official = json.load(f)[variant]["params"]
+    with paddle.LazyGuard():  # shapes only, no memory
+        model = ppvit.create_model(f"conv2former_{variant}", num_classes=1000)
+    n = count_params(model, trainable_only=True)
+    assert n == official, f"conv2former_{variant}: {n} parameters, the official code has {official}"
+    assert round(n / 1e6) == PAPER_PARAMS_M[variant]
 
 
 def test_cifar_param_count_and_head_reset():

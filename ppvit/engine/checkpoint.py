@@ -58,8 +58,9 @@ def optimizer_state_for(model, state):
     return out
 
 
-def save_latest(run_dir, model, optimizer, scheduler, train_state, mixer=None, ema=None):
-    """Write ``latest.pdstate`` (the commit point) and the notebook-format ``latest.pdparams/.pdopt``."""
+def save_latest(run_dir, model, optimizer, scheduler, train_state, mixer=None, ema=None, scaler=None):
+    """Write ``latest.pdstate`` (the commit point) and the notebook-format ``latest.pdparams/.pdopt``.
+    ``scaler``: the AMP ``GradScaler``, whose loss scale and step counters resume with the run."""
     prefix = os.path.join(run_dir, LATEST)
     state = {
         "version": STATE_VERSION,
@@ -67,6 +68,7 @@ def save_latest(run_dir, model, optimizer, scheduler, train_state, mixer=None, e
         "optimizer": optimizer_state_by_structured_name(optimizer, model),
         "scheduler": scheduler.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
         "meta": train_state.state_dict(mixer),
     }
     save_state(state, prefix + ".pdstate")
@@ -116,7 +118,7 @@ def read_train_state(state):
     return TrainState.from_state_dict(state["meta"], path=state["path"])
 
 
-def restore(state, model, optimizer, scheduler, ema=None):
+def restore(state, model, optimizer, scheduler, ema=None, scaler=None):
     """Load a ``load_latest`` state's tensors into freshly built objects; the model must match key for key.
     (The ``TrainState``, random streams included, is ``read_train_state``'s.)"""
     load_exact(unwrap(model), state["model"], state["path"])
@@ -124,6 +126,8 @@ def restore(state, model, optimizer, scheduler, ema=None):
     scheduler.set_state_dict(state["scheduler"])
     if ema is not None and state.get("ema") is not None:
         ema.set_state_dict(state["ema"])
+    if scaler is not None and state.get("scaler"):  # an AMP run's loss scale (empty from a disabled scaler)
+        scaler.load_state_dict(state["scaler"])
 
 
 

@@ -132,7 +132,7 @@ class Engine:
 
         # 8. resume: model, optimizer, scheduler (unless extending), EMA and the random streams
         if saved is not None:
-            ckpt.restore(checkpoint, self.model, self.optimizer, self.scheduler, self.ema)
+            ckpt.restore(checkpoint, self.model, self.optimizer, self.scheduler, self.ema, self.scaler)
             if plan["extend"]:  # the added epochs start their own schedule at its first step
                 self.scheduler.last_epoch = 0
             # the scheduler's saved lr is the old base lr's: recompute it, so a changed Optimizer.lr applies

@@ -294,7 +294,8 @@ def _save_latest(e, epoch, batch, epoch_sums):
     state.epoch, state.batch, state.epoch_sums = epoch, batch, epoch_sums
     if not e.is_main:
         return
-    ckpt.save_latest(e.run_dir, e.model, e.optimizer, e.scheduler, state, mixer=e.mixer, ema=e.ema)
+    ckpt.save_latest(e.run_dir, e.model, e.optimizer, e.scheduler, state, mixer=e.mixer, ema=e.ema,
+                    scaler=e.scaler)
     e.last_saved = (epoch, batch, state.global_step)
 
 
