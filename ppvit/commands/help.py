@@ -93,11 +93,22 @@ KEY_DOCS = {
     "Explain.batch_size": "perturbed images per forward pass",
     "Explain.model": "run LIME through this exported model (its verified backend: Explain.backend)",
     "Explain.use_predictor": "export Global.pretrained_model to a temp folder and run LIME through it",
-    "Explain.output": "folder of the LIME figures; null = <run folder>/explain",
+    "Explain.output": "folder of the figures and explain.json; null = <run folder>/explain",
     "Explain.backend": "inference backend of Explain.model/use_predictor; auto = the fastest one export verified",
-    "Explain.kernel_size": "quickshift's kernel_size (null = interpretdl's 5); smaller = more superpixels",
-    "Explain.max_dist": "quickshift's max_dist (null = interpretdl's 10); smaller = more superpixels",
+    "Explain.kernel_size": "quickshift's kernel_size (null = scaled to the image: interpretdl's 5 from 60 px up, "
+                           "side/12 below); smaller = more superpixels",
+    "Explain.max_dist": "quickshift's max_dist (null = 2 x kernel_size: interpretdl's 10 from 60 px up); smaller = "
+                        "more superpixels",
     "Explain.ratio": "quickshift's colour/space balance ratio (null = interpretdl's 1.0)",
+    "Explain.method": "lime, gradcam (needs the dygraph weights, also with Explain.model) or both",
+    "App.model": "exported model served: prefix, one of its files or its folder; null = <run folder>/inference",
+    "App.backend": "inference backend; auto = the fastest one export verified",
+    "App.host": "interface the app listens on; 127.0.0.1 = this machine only, 0.0.0.0 = every interface",
+    "App.port": "TCP port of the app (http://App.host:App.port)",
+    "App.top_k": "classes shown per image",
+    "App.num_samples": "LIME's perturbed images per explanation",
+    "App.images": "example images to pick from (files and/or folders); null = the first App.examples test images",
+    "App.examples": "test images offered as examples when App.images is null; 0 = none",
 }
 
 ENVIRONMENT = [
@@ -126,12 +137,18 @@ VERB_HELP = {
               "infer_predictions.png written.",
               [("Global", ["device", "output_dir", "run_name"]), ("Infer", None)],
               "ppvit infer -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3"),
-    "explain": ("LIME explanations (image | superpixels | explanation per class) of test images or image files, "
-                "through the dygraph model or an exported model.",
+    "explain": ("LIME and/or Grad-CAM explanations (Explain.method) of test images or image files, through the "
+                "dygraph model or an exported model, with their faithfulness (deletion/insertion AUCs) in "
+                "explain.json.",
                 [("Global", ["device", "seed", "output_dir", "run_name", "pretrained_model"]), ("Arch", None),
                  ("Data", ["dataset", "data_file", "transform"]), ("Explain", None)],
                 "ppvit explain -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams "
                 "-o 'Explain.indices=[0,3]'"),
+    "app": ("A local web app (Gradio, offline) over the run's exported model: upload or pick images, see the top-k "
+            "classes, and LIME and Grad-CAM explanations with their faithfulness. Needs pip install '.[app]'.",
+            [("Global", ["device", "seed", "output_dir", "run_name", "pretrained_model"]), ("Arch", None),
+             ("Data", ["dataset", "data_file", "transform"]), ("App", None)],
+            "ppvit app -c configs/quickstart.yaml -o App.port=7860"),
 }
 
 

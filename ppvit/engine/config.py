@@ -180,15 +180,27 @@ SCHEMA = {
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and use that
         "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend (Explain.model / use_predictor)
         "output": Key((str, NONE), None),  # folder of the PNGs; null = <run dir>/explain
-        # quickshift superpixels; null = interpretdl's (QUICKSHIFT_INTERPRETDL: 5, 10, 1.0). Smaller kernel_size
-        # and max_dist give more superpixels (small images need them: LIME warns below 10)
+        # quickshift superpixels; null = scaled to the image (interpretdl's 5, 10, 1.0 from 60 px up, finer below).
+        # Smaller kernel_size and max_dist give more superpixels (LIME warns below 10)
         "kernel_size": Key((float, NONE), None, check=POSITIVE),
         "max_dist": Key((float, NONE), None, check=POSITIVE),
         "ratio": Key((float, NONE), None, check=(_unit_closed, "in [0, 1]")),
+        "method": Key(str, "lime", choices=("lime", "gradcam", "both")),  # which explanations
+    },
+    # ppvit app (tools/app.py): a local Gradio web app over the run's exported model
+    "App": {
+        "model": Key((str, NONE), None),  # exported prefix, one of its files or its folder; null = <run>/inference
+        "backend": Key(str, "auto", choices=BACKENDS),
+        "host": Key(str, "127.0.0.1"),  # the interface it listens on; 0.0.0.0 = every interface
+        "port": Key(int, 7860, check=(lambda v: 0 < v < 65536, "a TCP port (1-65535)")),
+        "top_k": Key(int, 5, check=POSITIVE),
+        "num_samples": Key(int, 300, check=(lambda v: v >= 2, ">= 2")),  # LIME samples per explanation
+        "images": Key((str, list, NONE), None),  # example images to pick; null = the first test images
+        "examples": Key(int, 8, check=NON_NEGATIVE),  # test images offered when App.images is null
     },
 }
 OPEN_SECTIONS = ("Arch",)  # sections whose extra keys are model kwargs
-FREE_SECTIONS = ("Eval", "Export", "Infer", "Explain")  # the verbs' settings: a resume may change any of them
+FREE_SECTIONS = ("Eval", "Export", "Infer", "Explain", "App")  # the verbs' settings: a resume may change any of them
 # keys of the validated config that no user sets: derived from others by ``validate``
 DERIVED = {("Data", "image_size"): "Arch.img_size"}
 

@@ -7,4 +7,4 @@ from .lime import (  # noqa: F401
 from .plots import explanation_image, explanation_mask, overlay_threshold, save_lime_figure  # noqa: F401
 from .grid import prediction_grid, save_prediction_grid  # noqa: F401
 from .gradcam import GradCAM, default_target_layer, gradcam_overlay  # noqa: F401
-from .faithfulness import faithfulness, lime_saliency  # noqa: F401
+from .faithful import faithfulness, lime_saliency  # noqa: F401

@@ -9,8 +9,9 @@ of ``n_random`` of them) are the baseline: ``deletion_gain = deletion_auc_random
 ``insertion_gain = insertion_auc - insertion_auc_random`` are positive for a map better than chance.
 
 Removed pixels take the normalisation mean's colour (0 in the model's normalised input, RISE's deletion
-substrate); insertion starts from the image blurred with a Gaussian of sigma ``max(H, W) / 16`` pixels (RISE's
-insertion substrate, its width scaled with the image). Ties in the saliency are broken at random, so a flat map
+substrate); insertion starts from the image blurred with a Gaussian of sigma ``max(H, W) / 8`` pixels (RISE's
+insertion substrate, its width scaled with the image: on 16 px digits a trained model still gives the class ~0.8
+probability through a blur of sigma H/16, ~0.2 through H/8). Ties in the saliency are broken at random, so a flat map
 is a random ranking.
 """
 import numpy as np
@@ -40,7 +41,7 @@ def _ranking(saliency, rng):
 def _blur(image):
     import cv2
 
-    sigma = max(image.shape[:2]) / 16.0
+    sigma = max(image.shape[:2]) / 8.0
     return cv2.GaussianBlur(np.asarray(image, np.float32), (0, 0), sigmaX=sigma, sigmaY=sigma,
                             borderType=cv2.BORDER_REFLECT)
 
