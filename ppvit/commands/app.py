@@ -26,14 +26,25 @@ OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_H
 DISPLAY = 224  # side of the explanation panels (small images are enlarged, nearest neighbour)
 
 
+GRADIO_MISSING = ("ppvit app needs Gradio, which is optional: pip install 'ppvit[app]' (from a clone: "
+                  "pip install '.[app]')")
+
+
+def _check_gradio():
+    """Refuse early, without importing it (seconds), when Gradio is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError(GRADIO_MISSING)
+
+
 def _import_gradio():
     for key, value in OFFLINE_ENV.items():
         os.environ[key] = value
     try:
         import gradio
     except ImportError:
-        raise ConfigError("ppvit app needs Gradio, which is optional: pip install 'ppvit[app]' (from a clone: "
-                          "pip install '.[app]')") from None
+        raise ConfigError(GRADIO_MISSING) from None
     return gradio
 
 
@@ -43,8 +54,9 @@ def _enlarge(image, side=DISPLAY):
 
 
 def example_images(cfg, folder):
-    """Example image files for the app: App.images (files and/or folders), else the first App.examples test
-    images of the config's data written to ``folder`` as PNG (none, logged, when that data is not there)."""
+    """Example image files for the app: App.images (files and/or folders), else App.examples test images of the
+    config's data, evenly spaced over the split, written to ``folder`` as PNG (none, logged, when that data is
+    not there)."""
     import cv2
 
     app = cfg["App"]
@@ -60,7 +72,8 @@ def example_images(cfg, folder):
         get_logger().warning(f"no example images: {e}")
         return []
     paths = []
-    for i in range(min(app["examples"], len(dataset))):
+    # spread over the split (a folder dataset lists its images class by class)
+    for i in np.unique(np.linspace(0, len(dataset) - 1, min(app["examples"], len(dataset))).round().astype(int)):
         chw, _ = dataset[i]
         rgb = np.rint(denormalize(chw, cfg["Data"]["transform"]) * 255.0).astype(np.uint8)
         path = os.path.join(folder, f"test_{i}.png")
@@ -146,12 +159,12 @@ class AppModel:
         return _enlarge(gradcam_overlay(image, cam)), self.faithfulness(image, cam, c)
 
 
-def build_app(cfg, examples=()):
-    """The Gradio ``Blocks`` of the app (not launched) and its :class:`AppModel`."""
+def build_app(cfg, examples=(), model=None):
+    """The Gradio ``Blocks`` of the app (not launched) and its :class:`AppModel` (``model``, else made here)."""
     from ..explain.plots import faithfulness_text
 
     gr = _import_gradio()
-    model = AppModel(cfg)
+    model = model or AppModel(cfg)
 
     def predict(rgb):
         if rgb is None:
@@ -201,22 +214,32 @@ def build_app(cfg, examples=()):
     return demo, model
 
 
+def check_port(host, port):
+    """Refuse (``ConfigError``) an App.host/App.port this machine cannot listen on, before anything is loaded."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:  # the port is taken, or the host is not an interface of this machine
+        raise ConfigError(f"App.host/App.port: cannot listen on {host}:{port} ({e.strerror or e}); choose another "
+                          "port with -o App.port=PORT") from None
+
+
 def run(cfg):
     """``ppvit app``: serve the app on http://App.host:App.port until interrupted (Ctrl-C)."""
     app = cfg["App"]
-    gr = _import_gradio()
+    check_port(app["host"], app["port"])
+    _check_gradio()  # not installed: said before any model is loaded
     log = get_logger()
+    model = AppModel(cfg)  # a missing or mismatched export stops here, before the server starts
+    gr = _import_gradio()
     with tempfile.TemporaryDirectory(prefix="ppvit-app-") as folder:
         examples = example_images(cfg, folder)
-        demo, model = build_app(cfg, examples)
+        demo, model = build_app(cfg, examples, model)
         log.info(f"serving {model.summary} on http://{app['host']}:{app['port']} (Ctrl-C stops it)")
         theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                                   font_mono=["ui-monospace", "monospace"])  # system fonts: no font CDN
-        try:
-            demo.launch(server_name=app["host"], server_port=app["port"], share=False, inbrowser=False,
-                        ssr_mode=False, mcp_server=False, footer_links=[], theme=theme, quiet=True,
-                        allowed_paths=[folder] + [os.path.dirname(os.path.abspath(p)) for p in examples],
-                        show_error=True)
-        except OSError as e:  # the port is taken, or the host is not an interface of this machine
-            raise ConfigError(f"App.port/App.host: cannot listen on {app['host']}:{app['port']} ({e}); choose "
-                              "another with -o App.port=PORT") from None
+        demo.launch(server_name=app["host"], server_port=app["port"], share=False, inbrowser=False, ssr_mode=False,
+                    mcp_server=False, footer_links=[], theme=theme, quiet=True, show_error=True,
+                    allowed_paths=[folder] + [os.path.dirname(os.path.abspath(p)) for p in examples])

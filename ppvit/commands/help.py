@@ -107,7 +107,7 @@ KEY_DOCS = {
     "App.port": "TCP port of the app (http://App.host:App.port)",
     "App.top_k": "classes shown per image",
     "App.num_samples": "LIME's perturbed images per explanation",
-    "App.images": "example images to pick from (files and/or folders); null = the first App.examples test images",
+    "App.images": "example images to pick from (files and/or folders); null = App.examples test images",
     "App.examples": "test images offered as examples when App.images is null; 0 = none",
 }
 

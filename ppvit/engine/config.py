@@ -195,7 +195,7 @@ SCHEMA = {
         "port": Key(int, 7860, check=(lambda v: 0 < v < 65536, "a TCP port (1-65535)")),
         "top_k": Key(int, 5, check=POSITIVE),
         "num_samples": Key(int, 300, check=(lambda v: v >= 2, ">= 2")),  # LIME samples per explanation
-        "images": Key((str, list, NONE), None),  # example images to pick; null = the first test images
+        "images": Key((str, list, NONE), None),  # example images to pick; null = App.examples test images
         "examples": Key(int, 8, check=NON_NEGATIVE),  # test images offered when App.images is null
     },
 }
