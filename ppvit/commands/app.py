@@ -159,12 +159,15 @@ class AppModel:
         return _enlarge(gradcam_overlay(image, cam)), self.faithfulness(image, cam, c)
 
 
-def build_app(cfg, examples=(), model=None):
-    """The Gradio ``Blocks`` of the app (not launched) and its :class:`AppModel` (``model``, else made here)."""
+def build_app(cfg, examples=None, model=None):
+    """The Gradio ``Blocks`` of the app (not launched) and its :class:`AppModel` (``model``, else made here).
+    ``examples``: image files offered to pick; None = App.images (none when unset)."""
     from ..explain.plots import faithfulness_text
 
     gr = _import_gradio()
     model = model or AppModel(cfg)
+    if examples is None:
+        examples = image_files(cfg["App"]["images"], "App.images") if cfg["App"]["images"] else []
 
     def predict(rgb):
         if rgb is None:
@@ -214,6 +217,17 @@ def build_app(cfg, examples=(), model=None):
     return demo, model
 
 
+def launch_options(gr=None):
+    """``demo.launch(**launch_options())`` keyword arguments of an offline app: the system's fonts (no font CDN),
+    no server-side rendering (no Node), no MCP server, no footer links, errors shown; host and port left to the
+    caller (``ppvit app``: App.host/App.port; an AI Studio app: the platform's)."""
+    gr = gr or _import_gradio()
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])
+    return dict(share=False, inbrowser=False, ssr_mode=False, mcp_server=False, footer_links=[], theme=theme,
+                show_error=True)
+
+
 def check_port(host, port):
     """Refuse (``ConfigError``) an App.host/App.port this machine cannot listen on, before anything is loaded."""
     import socket
@@ -238,8 +252,5 @@ def run(cfg):
         examples = example_images(cfg, folder)
         demo, model = build_app(cfg, examples, model)
         log.info(f"serving {model.summary} on http://{app['host']}:{app['port']} (Ctrl-C stops it)")
-        theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                                  font_mono=["ui-monospace", "monospace"])  # system fonts: no font CDN
-        demo.launch(server_name=app["host"], server_port=app["port"], share=False, inbrowser=False, ssr_mode=False,
-                    mcp_server=False, footer_links=[], theme=theme, quiet=True, show_error=True,
+        demo.launch(server_name=app["host"], server_port=app["port"], quiet=True, **launch_options(gr),
                     allowed_paths=[folder] + [os.path.dirname(os.path.abspath(p)) for p in examples])
