@@ -20,7 +20,7 @@ import pytest
 from tests.runs import ROOT, write_config
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not (os.path.isfile(CHROMIUM) and os.path.isfile(CHROMEDRIVER)),
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; CI has them)")
 
@@ -119,6 +119,7 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@needs_chromium
 def test_app_classifies_an_uploaded_photo_in_a_browser(served, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -158,14 +159,31 @@ def test_app_classifies_an_uploaded_photo_in_a_browser(served, browser, tmp_path
         browser.save_screenshot(os.environ["PPVIT_APP_SCREENSHOT"])
 
 
-def test_app_refuses_a_taken_port_and_a_missing_export(served, tmp_path, capsys):
-    """One error line each, exit 2, before anything is served (the CLI in-process: no second interpreter)."""
+def _app_errors(config, overrides, capsys):
+    """``ppvit app`` in-process (no second interpreter): its exit code and stderr lines."""
     from ppvit.commands.cli import main
 
-    url, config, _ = served
-    port = url.rsplit(":", 1)[1].strip("/")
-    for overrides, words in (([f"App.port={port}"], ["App.port", f"127.0.0.1:{port}"]),
-                             ([f"App.model={tmp_path / 'none'}"], ["App.model", "tools/export.py"])):
-        assert main(["app", "-c", config] + [a for o in overrides for a in ("-o", o)]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: ") and all(w in err[0] for w in words), err
+    code = main(["app", "-c", config] + [a for o in overrides for a in ("-o", o)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_app_refuses_a_taken_port_a_missing_export_and_a_missing_gradio(tmp_path, capsys, monkeypatch):
+    """One error line each, exit 2, before anything is loaded or served."""
+    import importlib.util
+
+    from tests.runs import TINY
+
+    config = write_config(tmp_path, dict(TINY, Global=dict(TINY["Global"], output_dir=str(tmp_path / "out"))))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = _app_errors(config, [f"App.port={port}", f"App.model={tmp_path / 'none'}"], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: App.host/App.port"), err
+    assert f"127.0.0.1:{port}" in err[0] and "-o App.port=PORT" in err[0]
+    code, err = _app_errors(config, [f"App.port={_free_port()}", f"App.model={tmp_path / 'none'}"], capsys)
+    assert code == 2 and len(err) == 1 and "App.model" in err[0] and "tools/export.py" in err[0], err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a))
+    code, err = _app_errors(config, [f"App.port={_free_port()}"], capsys)
+    assert code == 2 and len(err) == 1 and "pip install '.[app]'" in err[0], err
