@@ -183,11 +183,12 @@ def build_app(cfg, examples=None, model=None):
             return None, "", None, ""
         image, c = seen
         lime, lime_faith = model.lime(image, c)
-        lime_text = f"LIME, {model.name(c)}: {faithfulness_text(lime_faith)}"
+        lime_caption = f"LIME, {model.name(c)}: {faithfulness_text(lime_faith)}"
         if model.cam is None:
-            return lime, lime_text, None, model.cam_off
+            return lime, lime_caption, None, model.cam_off
         cam, cam_faith = model.gradcam(image, c)
-        return lime, lime_text, cam, f"Grad-CAM ({model.cam.layer_name}), {model.name(c)}: {faithfulness_text(cam_faith)}"
+        cam_caption = f"Grad-CAM ({model.cam.layer_name}), {model.name(c)}: {faithfulness_text(cam_faith)}"
+        return lime, lime_caption, cam, cam_caption
 
     with gr.Blocks(title="ppvit", analytics_enabled=False) as demo:
         gr.Markdown(f"## ppvit\n{model.summary}", elem_id="summary")
