@@ -23,8 +23,9 @@ OWN_KEYS = {
              ["Infer.images", "Optimizer.lr"]),
     "export": (["Export.output", "Export.onnx", "Global.pretrained_model"], ["Eval.model", "Optimizer.lr"]),
     "infer": (["Infer.model", "Infer.images", "Infer.topk"], ["Optimizer.lr", "Explain.indices"]),
-    "explain": (["Explain.indices", "Explain.num_samples", "Explain.kernel_size", "Global.seed"],
-                ["Optimizer.lr", "Infer.images"]),
+    "explain": (["Explain.indices", "Explain.num_samples", "Explain.kernel_size", "Explain.method", "Global.seed"],
+                ["Optimizer.lr", "Infer.images", "App.port"]),
+    "app": (["App.port", "App.host", "App.model", "Global.pretrained_model"], ["Optimizer.lr", "Explain.indices"]),
 }
 
 

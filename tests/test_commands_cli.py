@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ROOT
 
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
-VERBS = ("train", "eval", "export", "infer", "explain", "convert")
+VERBS = ("train", "eval", "export", "infer", "explain", "app", "convert")
 
 
 def _ppvit(*args, cwd=None, env=None):
@@ -31,7 +31,7 @@ def _one_line_error(proc, *words):
 def test_help_lists_every_verb_and_each_takes_its_arguments():
     top = _ppvit("-h")
     assert top.returncode == 0 and all(v in top.stdout for v in VERBS), top.stdout
-    for verb in ("train", "eval", "export", "infer", "explain"):
+    for verb in ("train", "eval", "export", "infer", "explain", "app"):
         sub = _ppvit(verb, "-h")
         assert sub.returncode == 0 and "-c CONFIG" in sub.stdout and "-o Section.key=value" in sub.stdout, sub.stdout
     sub = _ppvit("convert", "-h")

@@ -10,7 +10,7 @@ import pytest
 from ppvit.data import build_dataset, denormalize
 from ppvit.engine import load_config, plot_confusion_matrix, plot_learning_curve
 from ppvit.explain import LimeImageExplainer, prediction_grid
-from ppvit.explain.lime import FewSuperpixelsWarning
+from ppvit.explain.lime import QUICKSHIFT_INTERPRETDL, FewSuperpixelsWarning
 from ppvit.explain.plots import lime_figure
 from tests.conftest import ROOT
 
@@ -98,12 +98,13 @@ def _brightness_predict_fn(images):
 
 def test_lime_warns_on_the_quick_start_images_and_says_how_to_get_more():
     images, _ = _digits(1)  # 16x16: quickshift with interpretdl's arguments finds 1-4 superpixels
-    explainer = LimeImageExplainer(_brightness_predict_fn, random_seed=0, progress=False)
+    explainer = LimeImageExplainer(_brightness_predict_fn, random_seed=0, progress=False,
+                                   quickshift_kwargs=QUICKSHIFT_INTERPRETDL)
     with pytest.warns(FewSuperpixelsWarning) as caught:
         explainer.interpret(images[0], interpret_class=0, num_samples=20, visual=False)
     message = str(caught[0].message)
     assert "16x16" in message and "fewer than 10" in message
-    for hint in ("kernel_size", "max_dist", "-o Explain.kernel_size=2", "resize_to"):
+    for hint in ("kernel_size", "max_dist", "-o Explain.kernel_size=2", "resize_to", "quickshift_kwargs unset"):
         assert hint in message, message
     # the advice works: no warning with the arguments it names
     finer = LimeImageExplainer(_brightness_predict_fn, random_seed=0, progress=False,
@@ -118,9 +119,11 @@ def test_explain_config_keys_reach_quickshift():
     from ppvit.commands.explain import quickshift_kwargs
 
     cfg = load_config(QUICKSTART, ["Explain.kernel_size=2", "Explain.max_dist=4"])
-    assert quickshift_kwargs(cfg["Explain"]) == dict(kernel_size=2.0, max_dist=4.0, ratio=1.0, sigma=1)
-    assert quickshift_kwargs(load_config(QUICKSTART)["Explain"]) == dict(kernel_size=5, max_dist=10, ratio=1.0,
-                                                                         sigma=1)
+    assert quickshift_kwargs(cfg["Explain"], 16) == dict(kernel_size=2.0, max_dist=4.0, ratio=1.0, sigma=1)
+    cfg = load_config(QUICKSTART, ["Explain.ratio=0.5"])  # the others: scaled to the image
+    assert quickshift_kwargs(cfg["Explain"], 36) == dict(kernel_size=3.0, max_dist=6.0, ratio=0.5, sigma=1)
+    assert quickshift_kwargs(cfg["Explain"], 224) == dict(kernel_size=5, max_dist=10, ratio=0.5, sigma=1)
+    assert quickshift_kwargs(load_config(QUICKSTART)["Explain"], 16) is None  # the explainer scales them
 
 
 def _explained_digit():
@@ -154,3 +157,38 @@ def test_lime_figure_legend_fits_inside_the_figure(classes):
     fig.canvas.draw()
     box, page = fig.legends[0].get_window_extent(fig.canvas.get_renderer()), fig.bbox
     assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, (box, page)
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_lime_default_superpixels_scale_with_the_image(size):
+    """Default arguments: at least 10 superpixels on 16 and 32 px digits and photos (interpretdl's arguments
+    find fewer on most of them); explicit arguments are used as given."""
+    import cv2
+    import skimage.data
+
+    from ppvit.explain.lime import MIN_SUPERPIXELS, scaled_quickshift_kwargs
+
+    digits, _ = _digits(6)
+    photos = [cv2.resize(getattr(skimage.data, n)(), (size, size), interpolation=cv2.INTER_AREA)
+              for n in ("chelsea", "astronaut", "coffee", "rocket")]
+    images = [cv2.resize(d, (size, size), interpolation=cv2.INTER_AREA) for d in digits] + photos
+    fewer_with_interpretdl = 0
+    for image in images:
+        scaled = LimeImageExplainer(_brightness_predict_fn, random_seed=0, progress=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FewSuperpixelsWarning)
+            scaled.interpret(image, interpret_class=0, num_samples=20, visual=False)
+        assert scaled.lime_results["segmentation"].max() + 1 >= MIN_SUPERPIXELS
+        assert scaled.segment_kwargs == scaled.lime_results["quickshift_kwargs"]
+        assert scaled.segment_kwargs["kernel_size"] < QUICKSHIFT_INTERPRETDL["kernel_size"]
+        explicit = LimeImageExplainer(_brightness_predict_fn, random_seed=0, progress=False,
+                                      quickshift_kwargs=QUICKSHIFT_INTERPRETDL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FewSuperpixelsWarning)
+            explicit.interpret(image, interpret_class=0, num_samples=20, visual=False)
+        assert explicit.segment_kwargs == QUICKSHIFT_INTERPRETDL
+        fewer_with_interpretdl += explicit.lime_results["segmentation"].max() + 1 < MIN_SUPERPIXELS
+    assert fewer_with_interpretdl >= len(images) // 2  # what the scaling fixes
+    # ImageNet-sized images keep interpretdl's arguments
+    assert scaled_quickshift_kwargs((224, 224, 3)) == QUICKSHIFT_INTERPRETDL
+    assert scaled_quickshift_kwargs((60, 80)) == QUICKSHIFT_INTERPRETDL

@@ -1,4 +1,4 @@
-"""The ``ppvit`` command: ``ppvit train|eval|export|infer|explain -c CONFIG [-o Section.key=value ...]``
+"""The ``ppvit`` command: ``ppvit train|eval|export|infer|explain|app -c CONFIG [-o Section.key=value ...]``
 (PaddleClas's ``-c``/``-o``) and ``ppvit convert --model NAME --src FILE --dst FILE``. ``tools/*.py`` and
 ``python -m ppvit`` run the same ``main``.
 
@@ -18,7 +18,8 @@ VERBS = {
     "eval": "evaluate weights on the test split: loss, top-1/top-5, per-class accuracy, confusion matrix",
     "export": "export weights for Paddle Inference (+ ONNX) with their preprocessing and labels",
     "infer": "classify image files or folders with an exported model",
-    "explain": "LIME explanations of test images or image files",
+    "explain": "LIME and Grad-CAM explanations of test images or image files",
+    "app": "a local web app (Gradio) over the run's exported model: top-k, LIME and Grad-CAM",
     "convert": "convert an official PyTorch checkpoint (.pth / .safetensors) to ppvit weights",
 }
 

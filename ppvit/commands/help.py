@@ -39,12 +39,18 @@ VERB_HELP = {
               "infer_predictions.png written.",
               [("Global", ["device", "output_dir", "run_name"]), ("Infer", None)],
               "ppvit infer -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3"),
-    "explain": ("LIME explanations (image | superpixels | explanation per class) of test images or image files, "
-                "through the dygraph model or an exported model.",
+    "explain": ("LIME and/or Grad-CAM explanations (Explain.method) of test images or image files, through the "
+                "dygraph model or an exported model, with their faithfulness (deletion/insertion AUCs) in "
+                "explain.json.",
                 [("Global", ["device", "seed", "output_dir", "run_name", "pretrained_model"]), ("Arch", None),
                  ("Data", ["dataset", "data_file", "transform"]), ("Explain", None)],
                 "ppvit explain -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams "
                 "-o 'Explain.indices=[0,3]'"),
+    "app": ("A local web app (Gradio, offline) over the run's exported model: upload or pick images, see the top-k "
+            "classes, and LIME and Grad-CAM explanations with their faithfulness. Needs pip install '.[app]'.",
+            [("Global", ["device", "seed", "output_dir", "run_name", "pretrained_model"]), ("Arch", None),
+             ("Data", ["dataset", "data_file", "transform"]), ("App", None)],
+            "ppvit app -c configs/quickstart.yaml -o App.port=7860"),
 }
 
 

@@ -210,14 +210,32 @@ SCHEMA = {
                              doc="export Global.pretrained_model to a temp folder and run LIME through it"),
         "backend": Key(str, "auto", choices=BACKENDS,
                        doc="inference backend of Explain.model/use_predictor; auto = the fastest one export verified"),
-        "output": Key((str, NONE), None, doc="folder of the LIME figures; null = <run folder>/explain"),
+        "output": Key((str, NONE), None, doc="folder of the figures and explain.json; null = <run folder>/explain"),
         "kernel_size": Key((float, NONE), None, check=POSITIVE,
-                           doc="quickshift's kernel_size (null = interpretdl's 5); smaller = more superpixels (LIME "
-                               "warns below 10)"),
+                           doc="quickshift's kernel_size (null = scaled to the image: interpretdl's 5 from 60 px up, "
+                               "side/12 below); smaller = more superpixels"),
         "max_dist": Key((float, NONE), None, check=POSITIVE,
-                        doc="quickshift's max_dist (null = interpretdl's 10); smaller = more superpixels"),
+                        doc="quickshift's max_dist (null = 2 x kernel_size: interpretdl's 10 from 60 px up); smaller = "
+                            "more superpixels"),
         "ratio": Key((float, NONE), None, check=(_unit_closed, "in [0, 1]"),
                      doc="quickshift's colour/space balance ratio (null = interpretdl's 1.0)"),
+        "method": Key(str, "lime", choices=("lime", "gradcam", "both"),
+                      doc="lime, gradcam (needs the dygraph weights, also with Explain.model) or both"),
+    },
+    "App": {
+        "model": Key((str, NONE), None,
+                     doc="exported model served: prefix, one of its files or its folder; null = <run folder>/inference"),
+        "backend": Key(str, "auto", choices=BACKENDS, doc="inference backend; auto = the fastest one export verified"),
+        "host": Key(str, "127.0.0.1",
+                    doc="interface the app listens on; 127.0.0.1 = this machine only, 0.0.0.0 = every interface"),
+        "port": Key(int, 7860, check=(lambda v: 0 < v < 65536, "a TCP port (1-65535)"),
+                    doc="TCP port of the app (http://App.host:App.port)"),
+        "top_k": Key(int, 5, check=POSITIVE, doc="classes shown per image"),
+        "num_samples": Key(int, 300, check=(lambda v: v >= 2, ">= 2"), doc="LIME's perturbed images per explanation"),
+        "images": Key((str, list, NONE), None,
+                      doc="example images to pick from (files and/or folders); null = App.examples test images"),
+        "examples": Key(int, 8, check=NON_NEGATIVE,
+                        doc="test images offered as examples when App.images is null; 0 = none"),
     },
 }
 # what each section is, and what its keys are for (the headings of -h and docs/config.md)
@@ -230,10 +248,11 @@ SECTION_DOCS = {
     "Eval": "tools/eval.py",
     "Export": "tools/export.py",
     "Infer": "tools/infer.py",
-    "Explain": "tools/explain.py (LIME)",
+    "Explain": "tools/explain.py (LIME and Grad-CAM)",
+    "App": "ppvit app (tools/app.py): a local web app over the run's exported model",
 }
 OPEN_SECTIONS = ("Arch",)  # sections whose extra keys are model kwargs
-FREE_SECTIONS = ("Eval", "Export", "Infer", "Explain")  # the verbs' settings: a resume may change any of them
+FREE_SECTIONS = ("Eval", "Export", "Infer", "Explain", "App")  # the verbs' settings: a resume may change any of them
 
 
 def _closest(word, options):

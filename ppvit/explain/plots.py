@@ -1,12 +1,14 @@
-"""Pictures of LIME explanations: interpretdl's thresholded overlay, superpixel boundaries, and a
-side-by-side figure (image | superpixels | explanation per class) saved as PNG without a display."""
+"""Pictures of explanations, saved as PNG without a display: LIME's (interpretdl's thresholded overlay,
+superpixel boundaries, image | superpixels | explanation per class) and Grad-CAM's (image | heat map per class |
+the faithfulness curves)."""
 import os
 
 import numpy as np
 from skimage.segmentation import mark_boundaries
 
 __all__ = ["explanation_mask", "overlay_threshold", "explanation_image", "superpixel_image", "save_rgb",
-           "show_image", "lime_figure", "save_lime_figure"]
+           "show_image", "lime_figure", "save_lime_figure", "gradcam_figure", "save_gradcam_figure",
+           "faithfulness_text"]
 
 BOUNDARY_COLOR = (1.0, 1.0, 0.0)  # lime's yellow
 
@@ -129,3 +131,74 @@ def lime_figure(image, segments, lime_weights, classes=None, probabilities=None,
                       label="superpixel boundaries (in LIME panels: around the highlighted ones)")]
     fig.legend(handles=handles, loc="outside lower center", ncol=1, fontsize=8, frameon=False)
     return fig
+
+
+def faithfulness_text(res):
+    """One line for a :func:`ppvit.explain.faithfulness` result: the deletion and insertion AUCs, each with the
+    random ranking's in brackets."""
+    return (f"deletion AUC {res['deletion_auc']:.2f} (random {res['deletion_auc_random']:.2f}), "
+            f"insertion AUC {res['insertion_auc']:.2f} (random {res['insertion_auc_random']:.2f})")
+
+
+def _enlarge(image, min_display):
+    scale = max(1, -(-min_display // min(image.shape[:2])))
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1) if scale > 1 else image
+
+
+def gradcam_figure(image, maps, probabilities=None, class_names=None, title=None, faithfulness=None, dpi=100,
+                   min_display=160):
+    """image | Grad-CAM overlay per class | deletion and insertion curves (of the first class with a
+    faithfulness result, against the random ranking); a ``Figure`` on an Agg canvas.
+
+    ``image``: RGB uint8 HWC; ``maps``: ``{class: [H, W] map in [0, 1]}`` (``GradCAM`` output); ``faithfulness``:
+    ``{class: ppvit.explain.faithfulness(...) result}``. Small images are enlarged (nearest) for display.
+    """
+    from .gradcam import gradcam_overlay
+    from ..utils.figures import agg_figure
+
+    probabilities, faithfulness = probabilities or {}, faithfulness or {}
+    panels = [("image", _enlarge(image, min_display))]
+    for c, cam in maps.items():
+        name = class_names[c] if class_names is not None and c < len(class_names) else f"class {c}"
+        label = f"Grad-CAM: {name}" + (f" ({probabilities[c]:.2f})" if c in probabilities else "")
+        panels.append((label, _enlarge(gradcam_overlay(image, cam), min_display)))
+    curves = next(((c, faithfulness[c]) for c in maps if c in faithfulness), None)
+    n = len(panels) + (curves is not None)
+    fig = agg_figure((max(3.0 * n, 9.0), 4.3 if title else 4.0), dpi=dpi, layout="constrained")
+    for i, (label, picture) in enumerate(panels):
+        ax = fig.add_subplot(1, n, i + 1)
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(label, fontsize=10)
+        ax.axis("off")
+    if curves is not None:
+        c, res = curves
+        ax = fig.add_subplot(1, n, n)
+        f = res["fractions"]
+        ax.plot(f, res["deletion"], color="tab:red", label=f"deletion (AUC {res['deletion_auc']:.2f})")
+        ax.plot(f, res["deletion_random"], color="tab:red", ls="--", alpha=0.6,
+                label=f"random (AUC {res['deletion_auc_random']:.2f})")
+        ax.plot(f, res["insertion"], color="tab:green", label=f"insertion (AUC {res['insertion_auc']:.2f})")
+        ax.plot(f, res["insertion_random"], color="tab:green", ls="--", alpha=0.6,
+                label=f"random (AUC {res['insertion_auc_random']:.2f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("fraction of pixels removed / revealed", fontsize=8)
+        ax.set_ylabel("probability", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_title("faithfulness", fontsize=10)
+        ax.legend(fontsize=6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.supxlabel("red = where the class's gradient-weighted features are strongest (Grad-CAM, last "
+                  "spatial layer); faithful maps: deletion falls faster, insertion rises faster than random",
+                  fontsize=7)
+    return fig
+
+
+def save_gradcam_figure(path, image, maps, probabilities=None, class_names=None, title=None, faithfulness=None,
+                        metadata=None):
+    """Save :func:`gradcam_figure` as a PNG (atomically); returns ``path``."""
+    from ..utils.figures import save_png
+
+    return save_png(gradcam_figure(image, maps, probabilities, class_names, title, faithfulness), path,
+                    metadata=metadata)
