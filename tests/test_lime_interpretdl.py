@@ -1,6 +1,6 @@
 """The interpretdl LIME backend against the real interpretdl package (not a stand-in).
 
-interpretdl 0.8 cannot be installed next to ppvit's main requirements (see the recipe in docs/explanations.md), so this
+interpretdl 0.8 cannot be installed next to ppvit's main requirements (see the recipe in docs/explain.md), so this
 runs in CI's second venv (``.ci/interpretdl``) and is skipped elsewhere. ``PPVIT_REQUIRE_INTERPRETDL=1``
 (set by that script) turns the skip into a failure, so CI cannot pass by skipping it.
 """
@@ -20,7 +20,7 @@ if os.environ.get("PPVIT_REQUIRE_INTERPRETDL", "") not in ("", "0"):
     import interpretdl  # noqa: F401  (an ImportError here fails the run, as it should)
 else:
     interpretdl = pytest.importorskip(
-        "interpretdl", reason="interpretdl is not installed (docs/explanations.md's recipe; CI runs this in .ci/interpretdl)")
+        "interpretdl", reason="interpretdl is not installed (docs/explain.md's recipe; CI runs this in .ci/interpretdl)")
 
 
 class TopLeftTexture(paddle.nn.Layer):
