@@ -128,3 +128,29 @@ def test_default_cfg_and_list_models_as_timm(caplog):
     with caplog.at_level(logging.WARNING, logger="ppvit"):
         assert ppvit.list_models(pretrained=True) == []
     assert "ships no pretrained weights" in caplog.text
+
+
+def _python_blocks(path):
+    import re
+
+    with open(path, encoding="utf-8") as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+
+
+def test_backbones_page_runs_as_written(capsys):
+    """Every python block of docs/backbones.md runs, and prints what its ``# ...`` comments say it prints."""
+    import os
+    import re
+
+    from conftest import ROOT
+
+    blocks = _python_blocks(os.path.join(ROOT, "docs", "backbones.md"))
+    assert len(blocks) == 4
+    for code in blocks:
+        exec(compile(code, "docs/backbones.md", "exec"), {"__name__": "docs"})
+        printed = capsys.readouterr().out.splitlines()
+        calls = re.findall(r"^print\(.*\)[ \t]*(?:# (.*))?$", code, flags=re.M)  # one line printed per call
+        assert len(printed) == len(calls) and any(calls), (code, printed)
+        for claim, line in zip(calls, printed):
+            if claim:
+                assert line.replace(" ", "") == claim.replace(" ", ""), (claim, line)
