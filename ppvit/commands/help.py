@@ -72,13 +72,18 @@ KEY_DOCS = {
     "Eval.model": "evaluate an exported model (prefix, file or folder) through its verified backend (Eval.backend)",
     "Eval.use_predictor": "export Global.pretrained_model to a temp folder and evaluate that",
     "Eval.backend": "inference backend of Eval.model/use_predictor; auto = the fastest one export verified",
-    "Eval.output": "folder of eval.json, confusion_matrix.png and predictions.png; null = the run folder. An "
+    "Eval.output": "folder of eval.json, confusion_matrix.png, reliability.png and predictions.png; null = the run "
+                   "folder. An "
                    "evaluation of other weights already there is kept: the new files are named after the weights "
                    "(eval_final_model.json, ...)",
+    "Eval.calibrate": "fit temperature scaling (one T > 0 minimising the NLL) on the evaluated split: T, the ECE after "
+                      "it and its reliability bars in eval.json/reliability.png; ppvit export records T for infer",
     "Export.output": "folder of the exported model; null = <run folder>/inference",
     "Export.onnx": "also write <prefix>.onnx (where paddle2onnx is installed)",
     "Export.check_images": "first N test images every backend must classify as dygraph does (>= 99.5% top-1 "
                            "agreement); 0 = off",
+    "Export.temperature": "softmax temperature recorded for infer (scores = softmax(logits / T), raw ones kept); "
+                          "null = the one ppvit eval -o Eval.calibrate=true fitted for these weights, if any",
     "Infer.model": "exported model: prefix, one of its files or its folder; null = <run folder>/inference",
     "Infer.images": "image files and/or folders to classify",
     "Infer.topk": "classes printed per image",
@@ -112,9 +117,10 @@ VERB_HELP = {
               "(resumable), train.log, history.json and learning curves to Global.output_dir/<run name>/.",
               [("Global", None), ("Arch", None), ("Loss", None), ("Optimizer", None), ("Data", None)],
               "ppvit train -c configs/quickstart.yaml -o Global.epochs=3 -o Data.batch_size=32"),
-    "eval": ("Evaluate weights on the test split: loss, top-1/top-5, per-class accuracy; writes eval.json, "
-             "confusion_matrix.png and predictions.png to the run folder (Eval.output), or eval_<weights>.json, "
-             "... beside them when they hold an evaluation of other weights.",
+    "eval": ("Evaluate weights on the test split: loss, top-1/top-5, per-class accuracy/precision/recall/F1, "
+             "expected calibration error (Eval.calibrate: fit temperature scaling); writes eval.json, "
+             "confusion_matrix.png, reliability.png and predictions.png to the run folder (Eval.output), or "
+             "eval_<weights>.json, ... beside them when they hold an evaluation of other weights.",
              _RUN + [("Data", ["dataset", "data_file", "val_dir", "val_list", "transform", "eval_batch_size",
                                "limit"]), ("Eval", None)],
              "ppvit eval -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"),

@@ -154,12 +154,17 @@ SCHEMA = {
         # folder of eval.json and its figures; null = the run dir. Never replaces an evaluation of other weights
         # there: those files are named after the weights (ppvit.commands.evaluate.eval_outputs)
         "output": Key((str, NONE), None),
+        # fit temperature scaling (Guo et al. 2017) on the evaluated split: T in eval.json, recorded by ppvit export
+        "calibrate": Key(bool, False),
     },
     "Export": {
         "output": Key((str, NONE), None),  # folder; null = <run dir>/inference
         "onnx": Key(bool, True),  # also <prefix>.onnx where paddle2onnx is installed
         # the first N test images every backend must classify as dygraph does (>= 99.5% top-1 agreement); 0: off
         "check_images": Key(int, 256, check=NON_NEGATIVE),
+        # softmax temperature infer applies; null = the one `ppvit eval -o Eval.calibrate=true` fitted for these
+        # weights (an eval*.json of the run folder or Eval.output), none when there is none
+        "temperature": Key((float, NONE), None, check=POSITIVE),
     },
     "Infer": {
         "model": Key((str, NONE), None),  # exported prefix, one of its files or its folder; null = <run>/inference
