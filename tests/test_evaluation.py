@@ -177,6 +177,17 @@ def test_calibrate_export_infer(tmp_path):
     other = tmp_path / "other.pdparams"  # found by its sha256: any other content is other weights
     other.write_bytes(b"other weights")
     assert _temperature(cfg, str(other), get_logger()) is None
+    # a degenerate fit (at the end of the searched range) is not recorded
+    degenerate = dict(ev, source_weights={"path": str(other), "sha256": _sha256(other)},
+                      calibration=dict(cal, temperature=0.01, at_bound=True))
+    (run / "eval_other.json").write_text(json.dumps(degenerate))
+    assert _temperature(cfg, str(other), get_logger()) is None
+
+
+def _sha256(path):
+    from tests.runs import sha256
+
+    return sha256(path)
 
 
 def test_export_without_calibration_records_none(tmp_path):

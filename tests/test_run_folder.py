@@ -53,9 +53,9 @@ def test_derived_outputs_record_their_weights(first):
 
 
 def _logged(proc):
-    """The three paths an eval run with a grid logs (``eval_logged_paths``)."""
+    """The four paths an eval run with a grid logs (``eval_logged_paths``)."""
     found = eval_logged_paths(proc)
-    assert len(found) == 3, proc.stdout[-3000:]
+    assert len(found) == 4, proc.stdout[-3000:]
     return found
 
 

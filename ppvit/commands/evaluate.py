@@ -78,9 +78,10 @@ def evaluate_run(engine):
                      f"ECE {100 * res['ece']:.2f}% -> {100 * cal['ece']:.2f}%, NLL {cal['nll_raw']:.4f} -> "
                      f"{cal['nll']:.4f}, top-1 unchanged ({100 * cal['top1']:.2f}%)")
             if cal["at_bound"]:
-                log.warning(f"the fitted temperature {cal['temperature']} is at the end of the searched range "
-                            "(the NLL keeps falling beyond it: e.g. every image right with a wide margin); calibrate "
-                            "on a split the model was not trained on")
+                log.warning(f"the fitted temperature {cal['temperature']} is at the end of the searched range: the "
+                            "NLL keeps falling beyond it (e.g. every image right with a wide margin), so this split "
+                            "cannot calibrate the model and export will not record it; calibrate on a larger or "
+                            "harder held-out split")
         if e.is_main:
             source, model = e.evaluated
             if os.path.exists(paths["grid"]):  # the same weights' earlier grid: redrawn by save_eval_grid, if at all
@@ -131,28 +132,29 @@ def calibration_metrics(res, calibrate=False):
 
 def fitted_temperature(cfg, weights):
     """The temperature ``ppvit eval -o Eval.calibrate=true`` fitted for the weight file ``weights``:
-    ``(T, eval.json path)`` from the newest ``eval*.json`` in ``Eval.output`` or the run folder whose
-    ``source_weights`` has the file's sha256, or ``(None, None)`` when none holds a calibration of them."""
+    ``(T, eval.json path, at_bound)`` from the newest ``eval*.json`` in ``Eval.output`` or the run folder whose
+    ``source_weights`` has the file's sha256 and which holds a calibration; ``at_bound``: the fit stopped at the
+    end of the searched range (a degenerate fit, not to be applied). ``(None, None, False)`` when there is none."""
     import glob
 
     from ..engine.config import run_dir
 
     record = weights_record(weights)
     if record is None:
-        return None, None
+        return None, None, False
     found = []
     folders = {os.path.abspath(f) for f in (cfg["Eval"]["output"], run_dir(cfg)) if f}
     for path in sorted(p for folder in folders for p in glob.glob(os.path.join(folder, "eval*.json"))):
         held = _read_eval_json(path)
         if not isinstance(held, dict) or (held.get("source_weights") or {}).get("sha256") != record["sha256"]:
             continue
-        temperature = (held.get("calibration") or {}).get("temperature")
+        calibration = held.get("calibration") or {}
+        temperature = calibration.get("temperature")
         if isinstance(temperature, (int, float)) and temperature > 0:
-            found.append((os.path.getmtime(path), float(temperature), path))
+            found.append((os.path.getmtime(path), float(temperature), path, bool(calibration.get("at_bound"))))
     if not found:
-        return None, None
-    _, temperature, path = max(found)
-    return temperature, path
+        return None, None, False
+    return max(found)[1:]
 
 
 _MISSING = object()

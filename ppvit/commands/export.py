@@ -27,13 +27,18 @@ def _check_images(cfg, log):
 
 def _temperature(cfg, weights, log):
     """The softmax temperature the export records for infer: ``Export.temperature``, else the one
-    ``ppvit eval -o Eval.calibrate=true`` fitted for these weights (logged), else None."""
+    ``ppvit eval -o Eval.calibrate=true`` fitted for these weights (logged; a degenerate fit is not recorded,
+    with a warning), else None."""
     from .evaluate import fitted_temperature
 
     if cfg["Export"]["temperature"] is not None:
         log.info(f"temperature {cfg['Export']['temperature']:.4g} (Export.temperature) recorded for infer")
         return cfg["Export"]["temperature"]
-    temperature, source = fitted_temperature(cfg, weights)
+    temperature, source, at_bound = fitted_temperature(cfg, weights)
+    if at_bound:
+        log.warning(f"the temperature in {source} ({temperature:.4g}) is a degenerate fit (at the end of the searched "
+                    "range): not recorded; calibrate on a harder held-out split, or set -o Export.temperature=T")
+        return None
     if temperature is not None:
         log.info(f"temperature {temperature:.4g} (fitted by Eval.calibrate, {source}) recorded for infer; "
                  "-o Export.temperature=1.0 exports without it")
