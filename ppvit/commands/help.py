@@ -129,7 +129,8 @@ VERB_HELP = {
                _RUN + [("Data", ["dataset", "data_file", "val_dir", "val_list", "transform"]), ("Export", None)],
                "ppvit export -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"),
     "infer": ("Classify image files or folders with an exported model: top-k per image printed, infer.json and "
-              "infer_predictions.png written.",
+              "infer_predictions.png written. Scores are softmax(logits / T) when the export records a temperature "
+              "(ppvit eval -o Eval.calibrate=true, then export), with the raw ones beside them.",
               [("Global", ["device", "output_dir", "run_name"]), ("Infer", None)],
               "ppvit infer -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3"),
     "explain": ("LIME explanations (image | superpixels | explanation per class) of test images or image files, "

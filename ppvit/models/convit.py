@@ -240,7 +240,8 @@ class ConViT(nn.Layer):
         ``indices`` (None: all; an int n: the last n), patch tokens only (the cls token left out), reshaped to
         the patch grid: [B, embed_dim, H / patch, W / patch] (NCHW). norm: the final ``norm`` on each. Returns
         the list (``intermediates_only``), else ``(forward_features(x), list)``; with ``stop_early`` no block
-        after the last one taken runs (the first item is then the final norm's cls token at that block)."""
+        after the last one taken runs (the first item is then the final norm's first token at that block: the cls
+        token once it has joined, as ``forward_features``)."""
         take, last = feature_take_indices(len(self.blocks), indices)
         gh, gw = self.patch_embed.grid_size
         B = x.shape[0]
