@@ -12,7 +12,7 @@ from ppvit.models.features import FeatureInfo, default_out_indices, feature_take
 
 # the smallest variant of each family at a small input it accepts (fixed-size models are built for it)
 CASES = {
-    "conv2former_n_cifar": ({}, 32),
+    "conv2former_n_cifar": ({}, 16),
     "conv2former_n": ({}, 32),
     "convit_tiny": ({"img_size": 32}, 32),
     "coatnet_0": ({"img_size": 32}, 32),
