@@ -72,7 +72,9 @@ def evaluate_run(engine):
         log.info(f"loss {res['loss']:.4f} | top-1 {100 * res['top1']:.2f}% | top-5 {100 * res['top5']:.2f}% | "
                  f"macro F1 {100 * res['per_class']['macro_f1']:.2f}% | ECE {100 * res['ece']:.2f}%")
         log.info(table)
-        if calibrate:
+        if calibrate and res["calibration"]["temperature"] is None:
+            log.warning(f"temperature scaling skipped: {res['calibration']['skipped']}")
+        elif calibrate:
             cal = res["calibration"]
             log.info(f"temperature scaling (fitted on these {res['count']} images): T = {cal['temperature']:.4f}; "
                      f"ECE {100 * res['ece']:.2f}% -> {100 * cal['ece']:.2f}%, NLL {cal['nll_raw']:.4f} -> "
@@ -89,7 +91,7 @@ def evaluate_run(engine):
             os.makedirs(os.path.dirname(paths["metrics"]) or ".", exist_ok=True)
             plot_confusion_matrix(res["confusion"], names, paths["confusion_matrix"])
             curves = {f"raw (ECE {100 * res['ece']:.2f}%)": res["reliability"]}
-            if calibrate:
+            if calibrate and res["calibration"]["temperature"] is not None:
                 cal = res["calibration"]
                 curves[f"T = {cal['temperature']:.3g} (ECE {100 * cal['ece']:.2f}%)"] = cal["reliability"]
             plot_reliability_diagram(curves, paths["reliability"],
@@ -114,10 +116,13 @@ def calibration_metrics(res, calibrate=False):
     (``per_class_metrics``), ``ece`` and ``reliability`` (15 bins) of the raw softmax; with ``calibrate``,
     ``calibration``: the fitted ``temperature`` (``fit_temperature`` on ``res``'s logits), the ECE, NLL and top-1
     after dividing the logits by it (``ece``, ``nll``, ``top1``; ``nll_raw`` before), its reliability bins, and
-    ``at_bound`` (the fit stopped at the end of the searched range)."""
+    ``at_bound`` (the fit stopped at the end of the searched range); ``temperature`` None and ``skipped`` (why)
+    when the logits are not finite."""
     out = {"per_class": per_class_metrics(res["confusion"]), "ece": expected_calibration_error(res["calibration_bins"]),
            "reliability": reliability(res["calibration_bins"])}
-    if calibrate:
+    if calibrate and not np.isfinite(res["logits"]).all():
+        out["calibration"] = {"temperature": None, "skipped": "the model gives non-finite logits on this split"}
+    elif calibrate:
         logits, labels = res["logits"], res["labels"]
         temperature, at_bound = fit_temperature(logits, labels)
         probs = softmax(logits / temperature)

@@ -27,7 +27,8 @@ def calibration_bins(probs, labels, n_bins=ECE_BINS):
     labels = np.asarray(labels).reshape(-1)
     conf = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-    b = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    # a non-finite confidence (NaN logits) lands in the first bin and makes the ECE NaN (null in eval.json)
+    b = np.clip(np.ceil(np.nan_to_num(conf, nan=0.0) * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     out = np.zeros((3, n_bins))
     np.add.at(out[0], b, 1.0)
     np.add.at(out[1], b, conf)
@@ -90,12 +91,14 @@ def fit_temperature(logits, labels, bounds=TEMPERATURE_RANGE, tol=1e-10):
     minimum to ``tol``, without step sizes to tune. Returns ``(T, at_bound)``: at_bound is True when the
     minimum lies at an end of ``bounds`` (the logits' scale fits no temperature inside: e.g. every sample
     right with a wide margin, where the NLL keeps falling as T -> 0). Dividing by T > 0 keeps every argmax:
-    top-1 never changes.
+    top-1 never changes. Raises ``ValueError`` for mismatched shapes or non-finite logits.
     """
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels).reshape(-1)
     if z.ndim != 2 or len(z) != len(y) or len(z) == 0:
         raise ValueError(f"fit_temperature needs [N, C] logits and N labels (N > 0), got {z.shape} and {y.shape}")
+    if not np.isfinite(z).all():
+        raise ValueError("fit_temperature needs finite logits: the model gives NaN or inf on this split")
     z_label = z[np.arange(len(z)), y]
 
     def slope(beta):  # d NLL / d beta
