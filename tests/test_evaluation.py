@@ -1,5 +1,5 @@
-"""Evaluation users ask for: per-class precision/recall/F1 (against scikit-learn), the expected calibration error (against
-a hand computation), temperature scaling (against a brute-force search), and the whole path: ``ppvit eval -o
+"""Evaluation users ask for: per-class precision/recall/F1 (against scikit-learn), the expected calibration error
+(against a hand computation), temperature scaling (against a brute-force search), and the whole path: ``ppvit eval -o
 Eval.calibrate=true`` -> eval.json and reliability.png -> the temperature recorded by export -> applied by infer."""
 import json
 import math

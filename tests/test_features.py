@@ -107,7 +107,8 @@ def test_default_levels_hierarchical_all_isotropic_last_three():
 
 
 def test_bad_out_indices_say_what_the_model_has():
-    with pytest.raises(ValueError, match=r"out_indices for convmixer_256_8=\(8,\).*8 feature levels \(3 \.\. 10\).*-8\.\.7"):
+    with pytest.raises(ValueError,
+                       match=r"out_indices for convmixer_256_8=\(8,\).*8 feature levels \(3 \.\. 10\).*-8\.\.7"):
         ppvit.create_model("convmixer_256_8", features_only=True, out_indices=(8,))
     with pytest.raises(ValueError, match="names a level twice"):
         ppvit.create_model("convmixer_256_8", features_only=True, out_indices=[1, -7])

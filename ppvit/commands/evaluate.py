@@ -8,8 +8,8 @@ The files go to ``Eval.output`` (default: the run folder) and never replace the 
 (``eval_outputs``): ``eval.json``, ``confusion_matrix.png``, ``reliability.png`` and ``predictions.png`` hold the
 first evaluation written there, or a re-evaluation of the same weights; an evaluation of other weights (another
 weight file, or an exported model) is written beside them as ``eval_<name>.json``, ``confusion_matrix_<name>.png``,
-``reliability_<name>.png`` and ``predictions_<name>.png``, ``<name>`` being the weight file's stem (``final_model``) or the exported model's
-folder (``inference``). The log says which files were written."""
+``reliability_<name>.png`` and ``predictions_<name>.png``, ``<name>`` being the weight file's stem
+(``final_model``) or the exported model's folder (``inference``). The log says which files were written."""
 import hashlib
 import json
 import os
