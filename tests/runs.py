@@ -88,7 +88,8 @@ def one_error(proc, code=2):
 
 
 def eval_logged_paths(proc):
-    """{"metrics" | "confusion matrix" | "prediction grid": path} from an eval run's log lines (each at most once)."""
-    found = re.findall(r"^(metrics|confusion matrix|prediction grid): (.+)$", proc.stdout, re.M)
+    """{"metrics" | "confusion matrix" | "reliability diagram" | "prediction grid": path} from an eval run's log
+    lines (each at most once)."""
+    found = re.findall(r"^(metrics|confusion matrix|reliability diagram|prediction grid): (.+)$", proc.stdout, re.M)
     assert len(found) == len(dict(found)), proc.stdout[-3000:]
     return dict(found)

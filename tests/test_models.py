@@ -174,6 +174,11 @@ def test_model_contract_and_cfg(name):
     missing = [a for a in TIMM_ARGS if a not in params]
     assert not missing, f"{name}'s constructor lacks {missing}"
     assert inspect.signature(model.forward_head).parameters["pre_logits"].default is False
+    # timm's older cfg name and feature levels on every model (the maps themselves: test_features.py)
+    assert model.default_cfg is model.pretrained_cfg
+    sublayers = dict(model.named_sublayers())
+    assert model.feature_info and all(isinstance(f["num_chs"], int) and f["num_chs"] > 0 and f["reduction"] >= 1
+                                      and f["module"] in sublayers for f in model.feature_info), model.feature_info
 
     state = model.state_dict()
     # cfg.classifier is the Linear get_classifier() returns; its keys are in the state_dict

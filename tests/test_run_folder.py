@@ -54,9 +54,9 @@ def test_derived_outputs_record_their_weights(first):
 
 
 def _logged(proc):
-    """The three paths an eval run with a grid logs (``eval_logged_paths``)."""
+    """The four paths an eval run with a grid logs (``eval_logged_paths``)."""
     found = eval_logged_paths(proc)
-    assert len(found) == 3, proc.stdout[-3000:]
+    assert len(found) == 4, proc.stdout[-3000:]
     return found
 
 
@@ -66,7 +66,7 @@ def test_evaluating_other_weights_keeps_the_first_evaluation(first, tmp_path):
     its own files; Eval.output chooses the folder (and is validated like every key)."""
     run, cfg, o, cwd = first["run"], first["config"], first["o"] + ["Eval.grid_images=4"], first["tmp"]
     best, final = os.path.join(run, "best_model.pdparams"), os.path.join(run, "final_model.pdparams")
-    firsts = ("eval.json", "confusion_matrix.png", "predictions.png")
+    firsts = ("eval.json", "confusion_matrix.png", "reliability.png", "predictions.png")
     before = snapshot(run)
     assert all(f in before for f in firsts)
 
@@ -75,7 +75,8 @@ def test_evaluating_other_weights_keeps_the_first_evaluation(first, tmp_path):
     assert {f: after[f] for f in firsts} == {f: before[f] for f in firsts}  # the first evaluation, untouched
     logged = {k: os.path.join(cwd, v) for k, v in _logged(proc).items()}
     written = sorted(os.path.relpath(p, run) for p in logged.values())
-    assert written == ["confusion_matrix_final_model.png", "eval_final_model.json", "predictions_final_model.png"]
+    assert written == ["confusion_matrix_final_model.png", "eval_final_model.json", "predictions_final_model.png",
+                       "reliability_final_model.png"]
     assert sorted(set(after) - set(before)) == written  # nothing else appeared, nothing was removed
     with open(logged["metrics"], encoding="utf-8") as f:
         second = json.load(f)
@@ -244,7 +245,7 @@ def test_overwrite_removes_every_evaluation_and_nothing_else(tmp_path):
     from ppvit.engine.resume import clear_run_folder
 
     ours = ["eval.json", "eval_final_model.json", "confusion_matrix_final_model.png", "predictions_inference.png",
-            "predictions.png", "infer_predictions.png", "train.log"]
+            "predictions.png", "infer_predictions.png", "train.log", "reliability.png", "reliability_final_model.png"]
     theirs = ["notes.txt", "my_eval.json", "predictions.jpg", "evaluation.json"]
     for f in ours + theirs:
         (tmp_path / f).write_text("x")

@@ -1,13 +1,15 @@
-"""``ppvit eval`` (tools/eval.py): loss, top-1, top-5 and per-class accuracy of the weights on the test split,
-``eval.json``, a confusion-matrix PNG and a prediction grid; through the dygraph model or an exported model's verified
+"""``ppvit eval`` (tools/eval.py): loss, top-1, top-5, per-class accuracy/precision/recall/F1 and the expected
+calibration error of the weights on the test split, ``eval.json``, a confusion-matrix PNG, a reliability diagram PNG
+and a prediction grid; with ``Eval.calibrate`` the temperature (temperature scaling) fitted on that split, which
+``ppvit export`` then records for ``ppvit infer``; through the dygraph model or an exported model's verified
 backend (``Eval.model`` / ``Eval.use_predictor``), with the same metric code downstream of the logits.
 
 The files go to ``Eval.output`` (default: the run folder) and never replace the evaluation of other weights
-(``eval_outputs``): ``eval.json``, ``confusion_matrix.png`` and ``predictions.png`` hold the first evaluation
-written there, or a re-evaluation of the same weights; an evaluation of other weights (another weight file, or
-an exported model) is written beside them as ``eval_<name>.json``, ``confusion_matrix_<name>.png`` and
-``predictions_<name>.png``, ``<name>`` being the weight file's stem (``final_model``) or the exported model's
-folder (``inference``). The log says which files were written."""
+(``eval_outputs``): ``eval.json``, ``confusion_matrix.png``, ``reliability.png`` and ``predictions.png`` hold the
+first evaluation written there, or a re-evaluation of the same weights; an evaluation of other weights (another
+weight file, or an exported model) is written beside them as ``eval_<name>.json``, ``confusion_matrix_<name>.png``,
+``reliability_<name>.png`` and ``predictions_<name>.png``, ``<name>`` being the weight file's stem
+(``final_model``) or the exported model's folder (``inference``). The log says which files were written."""
 import hashlib
 import json
 import os
@@ -20,9 +22,10 @@ from tqdm import tqdm
 
 from ..engine import Engine, load_config
 from ..engine.config import ConfigError
-from ..engine.evaluator import evaluate as evaluate_loader, per_class_table
+from ..engine.evaluator import (ECE_BINS, calibration_bins, evaluate as evaluate_loader, expected_calibration_error,
+                                fit_temperature, nll, per_class_metrics, per_class_table, reliability)
 from ..engine.logger import close_logging, get_logger, setup_logging
-from ..engine.plots import plot_confusion_matrix
+from ..engine.plots import plot_confusion_matrix, plot_reliability_diagram
 from ..io import write_json
 from ..io.provenance import source_metadata, weights_record
 from ..utils.softmax import softmax
@@ -57,29 +60,106 @@ def evaluate_run(engine):
         # said at once, not after the evaluation)
         paths = _choose_outputs(e, forward, log) if e.is_main else None
         n_batches = len(e.eval_loader)
+        calibrate = e.cfg["Eval"]["calibrate"]
         with tqdm(total=n_batches, desc="eval", disable=not e.is_main, leave=False, mininterval=1.0) as bar:
-            res = evaluate_loader(forward.fn, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"], progress=bar)
+            res = evaluate_loader(forward.fn, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"], progress=bar,
+                                  keep_logits=calibrate)
         names = e.class_names + [str(i) for i in range(len(e.class_names), res["confusion"].shape[0])]
         table = per_class_table(res["confusion"], names)
+        res.update(calibration_metrics(res, calibrate))
         log.info(f"{e.cfg['Arch']['name']} on {e.cfg['Data']['dataset']} test ({res['count']} images), "
                  f"weights {forward.weights}, through {forward.how}")
-        log.info(f"loss {res['loss']:.4f} | top-1 {100 * res['top1']:.2f}% | top-5 {100 * res['top5']:.2f}%")
+        log.info(f"loss {res['loss']:.4f} | top-1 {100 * res['top1']:.2f}% | top-5 {100 * res['top5']:.2f}% | "
+                 f"macro F1 {100 * res['per_class']['macro_f1']:.2f}% | ECE {100 * res['ece']:.2f}%")
         log.info(table)
+        if calibrate and res["calibration"]["temperature"] is None:
+            log.warning(f"temperature scaling skipped: {res['calibration']['skipped']}")
+        elif calibrate:
+            cal = res["calibration"]
+            log.info(f"temperature scaling (fitted on these {res['count']} images): T = {cal['temperature']:.4f}; "
+                     f"ECE {100 * res['ece']:.2f}% -> {100 * cal['ece']:.2f}%, NLL {cal['nll_raw']:.4f} -> "
+                     f"{cal['nll']:.4f}, top-1 unchanged ({100 * cal['top1']:.2f}%)")
+            if cal["at_bound"]:
+                log.warning(f"the fitted temperature {cal['temperature']} is at the end of the searched range: the "
+                            "NLL keeps falling beyond it (e.g. every image right with a wide margin), so this split "
+                            "cannot calibrate the model and export will not record it; calibrate on a larger or "
+                            "harder held-out split")
         if e.is_main:
             source, model = e.evaluated
             if os.path.exists(paths["grid"]):  # the same weights' earlier grid: redrawn by save_eval_grid, if at all
                 os.remove(paths["grid"])
             os.makedirs(os.path.dirname(paths["metrics"]) or ".", exist_ok=True)
             plot_confusion_matrix(res["confusion"], names, paths["confusion_matrix"])
-            result = {k: res[k] for k in ("loss", "top1", "top5", "count")}
+            curves = {f"raw (ECE {100 * res['ece']:.2f}%)": res["reliability"]}
+            if calibrate and res["calibration"]["temperature"] is not None:
+                cal = res["calibration"]
+                curves[f"T = {cal['temperature']:.3g} (ECE {100 * cal['ece']:.2f}%)"] = cal["reliability"]
+            plot_reliability_diagram(curves, paths["reliability"],
+                                     title=f"Reliability diagram, {e.cfg['Arch']['name']} ({res['count']} images, "
+                                           f"{ECE_BINS} bins)")
+            result = {k: res[k] for k in ("loss", "top1", "top5", "count", "per_class", "ece", "reliability")}
+            if calibrate:
+                result["calibration"] = res["calibration"]
             result.update(weights=forward.weights, source_weights=source, model=model, forward=forward.how,
                           class_names=names, confusion=res["confusion"].tolist())
             write_json(paths["metrics"], result)
             log.info(f"confusion matrix: {paths['confusion_matrix']}")
+            log.info(f"reliability diagram: {paths['reliability']}")
             log.info(f"metrics: {paths['metrics']}")
         return res
     finally:
         close_logging()
+
+
+def calibration_metrics(res, calibrate=False):
+    """eval.json's per-class and calibration fields from an ``evaluator.evaluate`` result: ``per_class``
+    (``per_class_metrics``), ``ece`` and ``reliability`` (15 bins) of the raw softmax; with ``calibrate``,
+    ``calibration``: the fitted ``temperature`` (``fit_temperature`` on ``res``'s logits), the ECE, NLL and top-1
+    after dividing the logits by it (``ece``, ``nll``, ``top1``; ``nll_raw`` before), its reliability bins, and
+    ``at_bound`` (the fit stopped at the end of the searched range); ``temperature`` None and ``skipped`` (why)
+    when the logits are not finite."""
+    out = {"per_class": per_class_metrics(res["confusion"]), "ece": expected_calibration_error(res["calibration_bins"]),
+           "reliability": reliability(res["calibration_bins"])}
+    if calibrate and not np.isfinite(res["logits"]).all():
+        out["calibration"] = {"temperature": None, "skipped": "the model gives non-finite logits on this split"}
+    elif calibrate:
+        logits, labels = res["logits"], res["labels"]
+        temperature, at_bound = fit_temperature(logits, labels)
+        probs = softmax(logits / temperature)
+        bins = calibration_bins(probs, labels)
+        out["calibration"] = {
+            "method": "temperature scaling (Guo et al. 2017): softmax(logits / T), T minimising the NLL on this split",
+            "temperature": temperature, "at_bound": at_bound, "ece": expected_calibration_error(bins),
+            "nll_raw": nll(logits, labels), "nll": nll(logits, labels, temperature),
+            "top1": float((probs.argmax(axis=1) == labels).mean()), "reliability": reliability(bins)}
+    return out
+
+
+def fitted_temperature(cfg, weights):
+    """The temperature ``ppvit eval -o Eval.calibrate=true`` fitted for the weight file ``weights``:
+    ``(T, eval.json path, at_bound)`` from the newest ``eval*.json`` in ``Eval.output`` or the run folder whose
+    ``source_weights`` has the file's sha256 and which holds a calibration; ``at_bound``: the fit stopped at the
+    end of the searched range (a degenerate fit, not to be applied). ``(None, None, False)`` when there is none."""
+    import glob
+
+    from ..engine.config import run_dir
+
+    record = weights_record(weights)
+    if record is None:
+        return None, None, False
+    found = []
+    folders = {os.path.abspath(f) for f in (cfg["Eval"]["output"], run_dir(cfg)) if f}
+    for path in sorted(p for folder in folders for p in glob.glob(os.path.join(folder, "eval*.json"))):
+        held = _read_eval_json(path)
+        if not isinstance(held, dict) or (held.get("source_weights") or {}).get("sha256") != record["sha256"]:
+            continue
+        calibration = held.get("calibration") or {}
+        temperature = calibration.get("temperature")
+        if isinstance(temperature, (int, float)) and temperature > 0:
+            found.append((os.path.getmtime(path), float(temperature), path, bool(calibration.get("at_bound"))))
+    if not found:
+        return None, None, False
+    return max(found)[1:]
 
 
 _MISSING = object()
@@ -123,7 +203,8 @@ def _tag(source, model):
 
 
 def eval_outputs(out, source, model, how, log=None):
-    """The files of an evaluation in the folder ``out``: ``{"metrics", "confusion_matrix", "grid"}`` paths.
+    """The files of an evaluation in the folder ``out``: ``{"metrics", "confusion_matrix", "reliability", "grid"}``
+    paths.
 
     ``source``: the evaluated weights' record (``weights_record``: path and sha256) or None; ``model``: the
     exported model's prefix, or None for the weight file itself (dygraph or exported on the fly). The plain
@@ -142,6 +223,7 @@ def eval_outputs(out, source, model, how, log=None):
     for suffix in ("", f"_{tag}", f"_{tag}_{digest[:8]}"):
         paths = {"metrics": os.path.join(out, f"eval{suffix}.json"),
                  "confusion_matrix": os.path.join(out, f"confusion_matrix{suffix}.png"),
+                 "reliability": os.path.join(out, f"reliability{suffix}.png"),
                  "grid": os.path.join(out, f"predictions{suffix}.png")}
         before = _read_eval_json(paths["metrics"])
         if before is _MISSING:
@@ -167,8 +249,9 @@ def eval_outputs(out, source, model, how, log=None):
         held = _read_eval_json(plain)
         whose = _describe(*evaluated(held)) if isinstance(held, dict) else "other weights"
         log.info(f"{plain} holds the evaluation of {whose}; this evaluation of {_describe(*key)} is written beside "
-                 f"it as {os.path.basename(paths['metrics'])}, {os.path.basename(paths['confusion_matrix'])} and "
-                 f"{os.path.basename(paths['grid'])} (-o Eval.output=FOLDER writes it elsewhere)")
+                 f"it as {os.path.basename(paths['metrics'])}, {os.path.basename(paths['confusion_matrix'])}, "
+                 f"{os.path.basename(paths['reliability'])} and {os.path.basename(paths['grid'])} (-o "
+                 "Eval.output=FOLDER writes it elsewhere)")
     return paths
 
 

@@ -25,6 +25,26 @@ def _check_images(cfg, log):
     return np.stack([np.asarray(dataset[i][0], dtype="float32") for i in range(min(n, len(dataset)))])
 
 
+def _temperature(cfg, weights, log):
+    """The softmax temperature the export records for infer: ``Export.temperature``, else the one
+    ``ppvit eval -o Eval.calibrate=true`` fitted for these weights (logged; a degenerate fit is not recorded,
+    with a warning), else None."""
+    from .evaluate import fitted_temperature
+
+    if cfg["Export"]["temperature"] is not None:
+        log.info(f"temperature {cfg['Export']['temperature']:.4g} (Export.temperature) recorded for infer")
+        return cfg["Export"]["temperature"]
+    temperature, source, at_bound = fitted_temperature(cfg, weights)
+    if at_bound:
+        log.warning(f"the temperature in {source} ({temperature:.4g}) is a degenerate fit (at the end of the searched "
+                    "range): not recorded; calibrate on a harder held-out split, or set -o Export.temperature=T")
+        return None
+    if temperature is not None:
+        log.info(f"temperature {temperature:.4g} (fitted by Eval.calibrate, {source}) recorded for infer; "
+                 "-o Export.temperature=1.0 exports without it")
+    return temperature
+
+
 def run(cfg):
     """``ppvit export``: the inference model and its metadata; logs the predictor's difference to dygraph."""
     from ..deploy import export_model
@@ -39,7 +59,8 @@ def run(cfg):
     # the export once they change
     meta = {"labels": class_names(cfg), "model": cfg["Arch"]["name"], "preprocess": preprocess_of(cfg),
             "arch": cfg["Arch"], "weights": os.path.abspath(weights),
-            "transform": cfg["Data"]["transform"], "dataset": cfg["Data"]["dataset"]}
+            "transform": cfg["Data"]["transform"], "dataset": cfg["Data"]["dataset"],
+            "temperature": _temperature(cfg, weights, log)}
     info = export_model(model, prefix, size, meta, onnx=cfg["Export"]["onnx"],
                         check_images=_check_images(cfg, log))
 

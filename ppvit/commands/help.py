@@ -25,9 +25,10 @@ VERB_HELP = {
               "(resumable), train.log, history.json and learning curves to Global.output_dir/<run name>/.",
               [("Global", None), ("Arch", None), ("Loss", None), ("Optimizer", None), ("Data", None)],
               "ppvit train -c configs/quickstart.yaml -o Global.epochs=3 -o Data.batch_size=32"),
-    "eval": ("Evaluate weights on the test split: loss, top-1/top-5, per-class accuracy; writes eval.json, "
-             "confusion_matrix.png and predictions.png to the run folder (Eval.output), or eval_<weights>.json, "
-             "... beside them when they hold an evaluation of other weights.",
+    "eval": ("Evaluate weights on the test split: loss, top-1/top-5, per-class accuracy/precision/recall/F1, "
+             "expected calibration error (Eval.calibrate: fit temperature scaling); writes eval.json, "
+             "confusion_matrix.png, reliability.png and predictions.png to the run folder (Eval.output), or "
+             "eval_<weights>.json, ... beside them when they hold an evaluation of other weights.",
              _RUN + [("Data", ["dataset", "data_file", "val_dir", "val_list", "transform", "eval_batch_size",
                                "limit"]), ("Eval", None)],
              "ppvit eval -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"),
@@ -36,7 +37,8 @@ VERB_HELP = {
                _RUN + [("Data", ["dataset", "data_file", "val_dir", "val_list", "transform"]), ("Export", None)],
                "ppvit export -c configs/quickstart.yaml -o Global.pretrained_model=output/quickstart/best_model.pdparams"),
     "infer": ("Classify image files or folders with an exported model: top-k per image printed, infer.json and "
-              "infer_predictions.png written.",
+              "infer_predictions.png written. Scores are softmax(logits / T) when the export records a temperature "
+              "(ppvit eval -o Eval.calibrate=true, then export), with the raw ones beside them.",
               [("Global", ["device", "output_dir", "run_name"]), ("Infer", None)],
               "ppvit infer -c configs/quickstart.yaml -o Infer.images=my_images -o Infer.topk=3"),
     "explain": ("LIME and/or Grad-CAM explanations (Explain.method) of test images or image files, through the "

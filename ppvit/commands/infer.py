@@ -1,5 +1,7 @@
 """``ppvit infer`` (tools/infer.py): Infer.images through the exported model (its verified backend): top-k per
-image printed, ``infer.json`` and a prediction grid PNG."""
+image printed, ``infer.json`` and a prediction grid PNG. When the export records a softmax temperature
+(``ppvit eval -o Eval.calibrate=true``, then ``ppvit export``), the scores are the calibrated
+``softmax(logits / T)`` and the raw ``softmax(logits)`` stay beside them (``raw_score``)."""
 import os
 
 from ..engine.config import ConfigError, run_dir
@@ -20,8 +22,12 @@ def run(cfg):
     model = inf["model"] or os.path.join(run_dir(cfg), EXPORT_PREFIX)
     predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model", inf["backend"],
                                cfg=cfg)
+    temperature = (predictor.meta or {}).get("temperature")
+    if temperature is not None:
+        get_logger().info(f"scores calibrated with the export's temperature T = {temperature:.4g} "
+                          "(softmax(logits / T)); the uncalibrated ones are raw_score in infer.json")
     try:
-        results = classify_files(predictor, files, inf["topk"])
+        results = classify_files(predictor, files, inf["topk"], temperature=temperature)
     except ImageReadError as e:  # a file that is not an image
         raise ConfigError(f"Infer.images: {e}") from None
     for r in results:
@@ -31,7 +37,7 @@ def run(cfg):
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "infer.json"), {"model": predictor.prefix, "backend": predictor.backend_name,
                                                  "source_weights": (predictor.meta or {}).get("source_weights"),
-                                                 "results": results})
+                                                 "temperature": temperature, "results": results})
     shown = results[:inf["grid_images"]]
     if shown:
         png = save_prediction_grid(

@@ -323,6 +323,9 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
             (overrides of ``default_preprocess``, whose mean/std/interpolation come from the model's
             ``pretrained_cfg``: resize, crop, interpolation, channel_order, scale, mean, std; a trained run
             passes its data pipeline's own, which is what its weights saw), ``weights`` (the weights file it came from: its sha256 and mtime are recorded);
+            ``temperature`` (a softmax temperature T > 0 from temperature scaling, or None: recorded as
+            ``temperature``, for the predictor's users to compute ``softmax(logits / T)``; the program's logits
+            stay raw);
             any other key is stored in the JSON as given (must be JSON-serialisable).
         onnx: also write ``<prefix>.onnx`` (paddle2onnx, offline) for the ONNX Runtime backend.
         backends: names to verify and offer (default: all of ``backends.BACKENDS``); ``[]`` skips
@@ -348,6 +351,7 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
     if model_cfg.get("architecture"):
         meta.setdefault("model", model_cfg["architecture"])
     preprocess = make_preprocess([h, w], meta.pop("preprocess", None), model_cfg)
+    temperature = _temperature(meta.pop("temperature", None))  # checked before anything is written
     labels = meta.pop("labels", None)
     num_classes = getattr(model, "num_classes", None)
     if labels is not None:
@@ -419,6 +423,7 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
             "timed_batch": int(bench_batch_size or (64 if h * w <= 64 * 64 else 16)) if records else None,
         },
         "source_weights": source_weights_record(meta.get("weights")),
+        "temperature": temperature,
         "paddle_version": paddle.__version__,
     }
     info.update(meta)
@@ -428,6 +433,15 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
     logger.debug("exported %s (%s); verified backends, images/s: %s; default backend: %s", out_prefix,
                 ", ".join(f for f in files.values() if f), speeds or "none checked", chosen or "paddle (unverified)")
     return info
+
+
+def _temperature(value):
+    """A softmax temperature to record: None, or a finite float > 0 (``ValueError`` otherwise)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"temperature must be a number > 0 (or None), got {value!r}")
+    return float(value)
 
 
 def read_meta(prefix):

@@ -301,19 +301,27 @@ def expand_image_paths(paths):
     return out
 
 
-def topk_entries(probs, k, labels=None):
-    """[{class_id, label, score}] for the k highest of a 1-D probability vector, best first."""
+def topk_entries(probs, k, labels=None, raw=None):
+    """[{class_id, label, score}] for the k highest of a 1-D probability vector, best first; with ``raw`` (the
+    uncalibrated probabilities of the same classes) each entry also has ``raw_score``."""
     k = min(int(k), len(probs))
     ids = np.argsort(-probs, kind="stable")[:k]
-    return [{"class_id": int(i), "label": labels[i] if labels else str(int(i)), "score": float(probs[i])}
-            for i in ids]
+    entries = [{"class_id": int(i), "label": labels[i] if labels else str(int(i)), "score": float(probs[i])}
+               for i in ids]
+    if raw is not None:
+        for e in entries:
+            e["raw_score"] = float(raw[e["class_id"]])
+    return entries
 
 
-def classify_files(predictor, paths, topk=5):
+def classify_files(predictor, paths, topk=5, temperature=None):
     """Classify image files and/or folders of images with an exported model.
 
     Returns one dict per image, in input order: ``{"path", "topk": [{"class_id", "label", "score"}]}``
-    with softmax scores. A path that is not a readable image raises ``ImageReadError`` naming it.
+    with softmax scores. With ``temperature`` T (temperature scaling, e.g. the export's
+    ``meta["temperature"]``) the scores are ``softmax(logits / T)`` and each entry also has ``raw_score``
+    (``softmax(logits)``); the classes and their order are the same. A path that is not a readable image
+    raises ``ImageReadError`` naming it.
     """
     files = expand_image_paths(paths)
     results = []
@@ -321,12 +329,19 @@ def classify_files(predictor, paths, topk=5):
     for start in range(0, len(files), predictor.batch_size):
         chunk = files[start:start + predictor.batch_size]
         batch = np.stack([predictor.preprocess(read_image(f)) for f in chunk])
-        probs = predictor.predict_proba(batch)
-        results += [{"path": f, "topk": topk_entries(p, topk, predictor.labels)} for f, p in zip(chunk, probs)]
+        if temperature is None:
+            probs, raws = predictor.predict_proba(batch), [None] * len(chunk)
+        else:
+            logits = np.asarray(predictor(batch), dtype=np.float64)
+            probs, raws = softmax(logits / float(temperature)), softmax(logits)
+        results += [{"path": f, "topk": topk_entries(p, topk, predictor.labels, r)}
+                    for f, p, r in zip(chunk, probs, raws)]
     return results
 
 
 def format_result(result):
-    """One line per image: ``path: label (0.912), label (0.051), ...``."""
-    tops = ", ".join(f"{t['label']} ({t['score']:.3f})" for t in result["topk"])
+    """One line per image: ``path: label (0.912), label (0.051), ...``; with calibrated scores also the raw
+    ones: ``label (0.912, raw 0.990)``."""
+    tops = ", ".join(f"{t['label']} ({t['score']:.3f}" + (f", raw {t['raw_score']:.3f})" if "raw_score" in t else ")")
+                     for t in result["topk"])
     return f"{result['path']}: {tops}"

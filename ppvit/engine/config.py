@@ -170,15 +170,20 @@ SCHEMA = {
     },
     "Eval": {
         "grid_images": Key(int, 18, check=NON_NEGATIVE, doc="first N test images drawn in predictions.png; 0 = none"),
-        "model": Key((str, NONE), None, doc="evaluate an exported model (prefix, file or folder) through its verified "
-                                            "backend (Eval.backend)"),
+        "model": Key((str, NONE), None,
+                     doc="evaluate an exported model (prefix, file or folder) through its verified backend "
+                         "(Eval.backend)"),
         "use_predictor": Key(bool, False, doc="export Global.pretrained_model to a temp folder and evaluate that"),
         "backend": Key(str, "auto", choices=BACKENDS,
                        doc="inference backend of Eval.model/use_predictor; auto = the fastest one export verified"),
         "output": Key((str, NONE), None,
-                      doc="folder of eval.json, confusion_matrix.png and predictions.png; null = the run folder. An "
-                          "evaluation of other weights already there is kept: the new files are named after the "
-                          "weights (eval_final_model.json, ...)"),
+                      doc="folder of eval.json, confusion_matrix.png, reliability.png and predictions.png; null = the "
+                          "run folder. An evaluation of other weights already there is kept: the new files are named "
+                          "after the weights (eval_final_model.json, ...)"),
+        "calibrate": Key(bool, False,
+                         doc="fit temperature scaling (one T > 0 minimising the NLL) on the evaluated split: T, the ECE"
+                             " after it and its reliability bars in eval.json/reliability.png; ppvit export records T "
+                             "for infer"),
     },
     "Export": {
         "output": Key((str, NONE), None, doc="folder of the exported model; null = <run folder>/inference"),
@@ -186,6 +191,9 @@ SCHEMA = {
         "check_images": Key(int, 256, check=NON_NEGATIVE,
                             doc="first N test images every backend must classify as dygraph does (>= 99.5% top-1 "
                                 "agreement); 0 = off"),
+        "temperature": Key((float, NONE), None, check=POSITIVE,
+                           doc="softmax temperature recorded for infer (scores = softmax(logits / T), raw ones kept); "
+                               "null = the one ppvit eval -o Eval.calibrate=true fitted for these weights, if any"),
     },
     "Infer": {
         "model": Key((str, NONE), None, doc="exported model: prefix, one of its files or its folder; null = <run "

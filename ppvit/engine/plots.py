@@ -62,3 +62,32 @@ def plot_confusion_matrix(matrix, class_names, path=None, title="Confusion matri
     if path:
         save_png(fig, path, bbox_inches="tight")
     return fig
+
+
+def plot_reliability_diagram(curves, path=None, title="Reliability diagram"):
+    """Accuracy against confidence per bin (Guo et al. 2017's reliability diagram), one bar series per entry of
+    ``curves`` ({label: ``evaluator.reliability`` dict}, e.g. raw and temperature-scaled), with the diagonal of
+    perfect calibration and each bin's sample count below. Labels should carry their ECE."""
+    fig = agg_figure((7, 7.5))
+    ax, counts = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ls="--", c="gray", label="perfect calibration")
+    colors = ["tab:blue", "tab:orange", "tab:green"]
+    n_series = max(len(curves), 1)
+    for k, (label, rel) in enumerate(curves.items()):
+        edges = np.asarray(rel["edges"])
+        width = (edges[1] - edges[0]) / n_series
+        left = edges[:-1] + k * width
+        acc = [np.nan if a is None else a for a in rel["accuracy"]]
+        ax.bar(left, acc, width=width, align="edge", color=colors[k % 3], alpha=0.75, edgecolor="black",
+               lw=0.5, label=label)
+        counts.bar(left, rel["count"], width=width, align="edge", color=colors[k % 3], alpha=0.75)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    counts.set_xlabel("confidence (top softmax probability)")
+    counts.set_ylabel("images")
+    if path:
+        save_png(fig, path, bbox_inches="tight")
+    return fig

@@ -16,10 +16,10 @@ from .config import ConfigError, resume_changes
 # files and folders a run and the verbs write into a run folder (Global.overwrite removes these, nothing else)
 RUN_FILES = ("best_model.pdparams", "best_model.pdopt", "final_model.pdparams", "final_model.pdopt",
              "latest.pdstate", "latest.pdparams", "latest.pdopt", "train.log", "history.json", "config.yaml",
-             "loss_curve.png", "acc_curve.png", "eval.json", "confusion_matrix.png", "predictions.png",
-             "infer.json", "infer_predictions.png")
+             "loss_curve.png", "acc_curve.png", "eval.json", "confusion_matrix.png", "reliability.png",
+             "predictions.png", "infer.json", "infer_predictions.png")
 # and the evaluations of other weights beside eval.json (ppvit.commands.evaluate.eval_outputs)
-RUN_FILE_PATTERNS = ("eval_*.json", "confusion_matrix_*.png", "predictions_*.png")
+RUN_FILE_PATTERNS = ("eval_*.json", "confusion_matrix_*.png", "reliability_*.png", "predictions_*.png")
 RUN_FOLDERS = ("inference", "explain", "vdl")
 # any of these marks a folder as holding a run
 RUN_MARKERS = ("latest.pdstate", "train.log", "config.yaml", "best_model.pdparams", "final_model.pdparams")

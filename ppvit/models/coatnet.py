@@ -21,6 +21,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import Conv2D, DepthwiseConv2D, DropPath, check_input_size, drop_path_rates, to_2tuple
 from .registry import ModelCfg, register_model
@@ -274,6 +275,36 @@ class CoAtNet(nn.Layer):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self):
+        """timm's feature levels: the outputs of s0 (stride 2) .. s4 (stride 32)."""
+        stages = [self.s0, self.s1, self.s2, self.s3, self.s4]
+        # each stage ends in a norm (BatchNorm or LayerNorm) over its output channels
+        channels = [int([p for p in s.parameters() if p.ndim == 1][-1].shape[0]) for s in stages]
+        return [dict(num_chs=c, reduction=2 ** (i + 1), module=f"s{i}") for i, c in enumerate(channels)]
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """timm's ``forward_intermediates`` (``ppvit.models.features``): the maps of ``feature_info``'s levels
+        (s0 .. s4) in ``indices`` (None: all; an int n: the last n), each [B, C_i, H / r_i, W / r_i] (NCHW).
+        ``norm`` has no effect (no final norm). Returns the list (``intermediates_only``), else
+        ``(forward_features(x), list)``; with ``stop_early`` nothing after the last level taken runs (the first
+        item is then that map). Raises ``ValueError`` for an input size other than ``img_size``."""
+        take, last = feature_take_indices(5, indices)
+        check_input_size(x, self.img_size, "CoAtNet")
+        intermediates = []
+        for i, stage in enumerate([self.s0, self.s1, self.s2, self.s3, self.s4]):
+            if stop_early and i > last:
+                break
+            x = stage(x)
+            if i in take:
+                intermediates.append(format_map(x, output_fmt))
+        if intermediates_only:
+            return intermediates
+        if not stop_early or last == 4:
+            x = self.pool(x).flatten(1)  # B, C: forward_features
+        return x, intermediates
 
 
 # PyTorch (003) -> Paddle keys. Same module tree, so a rename: BatchNorm statistics get Paddle's names, the

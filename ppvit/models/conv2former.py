@@ -17,6 +17,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import (Conv2D, DepthwiseConv2D, DropPath, LayerNorm2d, affine_folds_into, conv_after_affine,
                      drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_)
@@ -227,6 +228,37 @@ class Conv2FormerCifar(nn.Layer):
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def feature_info(self):
+        """timm's feature levels: each stage's map before its downsampling ({num_chs, reduction, module})."""
+        return [dict(num_chs=int(layer.blocks[0].mlp.fc2.weight.shape[0]), reduction=2 ** i,
+                     module=f"layers.{i}.blocks.{len(layer.blocks) - 1}") for i, layer in enumerate(self.layers)]
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """timm's ``forward_intermediates`` (``ppvit.models.features``): the maps of ``feature_info``'s levels
+        in ``indices`` (None: all; an int n: the last n), each [B, C_i, H / r_i, W / r_i] (NCHW). norm: the final
+        ``norm`` on the last stage's map. Returns the list (``intermediates_only``), else ``(forward_features(x),
+        list)``; with ``stop_early`` nothing after the last level taken runs (the first item is then that map)."""
+        take, last = feature_take_indices(len(self.layers), indices)
+        intermediates = []
+        x = self.pos_drop(self.fc1(x))
+        for i, layer in enumerate(self.layers):
+            if stop_early and i > last:
+                break
+            for blk in layer.blocks:
+                x = blk(x)
+            if i in take:
+                y = self.norm(x) if norm and i == len(self.layers) - 1 else x
+                intermediates.append(format_map(y, output_fmt))
+            if layer.downsample is not None:
+                x = layer.downsample(x)  # B, 2C, H/2, W/2
+        if intermediates_only:
+            return intermediates
+        if not stop_early or last == len(self.layers) - 1:
+            x = self.avgpool(self.norm(x)).flatten(1)  # B, C: forward_features
+        return x, intermediates
+
 
 # --------------------------------------------------------------------------------------------------------
 # the official architecture (source 001 + HVision-NKU/Conv2Former models/conv2former.py)
@@ -310,6 +342,33 @@ class Conv2Former(nn.Layer):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self):
+        """timm's feature levels: each stage's output ({num_chs, reduction, module})."""
+        return [dict(num_chs=int(stage[0].mlp.fc2.weight.shape[0]), reduction=4 * 2 ** i, module=f"stages.{i}")
+                for i, stage in enumerate(self.stages)]
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """timm's ``forward_intermediates`` (``ppvit.models.features``): the maps of ``feature_info``'s levels
+        in ``indices`` (None: all; an int n: the last n), each [B, C_i, H / r_i, W / r_i] (NCHW). ``norm`` has
+        no effect (the stages end without a norm; the 1x1-conv/GELU/LayerNorm ``head`` is part of the features).
+        Returns the list (``intermediates_only``), else ``(forward_features(x), list)``; with ``stop_early``
+        nothing after the last level taken runs (the first item is then that map)."""
+        take, last = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        for i, (downsample, stage) in enumerate(zip(self.downsample_layers, self.stages)):
+            if stop_early and i > last:
+                break
+            x = stage(downsample(x))
+            if i in take:
+                intermediates.append(format_map(x, output_fmt))
+        if intermediates_only:
+            return intermediates
+        if not stop_early or last == len(self.stages) - 1:
+            x = self.head(x).mean([-2, -1])  # B, head_dim: forward_features
+        return x, intermediates
 
 
 # PyTorch (official) -> Paddle keys. The module trees are identical, so this is a rename only:

@@ -23,6 +23,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import (Attention, Conv2D, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple,
                      trunc_normal_)
@@ -226,6 +227,44 @@ class ConViT(nn.Layer):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self):
+        """timm's feature levels: every block's patch tokens as a map on the patch grid."""
+        return [dict(num_chs=self.embed_dim, reduction=self.patch_embed.patch_size[0], module=f"blocks.{i}")
+                for i in range(len(self.blocks))]
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """timm's ``forward_intermediates`` (``ppvit.models.features``): the outputs of the blocks in
+        ``indices`` (None: all; an int n: the last n), patch tokens only (the cls token left out), reshaped to
+        the patch grid: [B, embed_dim, H / patch, W / patch] (NCHW). norm: the final ``norm`` on each. Returns
+        the list (``intermediates_only``), else ``(forward_features(x), list)``; with ``stop_early`` no block
+        after the last one taken runs (the first item is then the final norm's first token at that block: the cls
+        token once it has joined, as ``forward_features``)."""
+        take, last = feature_take_indices(len(self.blocks), indices)
+        gh, gw = self.patch_embed.grid_size
+        B = x.shape[0]
+        x = self.patch_embed(x)  # B, N, C
+        if self.use_pos_embed:
+            x = x + self.pos_embed
+        x = self.pos_drop(x)
+        cls_tokens = self.cls_token.expand([B, -1, -1])
+        intermediates = []
+        for i, blk in enumerate(self.blocks):
+            if stop_early and i > last:
+                break
+            if i == self.local_up_to_layer:
+                x = paddle.concat([cls_tokens, x], axis=1)  # B, 1 + N, C
+            x = blk(x)
+            if i in take:
+                y = self.norm(x) if norm else x
+                y = y[:, 1:] if i >= self.local_up_to_layer else y  # B, N, C: patch tokens
+                intermediates.append(format_map(y.transpose([0, 2, 1]).reshape([-1, self.embed_dim, gh, gw]),
+                                                output_fmt))  # B, C, gh, gw
+        if intermediates_only:
+            return intermediates
+        return self.norm(x)[:, 0], intermediates  # forward_features
 
 
 # PyTorch -> Paddle keys. facebookresearch/convit and timm's ``convit.py`` share this module tree and

@@ -23,6 +23,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..io import unwrap_state_dict
+from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import BatchNorm2D, Conv2D, DepthwiseConv2D, DropPath, drop_path_rates, to_2tuple
 from .registry import ModelCfg, register_model
@@ -115,6 +116,34 @@ class ConvMixer(nn.Sequential):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self):
+        """timm's feature levels: every block's map, at the patch stride."""
+        stride = self[0]._stride
+        stride = int(stride[0] if isinstance(stride, (list, tuple)) else stride)
+        return [dict(num_chs=self.num_features, reduction=stride, module=str(3 + i)) for i in range(self.depth)]
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """timm's ``forward_intermediates`` (``ppvit.models.features``): the outputs of the blocks in
+        ``indices`` (None: all; an int n: the last n), each [B, dim, H / patch, W / patch] (NCHW). ``norm`` has
+        no effect (no final norm). Returns the list (``intermediates_only``), else ``(forward_features(x),
+        list)``; with ``stop_early`` no block after the last one taken runs (the first item is then its map)."""
+        take, last = feature_take_indices(self.depth, indices)
+        layers = list(self._sub_layers.values())
+        for layer in layers[:3]:  # patch conv, act, BN
+            x = layer(x)
+        intermediates = []
+        for i in range(last + 1 if stop_early else self.depth):
+            x = layers[3 + i](x)
+            if i in take:
+                intermediates.append(format_map(x, output_fmt))
+        if intermediates_only:
+            return intermediates
+        if not stop_early or last == self.depth - 1:
+            x = layers[self.depth + 4](layers[self.depth + 3](x))  # pool, flatten: forward_features
+        return x, intermediates
 
 
 # --------------------------------------------------------------------------------------------------------

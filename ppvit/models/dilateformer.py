@@ -13,6 +13,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
+from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import Conv2D, DepthwiseConv2D, Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple
 from .registry import ModelCfg, register_model
@@ -320,6 +321,44 @@ class DilateFormer(nn.Layer):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self):
+        """timm's feature levels: each stage's map before its patch merging ({num_chs, reduction, module})."""
+        info, reduction = [], 4  # the stem's stride
+        for i, stage in enumerate(self.stages):
+            info.append(dict(num_chs=int(stage.blocks[0].pos_embed.weight.shape[0]), reduction=reduction,
+                             module=f"stages.{i}.blocks.{len(stage.blocks) - 1}"))
+            reduction *= 1 if isinstance(stage.downsample, nn.Identity) else 2
+        return info
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+                              intermediates_only=False):
+        """timm's ``forward_intermediates`` (``ppvit.models.features``): the maps of ``feature_info``'s levels
+        in ``indices`` (None: all; an int n: the last n), each [B, C_i, H / r_i, W / r_i] (NCHW). norm: the final
+        ``norm`` (over channels) on the last stage's map. Returns the list (``intermediates_only``), else
+        ``(forward_features(x), list)``; with ``stop_early`` nothing after the last level taken runs (the first
+        item is then that stage's merged map)."""
+        take, last = feature_take_indices(len(self.stages), indices)
+        x = self.patch_embed(x)
+        intermediates = []
+        for i, stage in enumerate(self.stages):
+            if stop_early and i > last:
+                break
+            for blk in stage.blocks:
+                x = blk(x)
+            if i in take:
+                y = x
+                if norm and i == len(self.stages) - 1:
+                    C, H, W = y.shape[1:]
+                    y = self.norm(y.flatten(2).transpose([0, 2, 1])).transpose([0, 2, 1]).reshape([-1, C, H, W])
+                intermediates.append(format_map(y, output_fmt))
+            x = stage.downsample(x)
+        if intermediates_only:
+            return intermediates
+        if not stop_early or last == len(self.stages) - 1:
+            x = self.norm(x.flatten(2).transpose([0, 2, 1])).mean(axis=1)  # B, C: forward_features
+        return x, intermediates
 
 
 # PyTorch (JIAOJIAYUASD/dilateformer, default options) -> Paddle keys. The notebook kept the official

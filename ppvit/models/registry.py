@@ -9,6 +9,7 @@ read it instead of guessing.
 import dataclasses
 import difflib
 import fnmatch
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from ..errors import PpvitError
 
 __all__ = ["ModelCfg", "PretrainedWeightsError", "register_model", "create_model", "list_models", "is_model",
            "get_model_cfg", "rename_old_kwargs"]
+
+logger = logging.getLogger("ppvit")
 
 _MODELS = {}  # name -> builder function
 _CFGS = {}  # name -> ModelCfg
@@ -103,11 +106,29 @@ def register_model(fn=None, *, cfg=None):
     return wrap(fn) if fn is not None else wrap
 
 
-def list_models(pattern=None):
-    """Registered model names, sorted; ``pattern`` is a shell-style filter such as ``'convit_*'``."""
+def list_models(filter="", pretrained=False, exclude_filters=""):
+    """Registered model names, sorted, with timm's arguments.
+
+    filter: a shell-style pattern such as ``'convit_*'`` (or a list of them: a name matching any is kept);
+    ``''`` keeps every name. exclude_filters: pattern(s) of names to leave out. pretrained: True keeps only the
+    names with downloadable pretrained weights: ppvit ships none and downloads nothing, so that list is empty
+    (and a warning says so; convert official PyTorch weights with tools/convert_weights.py and pass the file
+    as ``pretrained=``).
+    """
     names = sorted(_MODELS)
-    if pattern:
-        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    filters = [filter] if isinstance(filter, str) else list(filter or [])
+    filters = [f for f in filters if f]
+    if filters:
+        names = [n for n in names if any(fnmatch.fnmatch(n, f) for f in filters)]
+    excludes = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters or [])
+    excludes = [f for f in excludes if f]
+    if excludes:
+        names = [n for n in names if not any(fnmatch.fnmatch(n, f) for f in excludes)]
+    if pretrained:
+        logger.warning("list_models(pretrained=True): ppvit ships no pretrained weights and downloads none, so "
+                       "no model has them; convert official PyTorch weights with tools/convert_weights.py and "
+                       "pass the file as create_model(name, pretrained=PATH)")
+        return []
     return names
 
 
@@ -155,7 +176,7 @@ def _check_pretrained(pretrained):
             "tools/convert_weights.py, or pass pretrained=None for random initialisation)")
 
 
-def create_model(name, pretrained=None, num_classes=None, **kwargs):
+def create_model(name, pretrained=None, num_classes=None, features_only=False, out_indices=None, **kwargs):
     """Build registered model ``name``; returns a ``paddle.nn.Layer`` mapping [B, C, H, W] float32 images
     (normalised as ``get_model_cfg(name)`` says) to [B, num_classes] logits.
 
@@ -165,16 +186,23 @@ def create_model(name, pretrained=None, num_classes=None, **kwargs):
         fails with one line counting the missing/unexpected/mismatched keys.
     num_classes: None keeps the name's default (``get_model_cfg(name).num_classes``: 1000 for ImageNet
         variants, 10 for the CIFAR ones); 0 gives a model without classifier (``forward`` returns features).
+    features_only: return a backbone (``ppvit.models.features.FeatureGetterNet``) whose forward gives a list
+        of NCHW feature maps, described by its ``feature_info`` (``.channels()``, ``.reduction()``), as timm's.
+    out_indices: the feature levels a ``features_only`` model returns: a list of indices into
+        ``model.feature_info`` (negative ones count from the end) or an int n (the last n); None: every level
+        of a hierarchical model, the last 3 blocks of an isotropic one (ConViT, ConvMixer).
     kwargs: the family's constructor arguments, timm's names: ``img_size``, ``in_chans``, ``drop_rate``,
         ``drop_path_rate``, ... (``image_size`` and ``in_channels`` are accepted for ``img_size`` and
         ``in_chans``).
 
     The model carries ``model.pretrained_cfg``: the name's ``ModelCfg`` as a dict, updated with the
-    class count and input size it was built with.
+    class count and input size it was built with; ``model.default_cfg`` is the same dict (timm's older name),
+    and ``model.feature_info`` lists its feature levels (``{"num_chs", "reduction", "module"}`` dicts).
 
     Raises ``ValueError`` for an unknown name, ``PretrainedWeightsError`` (a ``ValueError``) when
-    ``pretrained`` is not a path (e.g. ``True``: nothing is downloaded), ``TypeError`` for arguments the
-    family does not take, ``ppvit.io.CheckpointError`` when the weights do not fit the model.
+    ``pretrained`` is not a path (e.g. ``True``: nothing is downloaded), ``ValueError`` for ``out_indices``
+    the model does not have (or given without ``features_only``), ``TypeError`` for arguments the family does
+    not take, ``ppvit.io.CheckpointError`` when the weights do not fit the model.
     """
     if name not in _MODELS:
         raise ValueError(unknown_model_message(name))
@@ -182,15 +210,21 @@ def create_model(name, pretrained=None, num_classes=None, **kwargs):
         pretrained = None
     if pretrained is not None:
         _check_pretrained(pretrained)
+    if out_indices is not None and not features_only:
+        raise ValueError(f"out_indices={out_indices!r} is for a backbone: pass features_only=True with it")
     kwargs = rename_old_kwargs(kwargs)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     model = _MODELS[name](**kwargs)
-    model.pretrained_cfg = _built_cfg(_CFGS[name], model)
+    model.pretrained_cfg = model.default_cfg = _built_cfg(_CFGS[name], model)
     if pretrained is not None:
         from .helpers import load_pretrained
 
         load_pretrained(model, pretrained)
+    if features_only:
+        from .features import FeatureGetterNet
+
+        model = FeatureGetterNet(model, out_indices, name=name)
     return model
 
 
