@@ -132,7 +132,7 @@ class AppModel:
         rgb = np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)
         x = self.predictor.preprocess(rgb, color="RGB")
         with self.lock:
-            probs = self.predictor.predict_proba(x[None])[0]
+            probs = self.predictor.predict_proba(x[None], self.predictor.temperature)[0]  # calibrated when exported so
         return restore_image(x, self.mean, self.std), probs
 
     def faithfulness(self, image, saliency, c):

@@ -22,7 +22,7 @@ def run(cfg):
     model = inf["model"] or os.path.join(run_dir(cfg), EXPORT_PREFIX)
     predictor = open_predictor(model, cfg["Global"]["device"], inf["batch_size"], "Infer.model", inf["backend"],
                                cfg=cfg)
-    temperature = (predictor.meta or {}).get("temperature")
+    temperature = predictor.temperature
     if temperature is not None:
         get_logger().info(f"scores calibrated with the export's temperature T = {temperature:.4g} "
                           "(softmax(logits / T)); the uncalibrated ones are raw_score in infer.json")

@@ -231,8 +231,15 @@ class Predictor:
             return self._run(x)
         return np.concatenate([self._run(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
 
-    def predict_proba(self, x):
-        return softmax(self(x))
+    @property
+    def temperature(self):
+        """The softmax temperature the export records (``ppvit eval -o Eval.calibrate=true``), or None."""
+        return (self.meta or {}).get("temperature")
+
+    def predict_proba(self, x, temperature=None):
+        """Probabilities [N, classes]: ``softmax(logits / temperature)``; None = plain ``softmax(logits)``."""
+        logits = self(x)
+        return softmax(logits if temperature is None else np.asarray(logits, np.float64) / float(temperature))
 
     # images -----------------------------------------------------------------------------------------
     def preprocess(self, image, color="BGR"):
@@ -333,7 +340,7 @@ def classify_files(predictor, paths, topk=5, temperature=None):
             probs, raws = predictor.predict_proba(batch), [None] * len(chunk)
         else:
             logits = np.asarray(predictor(batch), dtype=np.float64)
-            probs, raws = softmax(logits / float(temperature)), softmax(logits)
+            probs, raws = softmax(logits / float(temperature)), softmax(logits)  # one forward pass for both
         results += [{"path": f, "topk": topk_entries(p, topk, predictor.labels, r)}
                     for f, p, r in zip(chunk, probs, raws)]
     return results
