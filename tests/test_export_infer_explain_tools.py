@@ -60,7 +60,7 @@ def assert_png(path):
 def test_images(n):
     """The first ``n`` quick-start test images as RGB uint8 (as the model sees them) and their labels."""
     cfg = load_config(QUICKSTART)
-    data = build_dataset(cfg["Data"], "test")
+    data = build_dataset(cfg["Data"], "test", cfg["Arch"]["img_size"])
     items = [data[i] for i in range(n)]
     chw = np.stack([x for x, _ in items])
     rgb = np.rint(denormalize(chw, cfg["Data"]["transform"]) * 255).astype(np.uint8)

@@ -64,7 +64,7 @@ def test_training_writes_the_accuracy_curve_in_percent(tmp_path, monkeypatch):
 
 def _digits(n):
     cfg = load_config(QUICKSTART, ["Data.limit=16"])
-    ds = build_dataset(cfg["Data"], "test")
+    ds = build_dataset(cfg["Data"], "test", cfg["Arch"]["img_size"])
     images = [np.rint(denormalize(ds[i][0], "basic") * 255).astype(np.uint8) for i in range(n)]
     return images, [int(np.ravel(ds[i][1])[0]) for i in range(n)]
 
