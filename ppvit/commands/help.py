@@ -43,9 +43,13 @@ KEY_DOCS = {
     "Optimizer.weight_decay": "L2 (Adam, SGD) or decoupled (AdamW) weight decay",
     "Optimizer.momentum": "SGD's momentum",
     "Optimizer.grad_clip": "clip the global gradient norm to this; null = off",
-    "Optimizer.scheduler": "learning-rate schedule, stepped every batch",
+    "Optimizer.scheduler": "learning-rate schedule, stepped every optimizer step",
     "Optimizer.warmup_epochs": "linear warm-up epochs before the schedule",
     "Optimizer.eta_min": "the cosine schedule's final learning rate",
+    "Optimizer.grad_accum_steps": "batches whose gradients make one optimizer step (gradient accumulation); "
+                                  "effective batch = Data.batch_size x processes x this",
+    "Optimizer.lr_base_size": "linear lr scaling (the papers' lr x batch / 512): Optimizer.lr is the lr of a "
+                              "global batch of this size, used as lr x effective batch / this; null = off",
     "Data.dataset": "cifar10, digits (embedded, offline), folder (class subfolders) or filelist "
                     "(PaddleClas 'path label' lines)",
     "Data.data_file": "cifar10/digits: the CIFAR-format archive; null = the default path",

@@ -120,6 +120,16 @@ SCHEMA = {
         "scheduler": Key(str, "cosine", choices=("cosine", "constant", "onecycle")),
         "warmup_epochs": Key(float, 0.0, check=NON_NEGATIVE),
         "eta_min": Key(float, 0.0, check=NON_NEGATIVE),
+        # gradient accumulation (timm's --grad-accum-steps): an optimizer step every N batches, on the sum of their
+        # loss / N gradients; the effective batch is Data.batch_size x processes x N (logged)
+        "grad_accum_steps": Key(int, 1, check=POSITIVE,
+                                doc="batches whose gradients make one optimizer step; effective batch = "
+                                    "Data.batch_size x processes x this"),
+        # linear lr scaling (DeiT/ConViT: lr x global batch / 512; timm's --lr-base-size): Optimizer.lr is then the
+        # lr of a global batch of this size, scaled to the effective batch (logged); null = Optimizer.lr as given
+        "lr_base_size": Key((int, NONE), None, check=POSITIVE,
+                            doc="linear lr scaling: Optimizer.lr is the lr of this global batch, used as "
+                                "lr x effective batch / this; null = off"),
     },
     "Data": {
         "dataset": Key(str, "cifar10", choices=("cifar10", "digits", "folder", "filelist")),
