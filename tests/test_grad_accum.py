@@ -1,6 +1,8 @@
 """Gradient accumulation (Optimizer.grad_accum_steps) equals one large batch, resumes exactly mid-epoch, and
 the linear lr scaling (Optimizer.lr_base_size) is applied and logged."""
+import itertools
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -35,6 +37,17 @@ def _max_diff(a, b):
     return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
 
 
+def _ctrl_c_at(n, step):
+    """``step`` that raises KeyboardInterrupt (Ctrl-C) instead at its ``n``-th call."""
+    calls = itertools.count(1)
+
+    def wrapped():
+        if next(calls) == n:
+            raise KeyboardInterrupt
+        step()
+    return wrapped
+
+
 def test_accumulating_two_half_batches_equals_one_batch(tmp_path):
     # lr 0.1 for a global batch of 32 (linear scaling): 0.05 for the effective batch of 16 of both runs
     scaling = ("Optimizer.lr=0.1", "Optimizer.lr_base_size=32")
@@ -57,17 +70,9 @@ def test_resume_mid_epoch_with_accumulation_is_exact(tmp_path):
     # a mid-epoch checkpoint after the optimizer step that completes batch 2 of epoch 2 (global batch 6), then an
     # interrupt at the next optimizer step
     first = Engine(_cfg(tmp_path / "b", *extra, "Global.save_interval=5"))
-    real_step, calls = first.optimizer.step, []
-
-    def step_then_interrupt():
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        real_step()
-
-    first.optimizer.step = step_then_interrupt
-    with pytest.raises(KeyboardInterrupt):
-        first.train()
+    with mock.patch.object(first.optimizer, "step", side_effect=_ctrl_c_at(4, first.optimizer.step)):
+        with pytest.raises(KeyboardInterrupt):
+            first.train()
     run_b = os.path.join(tmp_path, "b", "tiny")
     meta = load_latest(run_b)["meta"]
     assert (meta["epoch"], meta["batch"], meta["global_step"]) == (1, 2, 6)  # at an optimizer step, not mid-group
