@@ -9,8 +9,7 @@ import os
 import paddle
 
 from ..deploy.predictor import EXPORT_PREFIX, export_prefix_of  # <folder>/inference.json + .pdiparams + ...
-from ..engine.builder import build_device, build_model, check_input_size, seed_everything
-from ..engine.checkpoint import run_weights
+from ..engine.builder import build_device, build_model, seed_everything
 from ..engine.config import ConfigError, run_dir
 
 
@@ -39,10 +38,8 @@ def load_model(cfg):
     the model does not take is a ``ConfigError``."""
     build_device(cfg["Global"]["device"])
     seed_everything(cfg["Global"]["seed"])
-    cfg["Global"]["pretrained_model"] = run_weights(cfg)
-    model = build_model(cfg, training=False)
     size = input_size(cfg)
-    check_input_size(model, (3, size, size), cfg)
+    model = build_model(cfg, training=False, input_shape=(3, size, size))  # the engine's builder
     model.eval()
     return model
 

@@ -41,24 +41,27 @@ def evaluate(config_path=None, overrides=(), cfg=None):
 
 def run(cfg):
     """``ppvit eval``: the metrics, then notebook 004's prediction grid (``predictions.png`` beside
-    ``eval.json``, named as it is)."""
+    ``eval.json``, named as it is), both through one forward pass."""
     engine = Engine(cfg, mode="eval")
-    metrics = evaluate_run(engine)
-    save_eval_grid(engine)
+    forward = eval_forward(engine)
+    metrics = evaluate_run(engine, forward)
+    save_eval_grid(engine, metrics, forward)
     return metrics
 
 
-def evaluate_run(engine):
+def evaluate_run(engine, forward=None):
     """``ppvit eval``: loss/top-1/top-5 of ``Global.pretrained_model`` (or of the exported ``Eval.model``) on
     the test split, a per-class table, ``eval.json`` and a confusion-matrix PNG in ``Eval.output`` (the run
-    folder by default), under the names ``eval_outputs`` chooses (stored as ``engine.eval_paths``)."""
+    folder by default), under the names ``eval_outputs`` chooses. ``forward``: an ``eval_forward(engine)``,
+    else one is made. Returns the metrics dict, with ``paths`` (``eval_outputs``'s file paths; None on ranks
+    other than 0) and ``source_weights`` (the evaluated weights' record)."""
     e = engine
     log = setup_logging(None, console=e.is_main)
     try:
-        forward = eval_forward(e)  # the dygraph model or an exported model's predictor
+        forward = forward or eval_forward(e)  # the dygraph model or an exported model's predictor
         # where the results go, settled before the test split is run (a name clash or a bad Eval.output is
         # said at once, not after the evaluation)
-        paths = _choose_outputs(e, forward, log) if e.is_main else None
+        (source, model), paths = _choose_outputs(e, forward, log) if e.is_main else ((None, None), None)
         n_batches = len(e.eval_loader)
         calibrate = e.cfg["Eval"]["calibrate"]
         with tqdm(total=n_batches, desc="eval", disable=not e.is_main, leave=False, mininterval=1.0) as bar:
@@ -72,6 +75,7 @@ def evaluate_run(engine):
         log.info(f"loss {res['loss']:.4f} | top-1 {100 * res['top1']:.2f}% | top-5 {100 * res['top5']:.2f}% | "
                  f"macro F1 {100 * res['per_class']['macro_f1']:.2f}% | ECE {100 * res['ece']:.2f}%")
         log.info(table)
+        res.update(paths=paths, source_weights=source)
         if calibrate and res["calibration"]["temperature"] is None:
             log.warning(f"temperature scaling skipped: {res['calibration']['skipped']}")
         elif calibrate:
@@ -85,7 +89,6 @@ def evaluate_run(engine):
                             "cannot calibrate the model and export will not record it; calibrate on a larger or "
                             "harder held-out split")
         if e.is_main:
-            source, model = e.evaluated
             if os.path.exists(paths["grid"]):  # the same weights' earlier grid: redrawn by save_eval_grid, if at all
                 os.remove(paths["grid"])
             os.makedirs(os.path.dirname(paths["metrics"]) or ".", exist_ok=True)
@@ -257,8 +260,7 @@ def eval_outputs(out, source, model, how, log=None):
 
 def _choose_outputs(engine, forward, log=None):
     """Where this engine's evaluation goes (``eval_outputs`` in ``Eval.output``, else the run folder; created
-    when the results are written). Sets ``engine.evaluated`` (the weights' record, the exported model's prefix or None),
-    ``engine.source_weights`` (the record, which the figures carry) and ``engine.eval_paths``."""
+    when the results are written): ((the weights' record, the exported model's prefix or None), paths)."""
     if engine.cfg["Eval"]["model"]:  # an exported model: the weights it was exported from
         source = (forward.predictor.meta or {}).get("source_weights")
         model = os.path.abspath(forward.predictor.prefix)
@@ -267,9 +269,7 @@ def _choose_outputs(engine, forward, log=None):
     out = engine.cfg["Eval"]["output"] or engine.run_dir
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"Eval.output: {out} is a file, not a folder; give a folder for eval.json and its figures")
-    engine.evaluated, engine.source_weights = (source, model), source
-    engine.eval_paths = eval_outputs(out, source, model, forward.how, log)
-    return engine.eval_paths
+    return (source, model), eval_outputs(out, source, model, forward.how, log)
 
 
 class EvalForward:
@@ -285,15 +285,12 @@ class EvalForward:
 
 
 def eval_forward(engine):
-    """The forward pass of tools/eval.py (built once per engine; the metrics and the grid share it).
+    """The forward pass of tools/eval.py (``run`` builds it once: the metrics and the grid share it).
 
     ``Eval.model``: an exported model run by its verified backend (its weights, not Global.pretrained_model's).
     ``Eval.use_predictor``: the engine's model (Global.pretrained_model) exported to a temp folder first.
     Otherwise the dygraph model itself. Everything downstream of the logits is the same code.
     """
-    cached = getattr(engine, "_eval_forward", None)
-    if cached is not None:
-        return cached
     cfg, ev = engine.cfg, engine.cfg["Eval"]
     device, batch_size = cfg["Global"]["device"], cfg["Data"]["eval_batch_size"]
     tmp = None
@@ -306,14 +303,12 @@ def eval_forward(engine):
         predictor = predictor_of(engine.model, tmp.name, cfg, device, batch_size, ev["backend"])
         how, weights = f"{predictor.backend_label} (exported on the fly)", cfg["Global"]["pretrained_model"]
     else:
-        engine._eval_forward = EvalForward(engine.model, DYGRAPH, cfg["Global"]["pretrained_model"])
-        return engine._eval_forward
+        return EvalForward(engine.model, DYGRAPH, cfg["Global"]["pretrained_model"])
 
     def run(images):  # the predictor takes and returns numpy
         return paddle.to_tensor(predictor(images.numpy()))
 
-    engine._eval_forward = EvalForward(run, how, weights, predictor, tmp)
-    return engine._eval_forward
+    return EvalForward(run, how, weights, predictor, tmp)
 
 
 def _check_eval_predictor(cfg, predictor, image):
@@ -337,10 +332,10 @@ def _check_eval_predictor(cfg, predictor, image):
 
 
 @paddle.no_grad()
-def save_eval_grid(engine):
+def save_eval_grid(engine, metrics=None, forward=None):
     """``ppvit eval``: the first ``Eval.grid_images`` test images with predicted vs true labels (wrong ones
-    red), ``predictions.png`` beside ``eval.json`` (named as it is: ``engine.eval_paths``), like notebook 004's
-    ``show_images``; through ``eval_forward``."""
+    red), ``predictions.png`` beside ``eval.json`` (named as it is: ``metrics["paths"]`` of ``evaluate_run``,
+    else chosen here), like notebook 004's ``show_images``; through ``forward`` (else a new ``eval_forward``)."""
     from ..data import denormalize
     from ..explain.grid import save_prediction_grid  # the grid of predictions lives with the other figures
 
@@ -349,16 +344,19 @@ def save_eval_grid(engine):
         return None
     images, labels = zip(*(engine.eval_set[i] for i in range(n)))
     engine.model.eval()
-    forward = eval_forward(engine)  # the one tools/eval.py's metrics came from
+    forward = forward or eval_forward(engine)  # the one tools/eval.py's metrics came from
     probs = softmax(forward(paddle.to_tensor(np.stack(images))).numpy())
     pred = probs.argmax(axis=1)
-    paths = getattr(engine, "eval_paths", None) or _choose_outputs(engine, forward)  # beside its eval.json
+    if metrics is not None and metrics.get("paths"):  # beside its eval.json
+        paths, source = metrics["paths"], metrics["source_weights"]
+    else:
+        (source, _), paths = _choose_outputs(engine, forward)
     os.makedirs(os.path.dirname(paths["grid"]) or ".", exist_ok=True)
     png = save_prediction_grid(
         paths["grid"],
         denormalize(np.stack(images), engine.cfg["Data"]["transform"]), pred,
         true=[int(np.ravel(y)[0]) for y in labels], class_names=engine.class_names,
         probs=probs[np.arange(n), pred], title=f"{engine.cfg['Arch']['name']}: first {n} test images",
-        metadata=source_metadata(getattr(engine, "source_weights", None)))
+        metadata=source_metadata(source))
     setup_logging(None, console=True).info(f"prediction grid: {png}")
     return png

@@ -60,28 +60,42 @@ def build_loaders(data_cfg, seed, mode="train", image_size=None):
 
 
 # ----------------------------------------------------------------------------------------------- model
-def build_model(cfg, training=True):
-    """``create_model(Arch.name, num_classes=Arch.num_classes, **other Arch keys)`` with
-    ``Global.pretrained_model``'s weights: for training, a head trained for another class count is
-    re-initialised (fine-tuning, logged); otherwise (eval, export, explain) every key must fit, head included.
+def build_model(cfg, training=True, input_shape=None, weights=True):
+    """The config's model with its weights, through the one builder (``build_model_with_cfg``): the model of
+    ``Arch.name`` built with ``num_classes=Arch.num_classes`` and the other Arch keys, with the weights of
+    ``Global.pretrained_model``; not training and ``weights`` true, the run's best model when that is unset
+    (``run_weights``, which is written back to ``Global.pretrained_model``: what was evaluated).
+
+    training: a head trained for another class count is re-initialised (fine-tuning, logged); otherwise (eval,
+    export, explain) every key must fit, head included. Weights saved for another ``Arch.img_size`` have their
+    position tables resampled (logged). weights: False builds without the run's weights when none is given
+    (an exported ``Eval.model`` brings its own). input_shape: (C, H, W) of the data; one forward on zeros checks
+    that the model takes it (``check_input_size``), before anything is written.
 
     The Arch keys were checked against the model's signature when the config loaded; a ``ValueError`` the
-    model's constructor raises for their values (e.g. an even kernel size) is a ``ConfigError``.
+    model's constructor raises for their values (e.g. an even kernel size) is a ``ConfigError``; weights that
+    do not fit are a ``CheckpointError``.
     """
-    from ..models import create_model
-    from ..models.helpers import load_pretrained
+    from ..errors import PpvitError
+    from ..models.helpers import build_model_with_cfg
+    from .checkpoint import run_weights
 
-    arch = cfg["Arch"]
+    arch, g = cfg["Arch"], cfg["Global"]
+    if not training and weights:
+        g["pretrained_model"] = run_weights(cfg)
     kwargs = model_kwargs(cfg)
     try:
-        model = create_model(arch["name"], num_classes=arch["num_classes"], **kwargs)
+        model = build_model_with_cfg(
+            arch["name"], pretrained=g["pretrained_model"] or None, num_classes=arch["num_classes"],
+            reset_head=training, context=" for this config",
+            fix="check Arch.name and the Arch.* sizes, or the weights file", **kwargs)
+    except PpvitError:
+        raise
     except ValueError as e:
         raise ConfigError(f"Arch: model {arch['name']} rejected its arguments "
                           f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items()) or '(none)'}: {e}") from None
-    weights = cfg["Global"]["pretrained_model"]
-    if weights:
-        load_pretrained(model, weights, reset_head=training, context=" for this config",
-                        fix="check Arch.name and the Arch.* sizes, or the weights file")
+    if input_shape is not None:
+        check_input_size(model, tuple(input_shape), cfg)
     return model
 
 

@@ -133,9 +133,15 @@ SCHEMA = {
         "momentum": Key(float, 0.9, check=NON_NEGATIVE, doc="SGD's momentum"),
         "grad_clip": Key((float, NONE), None, check=POSITIVE, doc="clip the global gradient norm to this; null = off"),
         "scheduler": Key(str, "cosine", choices=("cosine", "constant", "onecycle"),
-                         doc="learning-rate schedule, stepped every batch"),
+                         doc="learning-rate schedule, stepped every optimizer step"),
         "warmup_epochs": Key(float, 0.0, check=NON_NEGATIVE, doc="linear warm-up epochs before the schedule"),
         "eta_min": Key(float, 0.0, check=NON_NEGATIVE, doc="the cosine schedule's final learning rate"),
+        "grad_accum_steps": Key(int, 1, check=POSITIVE,
+                                doc="batches whose gradients make one optimizer step; effective batch = "
+                                    "Data.batch_size x processes x this"),
+        "lr_base_size": Key((int, NONE), None, check=POSITIVE,
+                            doc="linear lr scaling: Optimizer.lr is the lr of this global batch, used as "
+                                "lr x effective batch / this; null = off"),
     },
     "Data": {
         "dataset": Key(str, "cifar10", choices=("cifar10", "digits", "folder", "filelist"),

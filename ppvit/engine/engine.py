@@ -7,13 +7,14 @@
 Nothing is written while the engine is built, so any error found here (missing dataset, mismatched
 checkpoint, ...) leaves an existing run folder untouched.
 """
+import math
 import os
 
 import numpy as np
 import paddle
 
 from . import checkpoint as ckpt
-from .builder import build_device, build_loaders, build_loss, build_model, check_input_size, seed_everything
+from .builder import build_device, build_loaders, build_loss, build_model, seed_everything
 from .config import ConfigError, run_dir
 from .distributed import init_distributed, rank, world_size
 from .ema import ModelEMA
@@ -58,14 +59,11 @@ class Engine:
                                 or [str(i) for i in range(cfg["Arch"]["num_classes"])])
         self._check_class_count()
 
-        # 4. model (+ Global.pretrained_model)
-        # (an exported model given as Eval.model brings its own weights)
-        if mode == "eval" and not g["pretrained_model"] and not cfg.get("Eval", {}).get("model"):
-            g["pretrained_model"] = ckpt.run_weights(cfg)
-        # strict outside training: the head must fit too (only fine-tuning re-initialises it)
-        self.model = build_model(cfg, training=mode == "train")
-        # an Arch/Data size mismatch stops here, before any file is written
-        check_input_size(self.model, tuple(self.eval_set[0][0].shape), cfg)
+        # 4. model (+ Global.pretrained_model, else in eval the run's best model; an exported model given as
+        # Eval.model brings its own weights); strict outside training: the head must fit too (only fine-tuning
+        # re-initialises it); an Arch/Data size mismatch stops here, before any file is written
+        self.model = build_model(cfg, training=mode == "train", input_shape=self.eval_set[0][0].shape,
+                                 weights=not cfg.get("Eval", {}).get("model"))
 
         # 5. loss
         self.loss_fn = build_loss(cfg["Loss"])
@@ -112,10 +110,14 @@ class Engine:
             self.state.schedule = {"start_epoch": plan["extend"][0], "epochs": plan["extend"][1] - plan["extend"][0]}
         self.resume_plan = plan
 
-        # 6. optimizer and per-step schedule over the run's (or the extension's) steps
+        # 6. optimizer and per-step schedule over the run's (or the extension's) optimizer steps: one every
+        # Optimizer.grad_accum_steps batches (and at the end of an epoch), on the effective (global) batch
+        self.accum_steps = cfg["Optimizer"]["grad_accum_steps"]
+        self.global_batch = cfg["Data"]["batch_size"] * self.world_size * self.accum_steps
+        self.updates_per_epoch = math.ceil(self.steps_per_epoch / self.accum_steps)
         segment = self.state.schedule
         opt_cfg = cfg["Optimizer"] if segment["start_epoch"] == 0 else dict(cfg["Optimizer"], warmup_epochs=0.0)
-        self.scheduler = build_scheduler(opt_cfg, self.steps_per_epoch, segment["epochs"])
+        self.scheduler = build_scheduler(opt_cfg, self.updates_per_epoch, segment["epochs"], self.global_batch)
         self.optimizer = build_optimizer(cfg["Optimizer"], self.model, self.scheduler)
         self.mixer = build_batch_mixer(cfg["Data"], cfg["Arch"]["num_classes"])
         if self.mixer is not None:  # its own stream, saved with the checkpoint (the global one is the loader's)

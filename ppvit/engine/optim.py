@@ -44,9 +44,21 @@ class StepSchedule(paddle.optimizer.lr.LRScheduler):
         return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * t / span)) / 2
 
 
-def build_scheduler(opt_cfg, steps_per_epoch, epochs):
+def scaled_lr(opt_cfg, global_batch):
+    """The peak lr of a run whose optimizer steps see ``global_batch`` images (Data.batch_size x processes x
+    Optimizer.grad_accum_steps): ``Optimizer.lr``, or with ``Optimizer.lr_base_size`` the linear scaling rule
+    ``lr x global_batch / lr_base_size`` (Goyal et al. 2017; DeiT's and ConViT's ``lr x batch / 512``)."""
+    base = opt_cfg.get("lr_base_size")
+    return opt_cfg["lr"] * global_batch / base if base else opt_cfg["lr"]
+
+
+def build_scheduler(opt_cfg, steps_per_epoch, epochs, global_batch=None):
+    """The per-step schedule over ``steps_per_epoch`` optimizer steps per epoch (batches / grad_accum_steps,
+    rounded up), peaking at ``scaled_lr(opt_cfg, global_batch)`` (``Optimizer.lr`` when ``global_batch`` is
+    None)."""
+    lr = opt_cfg["lr"] if global_batch is None else scaled_lr(opt_cfg, global_batch)
     return StepSchedule(
-        opt_cfg["lr"], opt_cfg["scheduler"], total_steps=steps_per_epoch * epochs,
+        lr, opt_cfg["scheduler"], total_steps=steps_per_epoch * epochs,
         steps_per_epoch=steps_per_epoch, epochs=epochs,
         warmup_steps=round(opt_cfg["warmup_epochs"] * steps_per_epoch), eta_min=opt_cfg["eta_min"])
 

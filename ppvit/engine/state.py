@@ -75,11 +75,13 @@ class TrainState:
     """Where a run is and what it has done.
 
     epoch, batch: the resume point (``batch`` batches of epoch ``epoch`` (0-based) are done).
-    global_step: optimizer steps taken. steps_per_epoch: batches per epoch (fixed by data, batch, ranks).
+    global_step: batches trained (an optimizer step every ``Optimizer.grad_accum_steps`` of them and at each
+    epoch's end). steps_per_epoch: batches per epoch (fixed by data, batch, ranks).
     best: {"top1", "epoch"} of the best validation so far. history: per-step and per-epoch records.
     epoch_sums: the running sums of a half-done epoch. config: the config the run runs with.
     schedule: {"start_epoch", "epochs"}, the schedule segment the run is on: the whole run, or the epochs
     added by ``Global.extend``. mixer_rng: the MixUp/CutMix stream; rng: python/numpy/paddle streams.
+    last_saved: (epoch, batch, global_step) of the last ``latest`` checkpoint of this process (not saved).
     """
 
     def __init__(self, config, steps_per_epoch):
@@ -93,6 +95,7 @@ class TrainState:
         self.mixer_rng = None
         self.rng = None
         self.path = None  # the checkpoint this state was read from
+        self.last_saved = None
 
     @property
     def finished(self):

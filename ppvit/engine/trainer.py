@@ -1,5 +1,6 @@
 """The training loop: a log line every ``Global.print_interval`` steps with a tqdm bar in between, one summary line
 per epoch, validation, checkpoints and curves."""
+import contextlib
 import hashlib
 import math
 import os
@@ -52,6 +53,7 @@ def train(engine, until_epoch=None):
         removed = clear_run_folder(out)  # before train.log is opened: the new run gets a log of its own
     log = setup_logging(os.path.join(out, "train.log") if e.is_main else None, console=e.is_main)
     ctrl_c = CtrlCWatch()  # a Ctrl-C Paddle re-raised as another exception is still an interrupt
+    vdl = None
     try:
         ctrl_c.start()
         if e.is_main:
@@ -59,15 +61,15 @@ def train(engine, until_epoch=None):
                 log.info(f"Global.overwrite: replaced the earlier run in {out} (removed {', '.join(removed)})")
             os.makedirs(out, exist_ok=True)
             write_text(os.path.join(out, "config.yaml"), dump(e.cfg))
-        e.vdl = open_visualdl(e)  # Global.use_visualdl: <run dir>/vdl on rank 0, else None
+        vdl = open_visualdl(e)  # Global.use_visualdl: <run dir>/vdl on rank 0, else None
         _log_header(e, log)
-        e.last_saved = (state.epoch, state.batch, state.global_step) if e.resumed_from else None
+        state.last_saved = (state.epoch, state.batch, state.global_step) if e.resumed_from else None
         first_epoch, first_batch = state.epoch, state.batch
         stop = g["epochs"] if until_epoch is None else min(until_epoch, g["epochs"])
         for epoch in range(first_epoch, stop):
             start_batch = first_batch if epoch == first_epoch else 0
-            stats = _train_one_epoch(e, epoch, start_batch, log)
-            _end_of_epoch(e, epoch, stats, log)
+            stats = _train_one_epoch(e, epoch, start_batch, log, vdl)
+            _end_of_epoch(e, epoch, stats, log, vdl)
         state.epoch, state.batch = max(stop, state.epoch), 0
         if stop < g["epochs"]:
             log.info(f"stopped after epoch {stop}/{g['epochs']}; resume with -o Global.checkpoints={e.run_dir}")
@@ -89,8 +91,8 @@ def train(engine, until_epoch=None):
         _interrupted(e, log, err)
     finally:
         ctrl_c.stop()
-        if getattr(e, "vdl", None) is not None:
-            e.vdl.close()
+        if vdl is not None:
+            vdl.close()
         close_logging()
 
 
@@ -108,9 +110,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 def _kept(e):
     """What a stopped run leaves behind and how to go on from it, in one sentence."""
     latest = os.path.join(e.run_dir, ckpt.LATEST + ".pdstate")
-    if not os.path.isfile(latest) or e.last_saved is None:
+    if not os.path.isfile(latest) or e.state.last_saved is None:
         return "no checkpoint had been written yet (nothing to resume)"
-    epoch, batch, step = e.last_saved
+    epoch, batch, step = e.state.last_saved
     where = f"after epoch {epoch}" if batch == 0 else f"at epoch {epoch + 1} batch {batch}"
     return (f"the last good checkpoint is {latest} ({where}, step {step}); resume with "
             f"-o Global.checkpoints={e.run_dir}")
@@ -122,9 +124,14 @@ def _log_header(e, log):
         if e.resumed_from else ""
     log.info(f"ppvit train: {cfg['Global']['run_name']} | model {cfg['Arch']['name']} "
              f"({_fmt_count(count_params(e.model))} params) | device {e.device} x{e.world_size}{resumed}")
+    opt = cfg["Optimizer"]
+    accum = f" x{e.accum_steps} accumulated" if e.accum_steps > 1 else ""
+    updates = f" ({e.updates_per_epoch} optimizer steps)" if e.accum_steps > 1 else ""
+    lr = format_lr(opt["lr"]) if not opt["lr_base_size"] else \
+        f"{format_lr(opt['lr'])} x {e.global_batch}/{opt['lr_base_size']} = {format_lr(e.scheduler.base_lr)}"
     log.info(f"data {cfg['Data']['dataset']}: {len(e.train_set)} train / {len(e.eval_set)} test images, "
-             f"batch {cfg['Data']['batch_size']} x{e.world_size}, {e.steps_per_epoch} steps/epoch | "
-             f"{cfg['Optimizer']['name']} lr {format_lr(cfg['Optimizer']['lr'])} ({cfg['Optimizer']['scheduler']}) | "
+             f"batch {cfg['Data']['batch_size']} x{e.world_size}{accum} = effective batch {e.global_batch}, "
+             f"{e.steps_per_epoch} steps/epoch{updates} | {opt['name']} lr {lr} ({opt['scheduler']}) | "
              f"{cfg['Global']['epochs']} epochs | outputs {e.run_dir}")
     plan = e.resume_plan
     if plan["lr"]:
@@ -143,9 +150,9 @@ def _log_header(e, log):
     log.debug("config:\n" + dump(cfg))
 
 
-def _train_one_epoch(e, epoch, start_batch, log):
+def _train_one_epoch(e, epoch, start_batch, log, vdl):
     g, state = e.cfg["Global"], e.state
-    epochs, spe = g["epochs"], e.steps_per_epoch
+    epochs, spe, accum = g["epochs"], e.steps_per_epoch, e.accum_steps
     model = e.train_model
     model.train()
     sampler = e.train_loader.batch_sampler
@@ -165,22 +172,29 @@ def _train_one_epoch(e, epoch, start_batch, log):
             if e.mixer is not None:
                 images, targets = e.mixer(images, labels)
             lr = e.optimizer.get_lr()  # what this step's optimizer.step() uses; the scheduler moves on after it
-            with paddle.amp.auto_cast(enable=e.use_amp):
-                logits = model(images)
-                loss = e.loss_fn(logits, targets)
-            loss_value = float(loss)
-            _check_finite(e, loss_value, epoch, batch, log)
-            if e.scaler is not None:
-                e.scaler.scale(loss).backward()
-                e.scaler.step(e.optimizer)
-                e.scaler.update()
-            else:
-                loss.backward()
-                e.optimizer.step()
-            e.optimizer.clear_grad()
-            e.scheduler.step()
-            if e.ema is not None:
-                e.ema.update(e.model)
+            # gradient accumulation: an optimizer step after every grad_accum_steps batches and after the epoch's
+            # last; each batch's loss weighs 1 / (batches in its group), as one batch of them all would
+            group = min(accum, spe - batch // accum * accum)
+            update = (batch + 1) % accum == 0 or batch + 1 == spe
+            # data parallel: gradients are all-reduced once per optimizer step
+            with model.no_sync() if (not update and e.world_size > 1) else contextlib.nullcontext():
+                with paddle.amp.auto_cast(enable=e.use_amp):
+                    logits = model(images)
+                    loss = e.loss_fn(logits, targets)
+                loss_value = float(loss)
+                _check_finite(e, loss_value, epoch, batch, log)
+                scaled = loss / group if group > 1 else loss
+                (e.scaler.scale(scaled) if e.scaler is not None else scaled).backward()
+            if update:
+                if e.scaler is not None:
+                    e.scaler.step(e.optimizer)
+                    e.scaler.update()
+                else:
+                    e.optimizer.step()
+                e.optimizer.clear_grad()
+                e.scheduler.step()
+                if e.ema is not None:
+                    e.ema.update(e.model)
             state.global_step += 1
 
             n = labels.shape[0]
@@ -189,8 +203,8 @@ def _train_one_epoch(e, epoch, start_batch, log):
             sums["count"] += n
             seen += n
             state.history.add_step(step=state.global_step, epoch=epoch + 1, loss=loss_value, lr=lr)
-            if e.vdl is not None:
-                e.vdl.step(state.global_step, loss_value, lr)
+            if vdl is not None:
+                vdl.step(state.global_step, loss_value, lr)
             now = time.perf_counter()
             ips = seen * e.world_size / max(now - t0, 1e-9)
             bar.set_postfix_str(f"loss {loss_value:.4f} lr {format_lr(lr)} {ips:.1f} img/s", refresh=False)
@@ -201,7 +215,10 @@ def _train_one_epoch(e, epoch, start_batch, log):
                 # console and train.log, as PaddleClas's print_batch_step (the bar shows the steps in between)
                 log.info(f"epoch {epoch + 1}/{epochs} step {batch + 1}/{spe} lr {format_lr(lr)} "
                          f"loss {loss_value:.4f} ips {ips:.1f} img/s eta {_fmt_time((now - t0) / done * remaining)}")
-            if g["save_interval"] and state.global_step % g["save_interval"] == 0 and batch + 1 < spe:
+            # a mid-epoch checkpoint after the optimizer step of the group in which save_interval was reached
+            due = g["save_interval"] and state.global_step // g["save_interval"] > \
+                (state.global_step - batch % accum - 1) // g["save_interval"]
+            if due and update and batch + 1 < spe:
                 sums["time"] += now - t_epoch
                 t_epoch = now
                 sync_buffers(e.model, e.ema.module if e.ema is not None else None)
@@ -240,7 +257,7 @@ def _check_weights(e, where, log):
                  "lowering Optimizer.lr or setting Optimizer.grad_clip", log)
 
 
-def _end_of_epoch(e, epoch, sums, log):
+def _end_of_epoch(e, epoch, sums, log, vdl):
     g, state = e.cfg["Global"], e.state
     loss_sum, correct, count = all_reduce_sum([sums["loss"], sums["correct"], sums["count"]])
     train_loss, train_acc = loss_sum / max(count, 1), correct / max(count, 1)
@@ -266,8 +283,8 @@ def _end_of_epoch(e, epoch, sums, log):
                             train_acc=train_acc, val_loss=val and val["loss"], val_top1=val and val["top1"],
                             val_top5=val and val["top5"], time=sums["time"],
                             images_per_sec=count / max(sums["time"], 1e-9))
-    if e.vdl is not None:
-        e.vdl.epoch(epoch + 1, train_loss=train_loss, train_top1=100 * train_acc, lr=lr,
+    if vdl is not None:
+        vdl.epoch(epoch + 1, train_loss=train_loss, train_top1=100 * train_acc, lr=lr,
                     val_loss=val and val["loss"], val_top1=val and 100 * val["top1"], val_top5=val and 100 * val["top5"])
     _save_latest(e, epoch + 1, 0, None)
     if e.is_main:
@@ -296,7 +313,7 @@ def _save_latest(e, epoch, batch, epoch_sums):
         return
     ckpt.save_latest(e.run_dir, e.model, e.optimizer, e.scheduler, state, mixer=e.mixer, ema=e.ema,
                     scaler=e.scaler)
-    e.last_saved = (epoch, batch, state.global_step)
+    state.last_saved = (epoch, batch, state.global_step)
 
 
 def _dump_rank_digest(e):

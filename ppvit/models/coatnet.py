@@ -12,7 +12,8 @@ downsampling MBConv blocks use a strided 1x1 expansion conv. ``drop_path_rate`` 
 residual branches) is ppvit's addition; it adds no parameters and defaults to 0.
 
 The relative-position bias is built for one feature-map size, so a model takes only the ``img_size`` it
-was built for (a multiple of 32; ``ValueError`` otherwise). 003's spellings ``image_size`` and
+was built for (a multiple of 32; ``ValueError`` otherwise); weights saved for another size load with their
+tables resized (``pretrained_filter_fn``). 003's spellings ``image_size`` and
 ``in_channels`` are accepted by ``create_model``.
 """
 import math
@@ -24,6 +25,7 @@ import paddle.nn as nn
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import Conv2D, DepthwiseConv2D, DropPath, check_input_size, drop_path_rates, to_2tuple
+from .pos_embed import resize_rel_pos_bias_table
 from .registry import ModelCfg, register_model
 
 __all__ = ["CoAtNet", "checkpoint_filter_fn", "TORCH_KEY_MAP"]
@@ -327,6 +329,25 @@ def checkpoint_filter_fn(state_dict):
     return apply_key_map(state_dict, TORCH_KEY_MAP)
 
 
+def pretrained_filter_fn(state_dict, model):
+    """Paddle CoAtNet weights fitted to ``model``'s feature-map sizes: each attention's flat
+    ``relative_bias_table`` [(2H-1)*(2W-1), heads] of another window is resized (timm's
+    ``resize_rel_pos_bias_table``; the table rows are timm's layout, ``relative_position_index``)."""
+    out = dict(state_dict)
+    for name, layer in model.named_sublayers():
+        key = f"{name}.relative_bias_table"
+        table = out.get(key)
+        if not isinstance(layer, Attention) or table is None:
+            continue
+        own = tuple(layer.relative_bias_table.shape)
+        if tuple(table.shape) != own and len(table.shape) == 2 and table.shape[1] == own[1]:
+            try:
+                out[key] = resize_rel_pos_bias_table(table, (layer.ih, layer.iw), own)
+            except ValueError:  # a window the row count does not tell: refused by the key check
+                pass
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------
 # variants: constructor arguments per name (003's num_blocks L and channels D), metadata per name, one
 # short registered function each
@@ -343,7 +364,8 @@ _VARIANTS = {
 _CFG = ModelCfg(
     input_size=(3, 224, 224), fixed_input_size=True, interpolation="bicubic", crop_pct=0.875, num_classes=1000,
     classifier="fc", first_conv="s0.0.0", source="source 003 (the blog's PyTorch code, KKKSQJ/DeepLearning)",
-    paper="https://arxiv.org/abs/2106.04803", checkpoint_filter_fn=checkpoint_filter_fn)
+    paper="https://arxiv.org/abs/2106.04803", checkpoint_filter_fn=checkpoint_filter_fn,
+    pretrained_filter_fn=pretrained_filter_fn)
 
 
 def _create(name, **kwargs):

@@ -27,6 +27,7 @@ from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import (Attention, Conv2D, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple,
                      trunc_normal_)
+from .pos_embed import resample_abs_pos_embed
 from .registry import ModelCfg, register_model
 
 __all__ = ["ConViT", "GPSA", "MHSA", "convit_tiny", "convit_small", "convit_base"]
@@ -283,6 +284,20 @@ def checkpoint_filter_fn(state_dict):
     return apply_key_map(state_dict, TORCH_KEY_MAP)
 
 
+def pretrained_filter_fn(state_dict, model):
+    """Paddle ConViT weights fitted to ``model``'s patch grid: a square ``pos_embed`` of another grid is
+    resampled (timm's ``resample_abs_pos_embed``: bicubic, antialiased; no prefix token)."""
+    posemb = state_dict.get("pos_embed")
+    own = getattr(model, "pos_embed", None)
+    if posemb is None or own is None or tuple(posemb.shape) == tuple(own.shape) or posemb.shape[-1] != own.shape[-1]:
+        return state_dict  # nothing to fit; any other difference stays for the strict check
+    try:
+        resampled = resample_abs_pos_embed(posemb, model.patch_embed.grid_size, num_prefix_tokens=0)
+    except ValueError:  # not a square grid: left as it is, and refused by the key check
+        return state_dict
+    return {**state_dict, "pos_embed": resampled}
+
+
 # --------------------------------------------------------------------------------------------------------
 # variants: constructor arguments per name, metadata per name, one short registered function each
 # --------------------------------------------------------------------------------------------------------
@@ -297,7 +312,8 @@ _CFG = ModelCfg(
     input_size=(3, 224, 224), fixed_input_size=True, interpolation="bicubic", crop_pct=0.875, num_classes=1000,
     classifier="head", first_conv="patch_embed.proj",
     source="notebook 002 (keys of https://github.com/facebookresearch/convit)",
-    paper="https://arxiv.org/abs/2103.10697", checkpoint_filter_fn=checkpoint_filter_fn)
+    paper="https://arxiv.org/abs/2103.10697", checkpoint_filter_fn=checkpoint_filter_fn,
+    pretrained_filter_fn=pretrained_filter_fn)
 
 
 def _create(name, **kwargs):

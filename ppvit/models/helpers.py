@@ -1,13 +1,66 @@
-"""Loading pretrained weights into a built model."""
+"""The one builder of a registered model with its weights (``build_model_with_cfg``, which ``create_model``,
+the engine and the commands all go through) and the loading of pretrained weights into a built model."""
 import logging
+import os
 import warnings
 
 import paddle
 
 from ..io import (CheckpointError, StateDictDiff, compare_state_dict, load_state, state_dict_mismatch_message,
                   unwrap_state_dict, weights_mismatch_message)
+from .registry import PretrainedWeightsError, get_model_cfg, model_entrypoint, rename_old_kwargs
 
 logger = logging.getLogger("ppvit")
+
+
+def build_model_with_cfg(name, pretrained=None, num_classes=None, *, reset_head=True, fix=None,
+                         context=" for these arguments", **kwargs):
+    """Registered model ``name`` built with ``kwargs``, carrying its ``pretrained_cfg``, with ``pretrained``'s
+    weights (timm's ``build_model_with_cfg``): ``create_model`` is this with the defaults; the engine and the
+    commands pass ``reset_head`` (False where no training follows: the head must fit) and the wording of a
+    refusal (``fix``, ``context``: see ``load_pretrained``).
+
+    Weights saved for another input size are fitted by the family's ``pretrained_filter_fn`` (ConViT's
+    ``pos_embed`` and CoAtNet's relative-position tables resampled, logged) before the strict key check.
+
+    Raises ``ValueError`` for an unknown name, ``PretrainedWeightsError`` when ``pretrained`` is not a path,
+    ``TypeError`` for arguments the family does not take, ``CheckpointError`` when the weights do not fit.
+    """
+    builder, cfg = model_entrypoint(name), get_model_cfg(name)
+    if pretrained is False:
+        pretrained = None
+    if pretrained is not None:
+        _check_pretrained(pretrained)
+    kwargs = rename_old_kwargs(kwargs)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = builder(**kwargs)
+    model.pretrained_cfg = model.default_cfg = _built_cfg(cfg, model)  # default_cfg: timm's older name
+    if pretrained is not None:
+        load_pretrained(model, pretrained, reset_head=reset_head, fix=fix, context=context,
+                        filter_fn=cfg.pretrained_filter_fn)
+    return model
+
+
+def _check_pretrained(pretrained):
+    if pretrained is True or not isinstance(pretrained, (str, os.PathLike)):
+        raise PretrainedWeightsError(
+            f"pretrained must be a path to a .pdparams or .safetensors file with Paddle keys, got "
+            f"{pretrained!r}; ppvit downloads no weights (convert an official PyTorch checkpoint with "
+            "tools/convert_weights.py, or pass pretrained=None for random initialisation)")
+
+
+def _built_cfg(cfg, model):
+    """The name's cfg as a dict, with what this build changed: class count, input size, classifier."""
+    out = cfg.to_dict()
+    out["num_classes"] = getattr(model, "num_classes", cfg.num_classes)
+    size = getattr(model, "img_size", None)
+    if size is not None:
+        out["input_size"] = (getattr(model, "in_chans", cfg.input_size[0]),) + tuple(size)
+    heads = getattr(model, "head_names", None)
+    if heads:
+        out["classifier"] = heads[0]
+    return out
 
 
 def head_prefixes(model):
@@ -63,8 +116,22 @@ def _mismatch_message(diff, own, state, source, name, head, fix, context):
             + (f", and remove {foreign[0] if len(foreign) == 1 else 'those keys'} from the file" if foreign else ""))
 
 
-def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None, context=" for these arguments"):
+def _family_filter(model):
+    """The ``pretrained_filter_fn`` of the registered name ``model`` was built as (None for other models)."""
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    try:
+        return get_model_cfg(name).pretrained_filter_fn if name else None
+    except ValueError:
+        return None
+
+
+def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None, context=" for these arguments",
+                    filter_fn=None):
     """Load weights into ``model``.
+
+    filter_fn: ``fn(state, model) -> state`` fitting the weights to ``model`` (default: the family's
+    ``pretrained_filter_fn``, found through ``model.pretrained_cfg``): position tables saved for another
+    input size are resampled to ``model``'s, and each one resampled is logged with its old and new shape.
 
     reset_head=True (fine-tuning, ``create_model``): head weights whose shapes differ (another class count),
     or that a headless checkpoint lacks, are left freshly initialised, and a checkpoint's head that a
@@ -77,6 +144,18 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None
     """
     state = load_state(path_or_state) if not isinstance(path_or_state, dict) else unwrap_state_dict(path_or_state)
     source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
+    filter_fn = filter_fn or _family_filter(model)
+    if filter_fn is not None:
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        state = filter_fn(state, model)
+        resampled = {}  # (old shape, new shape) -> keys
+        for k, v in state.items():
+            if k in shapes and shapes[k] != tuple(v.shape):
+                resampled.setdefault((shapes[k], tuple(v.shape)), []).append(k)
+        if resampled:
+            logger.info("%s: position tables resampled for %s's input size: %s", source, model_name(model), "; ".join(
+                f"{keys[0] if len(keys) == 1 else f'{len(keys)} tables ({keys[0]}, ...)'} {list(old)} -> {list(new)}"
+                for (old, new), keys in resampled.items()))
     own = model.state_dict()
     head = head_prefixes(model)
     heads = head if reset_head else ()

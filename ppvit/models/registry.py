@@ -3,14 +3,14 @@
 Every registered name carries a ``ModelCfg``: its metadata as data (timm's ``pretrained_cfg``): the input
 size and whether it is fixed, the normalisation and resize the weights expect, the default class count,
 the classifier and first-conv names, where the architecture comes from, and the family's
-``checkpoint_filter_fn`` for official PyTorch weights. Data pipelines, export, the zoo table and the tests
+``checkpoint_filter_fn`` for official PyTorch weights (and ``pretrained_filter_fn``, which fits Paddle weights to
+another input size). Data pipelines, export, the zoo table and the tests
 read it instead of guessing.
 """
 import dataclasses
 import difflib
 import fnmatch
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -19,7 +19,7 @@ from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..errors import PpvitError
 
 __all__ = ["ModelCfg", "PretrainedWeightsError", "register_model", "create_model", "list_models", "is_model",
-           "get_model_cfg", "rename_old_kwargs"]
+           "get_model_cfg", "model_entrypoint", "rename_old_kwargs"]
 
 logger = logging.getLogger("ppvit")
 
@@ -32,7 +32,7 @@ class ModelCfg(Mapping):
     """Metadata of one registered model name, with the field names of timm's ``pretrained_cfg``.
 
     Read as attributes (``cfg.input_size``) or as a mapping (``cfg["input_size"]``, ``dict(cfg)``,
-    ``cfg.to_dict()``); the mapping holds the plain-data fields, not ``checkpoint_filter_fn``.
+    ``cfg.to_dict()``); the mapping holds the plain-data fields, not the two filter functions.
 
     input_size: (C, H, W) the model is built for by default. fixed_input_size: True when the model accepts
     only that size (position tables; build it with ``img_size=`` for another). mean/std: per-channel input
@@ -41,7 +41,10 @@ class ModelCfg(Mapping):
     classifier / first_conv: ``state_dict`` key prefixes of the final Linear and of the first conv.
     source: the source notebook (000-004, docs/reproduction.md) or official repository the architecture follows; paper: its URL.
     checkpoint_filter_fn: ``fn(state_dict) -> {Paddle key: np.ndarray}`` for official PyTorch weights
-    (every family has the same signature), or None. architecture: the registered name.
+    (every family has the same signature), or None. pretrained_filter_fn: ``fn(state_dict, model) ->
+    state_dict`` fitting Paddle weights to a model built for another input size (position tables resampled,
+    ``ppvit.models.pos_embed``), applied by ``load_pretrained``; None where no weight depends on the size.
+    architecture: the registered name.
     """
 
     input_size: tuple = (3, 224, 224)
@@ -57,9 +60,10 @@ class ModelCfg(Mapping):
     paper: str = ""
     architecture: str = ""
     checkpoint_filter_fn: Optional[Callable] = field(default=None, compare=False, repr=False)
+    pretrained_filter_fn: Optional[Callable] = field(default=None, compare=False, repr=False)
 
     def _keys(self):
-        return [f.name for f in dataclasses.fields(self) if f.name != "checkpoint_filter_fn"]
+        return [f.name for f in dataclasses.fields(self) if not f.name.endswith("_filter_fn")]
 
     def __getitem__(self, key):
         if key not in self._keys():
@@ -150,6 +154,13 @@ def get_model_cfg(name):
     return _CFGS[name]
 
 
+def model_entrypoint(name):
+    """The registered builder function of ``name`` (timm's name). Raises ``ValueError`` for an unknown name."""
+    if name not in _MODELS:
+        raise ValueError(unknown_model_message(name))
+    return _MODELS[name]
+
+
 # 003's CoAtNet code spells these arguments its own way -> timm's names
 _OLD_SPELLINGS = {"image_size": "img_size", "in_channels": "in_chans"}
 
@@ -168,14 +179,6 @@ def rename_old_kwargs(kwargs):
     return out
 
 
-def _check_pretrained(pretrained):
-    if pretrained is True or not isinstance(pretrained, (str, os.PathLike)):
-        raise PretrainedWeightsError(
-            f"pretrained must be a path to a .pdparams or .safetensors file with Paddle keys, got "
-            f"{pretrained!r}; ppvit downloads no weights (convert an official PyTorch checkpoint with "
-            "tools/convert_weights.py, or pass pretrained=None for random initialisation)")
-
-
 def create_model(name, pretrained=None, num_classes=None, features_only=False, out_indices=None, **kwargs):
     """Build registered model ``name``; returns a ``paddle.nn.Layer`` mapping [B, C, H, W] float32 images
     (normalised as ``get_model_cfg(name)`` says) to [B, num_classes] logits.
@@ -183,7 +186,8 @@ def create_model(name, pretrained=None, num_classes=None, features_only=False, o
     pretrained: path to a ``.pdparams`` or ``.safetensors`` file with Paddle keys. When its head was
         trained for another class count than ``num_classes``, the head stays freshly initialised (logged;
         with ``num_classes=0`` the checkpoint's head is left out); every other key must match, or loading
-        fails with one line counting the missing/unexpected/mismatched keys.
+        fails with one line counting the missing/unexpected/mismatched keys. Weights saved for another
+        input size (``img_size``) have their position tables resampled (ConViT, CoAtNet; logged).
     num_classes: None keeps the name's default (``get_model_cfg(name).num_classes``: 1000 for ImageNet
         variants, 10 for the CIFAR ones); 0 gives a model without classifier (``forward`` returns features).
     features_only: return a backbone (``ppvit.models.features.FeatureGetterNet``) whose forward gives a list
@@ -204,38 +208,13 @@ def create_model(name, pretrained=None, num_classes=None, features_only=False, o
     the model does not have (or given without ``features_only``), ``TypeError`` for arguments the family does
     not take, ``ppvit.io.CheckpointError`` when the weights do not fit the model.
     """
-    if name not in _MODELS:
-        raise ValueError(unknown_model_message(name))
-    if pretrained is False:
-        pretrained = None
-    if pretrained is not None:
-        _check_pretrained(pretrained)
     if out_indices is not None and not features_only:
         raise ValueError(f"out_indices={out_indices!r} is for a backbone: pass features_only=True with it")
-    kwargs = rename_old_kwargs(kwargs)
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    model = _MODELS[name](**kwargs)
-    model.pretrained_cfg = model.default_cfg = _built_cfg(_CFGS[name], model)
-    if pretrained is not None:
-        from .helpers import load_pretrained
+    from .helpers import build_model_with_cfg  # the one builder of a model with its weights
 
-        load_pretrained(model, pretrained)
+    model = build_model_with_cfg(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     if features_only:
         from .features import FeatureGetterNet
 
         model = FeatureGetterNet(model, out_indices, name=name)
     return model
-
-
-def _built_cfg(cfg, model):
-    """The name's cfg as a dict, with what this build changed: class count, input size, classifier."""
-    out = cfg.to_dict()
-    out["num_classes"] = getattr(model, "num_classes", cfg.num_classes)
-    size = getattr(model, "img_size", None)
-    if size is not None:
-        out["input_size"] = (getattr(model, "in_chans", cfg.input_size[0]),) + tuple(size)
-    heads = getattr(model, "head_names", None)
-    if heads:
-        out["classifier"] = heads[0]
-    return out
