@@ -1,15 +1,17 @@
-"""Training speed on CPU: ppvit's DepthwiseConv2D vs Paddle's plain depthwise conv (issue 12).
+"""Training speed on CPU: ppvit's kernels (ppvit.kernels) vs Paddle's plain ops.
 
     PYTHONPATH=. python benchmarks/bench_train_speed.py                 # everything (~15 min on 2 cores)
     PYTHONPATH=. python benchmarks/bench_train_speed.py --models conv2former_n_cifar --no-layers
-    /work/venv-torch/bin/python benchmarks/bench_train_speed.py         # + convmixer_256_8 in PyTorch eager
+    PYTHONPATH=. $TORCH_PYTHON benchmarks/bench_train_speed.py         # + convmixer_256_8 in PyTorch eager
+
+(``$TORCH_PYTHON``: a Python with paddle and torch installed, e.g. a venv made with ``python -m venv`` and
+``pip install -e . torch``.)
 
 Prints, in one run:
 1. images/s of one training step (forward, cross-entropy, backward, AdamW step) of each notebook model with
-   the plain depthwise conv (``depthwise_formulation("reference")``: exactly ``nn.Conv2D``, i.e. ppvit before
-   this layer) vs ppvit's layer (the shape rule), plus the notebook's own Conv2Former (tests/reference, the
+   the kernels off (``depthwise_formulation("reference")``: exactly ``nn.Conv2D``) vs on (the shape rule), plus the notebook's own Conv2Former (tests/reference, the
    transcribed notebook code) and, when torch is importable, convmixer_256_8 in PyTorch eager ("plain conv" also
-   turns off ``layers.Conv2D``'s fast bias add and 1x1-as-matmul, so it is ppvit before issue 12);
+   turns off the kernels' fast bias add and 1x1-as-matmul);
    wall time gives images/s; process CPU time per step is printed too and is the steadier ratio when other
    processes share the cores (it leaves out waiting for a core);
 2. the peak memory of one training step: Paddle's host allocator peak above what was allocated before the
@@ -18,7 +20,7 @@ Prints, in one run:
    so they count;
 3. the layer alone for each (kernel, map, channels, batch) the families use: forward and forward + backward
    ms of Paddle's op vs the formulation the rule picks, and every formulation with ``--layer-sweep`` (how the
-   table in ``ppvit.models.layers._select_formulation`` was measured).
+   table in ``ppvit.kernels.depthwise._select_formulation`` was measured).
 
 The machine may be shared: variants are timed in alternation (a load change hits all alike), repeated, and
 medians are reported; read the ratios, which are measured in the same run.
@@ -40,8 +42,9 @@ import paddle  # noqa: E402
 from paddle.base import core  # noqa: E402
 
 import ppvit  # noqa: E402
-from ppvit.models import layers  # noqa: E402
-from ppvit.models.layers import DEPTHWISE_FORMULATIONS, DepthwiseConv2D, depthwise_formulation  # noqa: E402
+from ppvit.kernels import DEPTHWISE_FORMULATIONS, depthwise_formulation  # noqa: E402
+from ppvit.kernels import depthwise as dw_kernels  # noqa: E402
+from ppvit.models.layers import DepthwiseConv2D  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,7 +56,7 @@ MODELS = {
     "dilateformer_t": (224, 4, {"num_classes": 10}),
 }
 
-# issue 12's must-show figures: (model, reference variant, minimum speed ratio, kind)
+# the figures the kernels must show: (model, reference variant, minimum speed ratio, kind)
 TARGETS = [
     ("conv2former_n_cifar", "notebook code", 3.0, "target"),
     ("convmixer_256_8", "plain conv", 2.0, "target"),
@@ -163,7 +166,7 @@ def _step_peak(make_trainer):
     """Allocator peak (bytes) of one training step of a freshly built trainer, with the layer's caches
     emptied first (constants it builds count); the first step, so AdamW's moments count for every variant."""
     gc.collect()
-    layers._index_cache.clear()
+    dw_kernels._index_cache.clear()
     trainer = make_trainer()
     base = _peak_reset()
     trainer.step()
@@ -211,11 +214,11 @@ def bench_models(names, repeats, steps, quick=False):
                     summary.append((name, ref, secs[ref] / secs["ppvit"], cpu[ref] / cpu["ppvit"],
                                     peaks["ppvit"] / peaks[ref] if ref in peaks else None, target, what))
         if name == "convmixer_256_8" and torch is None:
-            print("  pytorch eager: skipped (torch is not importable in this Python; run with /work/venv-torch)")
+            print("  pytorch eager: skipped (torch is not importable in this Python; run with a Python that has it)")
         del trainers, variants
         gc.collect()
     if summary:
-        print(f"== issue 12 must-show ratios (ppvit speed / reference speed; load average {os.getloadavg()[0]:.1f} "
+        print(f"== must-show ratios (ppvit speed / reference speed; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} cores: with other processes, trust the CPU-time ratio)")
         for name, ref, wall, cpu_ratio, mem, target, what in summary:
             mem_text = f"  peak memory {mem:.2f}x (target <= 1.00x)" if ref == "notebook code" else ""
@@ -233,7 +236,7 @@ def bench_layers(repeats, sweep, quick=False):
         paddle.seed(0)
         layer = DepthwiseConv2D(c, c, k, padding=k // 2, groups=c)
         x = paddle.randn([b, c, hw, hw])
-        choice = layers._select_formulation(hw, hw, k, b * c)
+        choice = dw_kernels._select_formulation(hw, hw, k, b * c)
         modes = ["reference", "auto"] + ([f for f in DEPTHWISE_FORMULATIONS if f != choice] if sweep else [])
 
         def fwd(mode):

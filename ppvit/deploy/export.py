@@ -40,6 +40,7 @@ from ..utils.softmax import softmax
 from ..io.provenance import sha256_file  # noqa: F401
 from ..io.provenance import weights_record as source_weights_record
 from ..utils.quiet import PADDLE_EXPORT_NOTICES, drop_stderr_lines
+from .rewrites import for_export
 
 logger = logging.getLogger("ppvit")
 
@@ -370,7 +371,9 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
     try:
         tmp_prefix = os.path.join(tmp_dir, base)
         with drop_stderr_lines(*PADDLE_EXPORT_NOTICES):  # a glog warning printed on every export
-            paddle.jit.save(model, tmp_prefix, input_spec=[spec])
+            # a copy with the export rewrites (rewrites.py: the same maths in ops oneDNN runs fast); the
+            # backends are verified against ``model`` itself
+            paddle.jit.save(for_export(model), tmp_prefix, input_spec=[spec])
         written = sorted(os.listdir(tmp_dir))
         program = next((base + ext for ext in (".json", ".pdmodel") if base + ext in written), None)
         if program is None or base + ".pdiparams" not in written:
