@@ -9,9 +9,9 @@
 
 Prints, in one run:
 1. images/s of one training step (forward, cross-entropy, backward, AdamW step) of each notebook model with
-   the kernels off (``depthwise_formulation("reference")``: exactly ``nn.Conv2D``) vs on (the shape rule), plus the notebook's own Conv2Former (tests/reference, the
-   transcribed notebook code) and, when torch is importable, convmixer_256_8 in PyTorch eager ("plain conv" also
-   turns off the kernels' fast bias add and 1x1-as-matmul);
+   the kernels off ("plain conv": ``depthwise_formulation("reference")``, exactly ``nn.Conv2D``, no fast bias
+   add or 1x1-as-matmul) vs on (the shape rule), plus the notebook's own Conv2Former (tests/reference, the
+   transcribed notebook code) and, when torch is importable, convmixer_256_8 in PyTorch eager;
    wall time gives images/s; process CPU time per step is printed too and is the steadier ratio when other
    processes share the cores (it leaves out waiting for a core);
 2. the peak memory of one training step: Paddle's host allocator peak above what was allocated before the

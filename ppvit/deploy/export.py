@@ -8,7 +8,8 @@ Files written for ``out_prefix``:
 - ``<prefix>.onnx``: the same program converted offline by paddle2onnx (see ``onnx_export``).
 - ``<prefix>.meta.json``: input shape, preprocessing, labels, and per backend whether it was verified, how
   far it is from the dygraph model and how fast it ran; ``backend`` names the fastest verified one, which
-  ``Predictor(backend="auto")`` runs. Written last, so its presence means the export is complete.
+  ``Predictor(backend="auto")`` runs; each file's sha256, hashed once here, and its size and times
+  (``file_stats``). Written last, so its presence means the export is complete.
 
 Verification: every backend (``backends.BACKENDS``) runs a fixed batch (seeded uniform pixels through the
 exported normalisation, plus the caller's ``check_images``) and is compared with the dygraph model:
@@ -107,6 +108,13 @@ def make_preprocess(input_size, overrides=None, model_cfg=None):
             f"is exported for {_hw(input_size)}"
         )
     return pp
+
+
+def file_stat(path):
+    """``{"size", "mtime_ns", "ctime_ns"}`` of a file: what ``Predictor`` compares to tell, without reading it,
+    that a file is the one export hashed (any write, and a restored mtime too, changes the ctime)."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
 
 
 def meta_path(prefix):
@@ -393,6 +401,7 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
         written = sorted(os.listdir(tmp_dir))
         for name in written:
             os.replace(os.path.join(tmp_dir, name), os.path.join(folder, name))
+        stats = {f: file_stat(os.path.join(folder, f)) for f in digests}  # after the move, which sets ctime
         if not files["onnx"] and os.path.isfile(out_prefix + ".onnx"):
             os.remove(out_prefix + ".onnx")  # an older export's model must not sit beside this one
     finally:
@@ -410,6 +419,7 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
         "preprocess": preprocess,
         "files": files,
         "sha256": digests,
+        "file_stats": stats,
         "backend": chosen,
         "backends": records,
         "verification": {
