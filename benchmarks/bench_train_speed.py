@@ -1,4 +1,4 @@
-"""Training speed on CPU: ppvit's DepthwiseConv2D vs Paddle's plain depthwise conv.
+"""Training speed on CPU: ppvit's kernels (ppvit.kernels) vs Paddle's plain ops.
 
     PYTHONPATH=. python benchmarks/bench_train_speed.py                 # everything (~15 min on 2 cores)
     PYTHONPATH=. python benchmarks/bench_train_speed.py --models conv2former_n_cifar --no-layers
@@ -6,11 +6,11 @@
 
 Prints, in one run:
 1. images/s of one training step (forward, cross-entropy, backward, AdamW step) of each notebook model with
-   the plain depthwise conv (``depthwise_formulation("reference")``: exactly ``nn.Conv2D``, i.e. ppvit before
-   this layer) vs ppvit's layer (the shape rule), plus the notebook's own Conv2Former (tests/reference, the
+   the kernels off ("plain conv": ``depthwise_formulation("reference")``, exactly ``nn.Conv2D``) vs on (the
+   shape rule), plus the notebook's own Conv2Former (tests/reference, the
    transcribed notebook code) and, when torch is importable (or ``--torch-python`` / ``PPVIT_TORCH_PYTHON``
-   names a Python that has it), convmixer_256_8 in PyTorch eager ("plain conv" also turns off
-   ``layers.Conv2D``'s fast bias add and 1x1-as-matmul: every convolution is ``nn.Conv2D``);
+   names a Python that has it), convmixer_256_8 in PyTorch eager ("plain conv" also turns off the fast bias add
+   and the 1x1-as-matmul: every convolution is ``nn.Conv2D``);
    wall time gives images/s; process CPU time per step is printed too and is the steadier ratio when other
    processes share the cores (it leaves out waiting for a core);
 2. the peak memory of one training step: Paddle's host allocator peak above what was allocated before the
@@ -19,7 +19,7 @@ Prints, in one run:
    so they count;
 3. the layer alone for each (kernel, map, channels, batch) the families use: forward and forward + backward
    ms of Paddle's op vs the formulation the rule picks, and every formulation with ``--layer-sweep`` (how the
-   table in ``ppvit.models.layers._select_formulation`` was measured).
+   table in ``ppvit.kernels.depthwise._select_formulation`` was measured).
 
 The machine may be shared: variants are timed in alternation (a load change hits all alike), repeated, and
 medians are reported; read the ratios, which are measured in the same run.
@@ -45,8 +45,9 @@ import paddle  # noqa: E402
 from paddle.base import core  # noqa: E402
 
 import ppvit  # noqa: E402
-from ppvit.models import layers  # noqa: E402
-from ppvit.models.layers import DEPTHWISE_FORMULATIONS, DepthwiseConv2D, depthwise_formulation  # noqa: E402
+from ppvit.kernels import DEPTHWISE_FORMULATIONS, depthwise_formulation  # noqa: E402
+from ppvit.kernels import depthwise as dw_kernels  # noqa: E402
+from ppvit.models.layers import DepthwiseConv2D  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -168,7 +169,7 @@ def _step_peak(make_trainer):
     """Allocator peak (bytes) of one training step of a freshly built trainer, with the layer's caches
     emptied first (constants it builds count); the first step, so AdamW's moments count for every variant."""
     gc.collect()
-    layers._index_cache.clear()
+    dw_kernels._index_cache.clear()
     trainer = make_trainer()
     base = _peak_reset()
     trainer.step()
@@ -238,7 +239,7 @@ def bench_layers(repeats, sweep, quick=False):
         paddle.seed(0)
         layer = DepthwiseConv2D(c, c, k, padding=k // 2, groups=c)
         x = paddle.randn([b, c, hw, hw])
-        choice = layers._select_formulation(hw, hw, k, b * c)
+        choice = dw_kernels._select_formulation(hw, hw, k, b * c)
         modes = ["reference", "auto"] + ([f for f in DEPTHWISE_FORMULATIONS if f != choice] if sweep else [])
 
         def fwd(mode):

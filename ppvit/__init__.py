@@ -11,7 +11,8 @@ import importlib
 __version__ = "0.1.0"
 
 _MODEL_API = ("create_model", "list_models", "register_model", "get_model_cfg", "ModelCfg")
-_SUBPACKAGES = ("commands", "constants", "data", "deploy", "engine", "explain", "io", "losses", "models", "utils")
+_SUBPACKAGES = ("commands", "constants", "data", "deploy", "engine", "explain", "io", "kernels", "losses", "models",
+               "utils")
 
 __all__ = ["ModelCfg", "create_model", "get_model_cfg", "list_models", "register_model", "__version__"]
 

@@ -3,6 +3,7 @@ its warning), ``auto`` runs the fastest verified one, bf16 only where the CPU ha
 import importlib.metadata
 import logging
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -131,6 +132,38 @@ def test_tampered_params_are_not_served(small, caplog):
     assert any("backend paddle skipped" in r.getMessage() for r in caplog.records) or info["backend"] != "paddle"
     x = np.random.rand(2, 3, 12, 12).astype("float32")
     assert np.abs(pred(x) - _dygraph(model, x)).max() <= 1e-4
+
+
+def test_files_are_hashed_at_export_not_on_every_open(small, monkeypatch):
+    """Opening an export whose files are as export left them (size, mtime, ctime recorded) reads no file to hash
+    it; a copied export (new times, same bytes) is hashed once per open and served; changed bytes are refused
+    (also test_tampered_params_are_not_served)."""
+    from ppvit.deploy import predictor as predictor_module
+
+    model, prefix = small
+    info = export_model(model, prefix, 12, onnx=False, backends=["paddle"], bench_batch_size=4)
+    assert set(info["file_stats"]) == set(info["sha256"])
+    hashed = []
+    sha256_file = predictor_module.sha256_file
+    monkeypatch.setattr(predictor_module, "sha256_file", lambda path: hashed.append(path) or sha256_file(path))
+    Predictor(prefix, device="cpu", backend="paddle")
+    assert hashed == []
+    copy = os.path.join(os.path.dirname(os.path.dirname(prefix)), "copy")
+    shutil.copytree(os.path.dirname(prefix), copy)  # same bytes, new times
+    x = np.random.rand(2, 3, 12, 12).astype("float32")
+    assert np.abs(Predictor(os.path.join(copy, "inference"), device="cpu")(x) - _dygraph(model, x)).max() <= 1e-4
+    assert sorted(os.path.basename(p) for p in hashed) == ["inference.json", "inference.pdiparams"]
+    params = prefix + ".pdiparams"
+    st = os.stat(params)
+    with open(params, "r+b") as f:  # changed bytes, then the recorded mtime put back: the ctime still moves
+        f.seek(-8, os.SEEK_END)
+        data = f.read(4)
+        f.seek(-8, os.SEEK_END)
+        f.write(bytes(b ^ 0x55 for b in data))
+    os.utime(params, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(params).st_mtime_ns == info["file_stats"]["inference.pdiparams"]["mtime_ns"]
+    with pytest.raises(BackendError, match=r"inference.pdiparams changed after it was verified"):
+        Predictor(prefix, device="cpu", backend="paddle")
 
 
 def test_check_images_top1_agreement_is_recorded(small):

@@ -1,4 +1,4 @@
-"""Conv2Former's export-time formulations (LIME through the predictor): the exported program computes
+"""Conv2Former's export-time rewrites (ppvit.deploy.rewrites): the exported program computes
 what the dygraph model computes (float32, same maths in other ops), without the ops that made the bf16 predictor
 slow (group_norm, which oneDNN runs in fp32; a depthwise kernel larger than twice its map; the transposes around
 each block's LayerNorm2d, which Paddle's oneDNN predictor turns into copies and reorders)."""
@@ -8,6 +8,7 @@ import pytest
 
 import ppvit
 from ppvit.deploy import Predictor, export_model
+from ppvit.deploy.rewrites import AffineFoldedConv, conv_after_affine, fold_layernorm2d, for_export
 from ppvit.models.conv2former import GroupNormDownsample, NormConvDownsample
 from ppvit.models.layers import Conv2D, LayerNorm2d
 from tests.parity import assert_served_close
@@ -28,8 +29,10 @@ def _perturb(layer, scale=0.5):
 
 
 def _saved(layer, tmp_path, shape):
+    """``layer`` saved as ``export_model`` saves it (a copy with the export rewrites) and loaded back, with the op
+    names of its program."""
     prefix = str(tmp_path / "m")
-    paddle.jit.save(layer, prefix, input_spec=[paddle.static.InputSpec([None] + list(shape[1:]), "float32")])
+    paddle.jit.save(for_export(layer), prefix, input_spec=[paddle.static.InputSpec([None] + list(shape[1:]), "float32")])
     loaded = paddle.jit.load(prefix)
     return loaded, [op.name() for op in loaded.program().global_block().ops]
 
@@ -90,9 +93,6 @@ class _NormThenConvs(paddle.nn.Layer):
         self.b = paddle.nn.Conv2D(c, c, kernel, stride=stride, dilation=dilation, bias_attr=False)
 
     def forward(self, x):
-        if self.norm.can_fold(x, self.a) and self.norm.can_fold(x, self.b):
-            n = self.norm.normalize(x)
-            return self.norm.fold_into(self.a, n), self.norm.fold_into(self.b, n)
         n = self.norm(x)
         return self.a(n), self.b(n)
 
@@ -100,7 +100,8 @@ class _NormThenConvs(paddle.nn.Layer):
 @pytest.mark.parametrize("kernel,stride,dilation", [(1, 1, 1), (2, 2, 1), (3, 2, 2)], ids=["1x1", "2x2s2", "3x3s2d2"])
 def test_layernorm2d_folded_into_convs_is_the_same_maths(kernel, stride, dilation, tmp_path):
     """Static graph: mean and variance as 1x1-conv reductions, the affine folded into each following unpadded conv
-    (with and without its own bias, any kernel, stride, dilation); no transpose; dygraph never takes that path."""
+    (with and without its own bias, any kernel, stride, dilation); no transpose; the model itself (dygraph) is
+    left with its LayerNorm2d."""
     paddle.seed(0)
     layer = _NormThenConvs(6, kernel, stride, dilation)
     _perturb(layer)
@@ -110,11 +111,13 @@ def test_layernorm2d_folded_into_convs_is_the_same_maths(kernel, stride, dilatio
     n = n.transpose([0, 3, 1, 2])
     want = [paddle.nn.functional.conv2d(n, layer.a.weight, layer.a.bias, stride, 0, dilation).numpy(),
             paddle.nn.functional.conv2d(n, layer.b.weight, None, stride, 0, dilation).numpy()]
-    assert not layer.norm.can_fold(x, layer.a)  # dygraph (and so training) keeps LayerNorm2d.forward
+    exported = for_export(layer)
+    assert fold_layernorm2d(exported, "norm", ["a", "b"])
+    assert isinstance(layer.norm, LayerNorm2d) and isinstance(layer.a, Conv2D)  # dygraph (training) keeps them
     for got, w in zip(layer(x), want):
         assert_close(got.numpy(), w, "dygraph")
     prefix = str(tmp_path / "m")
-    paddle.jit.save(layer, prefix, input_spec=[paddle.static.InputSpec([None, 6, 8, 8], "float32")])
+    paddle.jit.save(exported, prefix, input_spec=[paddle.static.InputSpec([None, 6, 8, 8], "float32")])
     loaded = paddle.jit.load(prefix)
     ops = [op.name() for op in loaded.program().global_block().ops]
     assert "pd_op.transpose" not in ops and "pd_op.layer_norm" not in ops, ops
@@ -127,10 +130,12 @@ def test_layernorm2d_folded_into_convs_is_the_same_maths(kernel, stride, dilatio
 def test_layernorm2d_keeps_its_transposes_where_it_cannot_fold(conv_kwargs, tmp_path):
     """A padding conv after the norm would see the folded bias in its zero padding ('same' too, which Paddle
     records as zero padding plus the SAME algorithm), and a grouped one mixes no channels across groups: the norm
-    stays LayerNorm, and fold_into refuses such a conv outright."""
+    stays LayerNorm, and the fold refuses such a conv outright."""
     norm, conv = LayerNorm2d(4), paddle.nn.Conv2D(4, 4, 3, **conv_kwargs)
     with pytest.raises(ValueError, match="unpadded, ungrouped"):
-        norm.fold_into(conv, paddle.zeros([1, 4, 6, 6]))
+        conv_after_affine(conv, paddle.zeros([1, 4, 6, 6]), norm.weight, norm.bias)
+    with pytest.raises(ValueError, match="unpadded, ungrouped"):
+        AffineFoldedConv(conv, norm.weight, norm.bias)
     layer = NormConvDownsample(norm, conv)
     _perturb(layer)
     layer.eval()

@@ -6,6 +6,7 @@ import paddle
 import pytest
 
 import ppvit
+from ppvit.deploy.rewrites import for_export
 from ppvit.models.layers import BatchNorm2D
 
 RTOL = 1e-5  # float32: max |static - dygraph| relative to max |dygraph|
@@ -29,8 +30,10 @@ def _perturb_bn(layer):
 
 
 def _saved(layer, tmp_path, shape):
+    """``layer`` saved as ``export_model`` saves it (a copy with the export rewrites) and loaded back, with the op
+    names of its program."""
     prefix = str(tmp_path / "m")
-    paddle.jit.save(layer, prefix, input_spec=[paddle.static.InputSpec([None] + list(shape[1:]), "float32")])
+    paddle.jit.save(for_export(layer), prefix, input_spec=[paddle.static.InputSpec([None] + list(shape[1:]), "float32")])
     loaded = paddle.jit.load(prefix)
     return loaded, [op.name() for op in loaded.program().global_block().ops]
 

@@ -6,8 +6,13 @@ import paddle
 import pytest
 
 import ppvit
+from ppvit.deploy.rewrites import ExportDepthwiseConv2D, for_export
+from ppvit.kernels import DEPTHWISE_FORMULATIONS, depthwise_formulation
+from ppvit.kernels import depthwise as dw_kernels
+from ppvit.kernels.depthwise import same_padding_odd_kernel
+from ppvit.kernels.pointwise import is_pointwise
 from ppvit.models import layers
-from ppvit.models.layers import DEPTHWISE_FORMULATIONS, DepthwiseConv2D, depthwise_formulation
+from ppvit.models.layers import DepthwiseConv2D
 from ppvit.models.profile import count_flops
 
 RTOL = 1e-5  # float32: max |fast - plain| relative to max |plain|, per tensor
@@ -62,7 +67,7 @@ def test_formulation_matches_paddle_conv(formulation, shape):
 
 def test_same_padding_and_no_bias():
     layer = DepthwiseConv2D(3, 3, 5, groups=3, padding="same", bias_attr=False)
-    assert layer._fast_ok and layer.bias is None
+    assert same_padding_odd_kernel(layer) and layer.bias is None
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 10, 10)).astype("float32")
     grad_out = rng.standard_normal((2, 3, 10, 10)).astype("float32")
@@ -82,7 +87,7 @@ def test_other_configurations_are_paddles_conv(kwargs):
     layer = DepthwiseConv2D(4, 4, groups=4, **kwargs)
     paddle.seed(0)
     plain = paddle.nn.Conv2D(4, 4, groups=4, **kwargs)
-    assert not layer._fast_ok
+    assert not same_padding_odd_kernel(layer)
     x = paddle.randn([2, 4, 9, 9])
     for mode in ("auto",) + DEPTHWISE_FORMULATIONS:
         with depthwise_formulation(mode):
@@ -109,11 +114,11 @@ def test_refuses_non_depthwise_and_unknown_formulation():
 
 def test_rule_picks_each_formulation():
     """The shape rule is a table, not a constant: small maps, large kernels and small kernels differ."""
-    picks = {layers._select_formulation(h, h, k) for h, k in [(4, 11), (8, 11), (32, 11), (16, 5), (32, 3), (56, 3)]}
+    picks = {dw_kernels._select_formulation(h, h, k) for h, k in [(4, 11), (8, 11), (32, 11), (16, 5), (32, 3), (56, 3)]}
     assert picks == set(DEPTHWISE_FORMULATIONS)
     # tiny work stays on Paddle's kernel (fixed overheads dominate)
-    assert layers._select_formulation(8, 8, 11, maps=2 * 4) == "plain"
-    assert layers._select_formulation(8, 8, 11, maps=32 * 256) == "toeplitz"
+    assert dw_kernels._select_formulation(8, 8, 11, maps=2 * 4) == "plain"
+    assert dw_kernels._select_formulation(8, 8, 11, maps=32 * 256) == "toeplitz"
 
 
 # every family with depthwise convs, at a small input (ConViT has none: its only conv is the patch embedding)
@@ -140,14 +145,14 @@ def rule_at_any_size(monkeypatch):
     """The shape rule without its small-work cut-off (so small test inputs take the fast formulations);
     returns the set of formulations the rule picked."""
     picked = set()
-    select = layers._select_formulation
+    select = dw_kernels._select_formulation
 
     def spy(*args):
         picked.add(select(*args))
         return select(*args)
 
-    monkeypatch.setattr(layers, "_MIN_MACS", 0)
-    monkeypatch.setattr(layers, "_select_formulation", spy)
+    monkeypatch.setattr(dw_kernels, "_MIN_MACS", 0)
+    monkeypatch.setattr(dw_kernels, "_select_formulation", spy)
     return picked
 
 
@@ -181,7 +186,8 @@ def test_flop_count_unchanged():
 
 def test_static_graph_keeps_paddles_depthwise_op(tmp_path, rule_at_any_size):
     """paddle.jit.to_static / jit.save record the plain depthwise_conv2d op (oneDNN runs it in the
-    predictor), and the saved program computes what the dygraph layer does."""
+    predictor), with and without the export rewrites, and the saved program computes what the dygraph layer
+    does."""
     paddle.seed(0)
     model = paddle.nn.Sequential(DepthwiseConv2D(4, 4, 11, padding=5, groups=4), DepthwiseConv2D(4, 4, 3, padding=1,
                                                                                                     groups=4))
@@ -189,13 +195,14 @@ def test_static_graph_keeps_paddles_depthwise_op(tmp_path, rule_at_any_size):
     x = paddle.randn([1, 4, 8, 8])
     want = model(x).numpy()  # dygraph: the Toeplitz formulation for both convs
     assert rule_at_any_size == {"toeplitz"}
-    prefix = str(tmp_path / "dw")
-    paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None, 4, 8, 8], "float32")])
-    loaded = paddle.jit.load(prefix)
-    ops = [op.name() for op in loaded.program().global_block().ops]
-    assert sum("depthwise_conv2d" in op for op in ops) == 2, ops
-    assert not any(op.endswith(("matmul", "fft_r2c", "fft_c2r", "gather")) for op in ops), ops
-    assert_close(loaded(x).numpy(), want, "saved program vs dygraph")
+    for name, saved in [("plain", model), ("rewritten", for_export(model))]:
+        prefix = str(tmp_path / name)
+        paddle.jit.save(saved, prefix, input_spec=[paddle.static.InputSpec([None, 4, 8, 8], "float32")])
+        loaded = paddle.jit.load(prefix)
+        ops = [op.name() for op in loaded.program().global_block().ops]
+        assert sum("depthwise_conv2d" in op for op in ops) == 2, ops
+        assert not any(op.endswith(("matmul", "fft_r2c", "fft_c2r", "gather")) for op in ops), ops
+        assert_close(loaded(x).numpy(), want, f"{name} saved program vs dygraph")
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=1), dict(kernel_size=2, stride=2), dict(kernel_size=3, padding=1),
@@ -232,7 +239,7 @@ def test_pointwise_conv_as_matmul_is_nn_conv2d(shape, bias):
     b, cin, cout, h, w = shape
     paddle.seed(0)
     layer = layers.Conv2D(cin, cout, 1, bias_attr=None if bias else False)
-    assert layer._is_pointwise()
+    assert is_pointwise(layer)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((b, cin, h, w)).astype("float32")
     grad_out = rng.standard_normal((b, cout, h, w)).astype("float32")
@@ -263,7 +270,7 @@ def test_pointwise_conv_frozen_input_or_weight():
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=1, stride=2), dict(kernel_size=1, padding=1),
                                     dict(kernel_size=1, groups=2), dict(kernel_size=1, dilation=2)])
 def test_other_1x1_convs_are_not_matmuls(kwargs):
-    assert not layers.Conv2D(4, 6, **kwargs)._is_pointwise()
+    assert not is_pointwise(layers.Conv2D(4, 6, **kwargs))
 
 
 def test_static_graph_keeps_paddles_conv_op(tmp_path):
@@ -282,13 +289,17 @@ def test_static_graph_keeps_paddles_conv_op(tmp_path):
     assert_close(loaded(x).numpy(), want, "saved program vs dygraph")
 
 
-def _reference_and_saved(model, x, tmp_path):
-    """(Paddle's own op on x in eval mode, the model saved with paddle.jit.save and loaded back)."""
+def _reference_and_saved(model, x, tmp_path, separate_bias=()):
+    """(Paddle's own op on x in eval mode, the model saved with its export rewrites and loaded back);
+    ``separate_bias``: indices of the Sequential's convs exported with their bias after the conv."""
     model.eval()
     with depthwise_formulation("reference"):
         want = model(x).numpy()
+    exported = for_export(model)
+    for i in separate_bias:
+        exported._sub_layers[str(i)] = ExportDepthwiseConv2D(exported[i].conv, separate_bias=True)
     prefix = str(tmp_path / "dw")
-    paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None] + list(x.shape[1:]), "float32")])
+    paddle.jit.save(exported, prefix, input_spec=[paddle.static.InputSpec([None] + list(x.shape[1:]), "float32")])
     return want, paddle.jit.load(prefix)
 
 
@@ -311,19 +322,19 @@ def test_static_graph_crops_kernel_to_the_map(tmp_path, hw):
 
 @pytest.mark.parametrize("hw", [(8, 8), (4, 4), (2, 2)], ids=["11x11", "cropped-7x7", "cropped-3x3"])
 def test_static_graph_adds_the_bias_after_the_conv_when_asked(tmp_path, hw):
-    """Exported programs: a depthwise conv made with separate_bias_in_export=True (full or cropped kernel) runs
+    """Exported programs: a depthwise conv exported with separate_bias=True (full or cropped kernel) runs
     bias-free and adds its bias as `bias + conv` (oneDNN's faster bf16 kernel takes no bias; Paddle's fuse pass
     folds only `conv + bias` back); others keep the conv's own bias. Outputs are Paddle's op's, with a bias far
     from zero so a dropped or misplaced one shows."""
     h, w = hw
     paddle.seed(0)
-    model = paddle.nn.Sequential(DepthwiseConv2D(4, 4, 11, padding=5, groups=4, separate_bias_in_export=True),
+    model = paddle.nn.Sequential(DepthwiseConv2D(4, 4, 11, padding=5, groups=4),
                                  DepthwiseConv2D(4, 4, 3, padding=1, groups=4))
     with paddle.no_grad():
         for layer in model:
             layer.bias.set_value(paddle.randn([4]) * 3)
     x = paddle.randn([2, 4, h, w])
-    want, loaded = _reference_and_saved(model, x, tmp_path)
+    want, loaded = _reference_and_saved(model, x, tmp_path, separate_bias=[0])
     ops = loaded.program().global_block().ops
     convs = [op for op in ops if op.name().endswith("depthwise_conv2d")]
     for conv, separate in zip(convs, (True, False)):
@@ -333,3 +344,14 @@ def test_static_graph_adds_the_bias_after_the_conv_when_asked(tmp_path, hw):
         # which operand the conv's output is: 1 (bias first) when separate, 0 (Paddle's own bias add) otherwise
         assert adds[0].operand_source(1 if separate else 0).is_same(conv.result(0)), (hw, separate)
     assert_close(loaded(x).numpy(), want, "saved program vs Paddle's op")
+
+
+def test_export_separates_the_bias_of_conv2formers_modulation_convs_only():
+    """The export rewrites give Conv2Former's modulation convs (no activation follows them) a separate bias, its
+    MLP's 3x3 convs (GELU follows) keep theirs, and the model itself is left as it was."""
+    model = ppvit.create_model("conv2former_n_cifar")
+    exported = for_export(model)
+    blocks = [blk for stage in exported.layers for blk in stage.blocks]
+    assert [blk.attn.a[2].separate_bias for blk in blocks] == [True] * len(blocks)
+    assert [blk.mlp.pos.separate_bias for blk in blocks] == [False] * len(blocks)
+    assert all(isinstance(blk.attn.a[2], DepthwiseConv2D) for stage in model.layers for blk in stage.blocks)

@@ -152,7 +152,7 @@ def test_interrupt_is_on_its_own_line_and_says_how_to_resume(tmp_path):
 
 INTERRUPTED_IN_PYLAYER = """
 import runpy, signal, sys
-import ppvit.models.layers as m
+import ppvit.kernels.pointwise as m
 original = m._PointwiseConv.{method}
 calls = [0]
 def patched(ctx, *args):

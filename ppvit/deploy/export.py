@@ -8,7 +8,8 @@ Files written for ``out_prefix``:
 - ``<prefix>.onnx``: the same program converted offline by paddle2onnx (see ``onnx_export``).
 - ``<prefix>.meta.json``: input shape, preprocessing, labels, and per backend whether it was verified, how
   far it is from the dygraph model and how fast it ran; ``backend`` names the fastest verified one, which
-  ``Predictor(backend="auto")`` runs. Written last, so its presence means the export is complete.
+  ``Predictor(backend="auto")`` runs; each file's sha256, hashed once here, and its size and times
+  (``file_stats``). Written last, so its presence means the export is complete.
 
 Verification: every backend (``backends.BACKENDS``) runs a fixed batch (seeded uniform pixels through the
 exported normalisation, plus the caller's ``check_images``) and is compared with the dygraph model:
@@ -40,6 +41,7 @@ from ..utils.softmax import softmax
 from ..io.provenance import sha256_file  # noqa: F401
 from ..io.provenance import weights_record as source_weights_record
 from ..utils.quiet import PADDLE_EXPORT_NOTICES, drop_stderr_lines
+from .rewrites import for_export
 
 logger = logging.getLogger("ppvit")
 
@@ -106,6 +108,13 @@ def make_preprocess(input_size, overrides=None, model_cfg=None):
             f"is exported for {_hw(input_size)}"
         )
     return pp
+
+
+def file_stat(path):
+    """``{"size", "mtime_ns", "ctime_ns"}`` of a file: what ``Predictor`` compares to tell, without reading it,
+    that a file is the one export hashed (any write, and a restored mtime too, changes the ctime)."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
 
 
 def meta_path(prefix):
@@ -374,7 +383,9 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
     try:
         tmp_prefix = os.path.join(tmp_dir, base)
         with drop_stderr_lines(*PADDLE_EXPORT_NOTICES):  # a glog warning printed on every export
-            paddle.jit.save(model, tmp_prefix, input_spec=[spec])
+            # a copy with the export rewrites (rewrites.py: the same maths in ops oneDNN runs fast); the
+            # backends are verified against ``model`` itself
+            paddle.jit.save(for_export(model), tmp_prefix, input_spec=[spec])
         written = sorted(os.listdir(tmp_dir))
         program = next((base + ext for ext in (".json", ".pdmodel") if base + ext in written), None)
         if program is None or base + ".pdiparams" not in written:
@@ -394,6 +405,7 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
         written = sorted(os.listdir(tmp_dir))
         for name in written:
             os.replace(os.path.join(tmp_dir, name), os.path.join(folder, name))
+        stats = {f: file_stat(os.path.join(folder, f)) for f in digests}  # after the move, which sets ctime
         if not files["onnx"] and os.path.isfile(out_prefix + ".onnx"):
             os.remove(out_prefix + ".onnx")  # an older export's model must not sit beside this one
     finally:
@@ -411,6 +423,7 @@ def export_model(model, out_prefix, input_size=None, meta=None, onnx=True, opset
         "preprocess": preprocess,
         "files": files,
         "sha256": digests,
+        "file_stats": stats,
         "backend": chosen,
         "backends": records,
         "verification": {

@@ -4,9 +4,10 @@
 export found fastest among those that reproduced the dygraph model (``backends.py`` lists them); a named
 backend runs only if export verified it, otherwise ``Predictor`` refuses with the reason. A file changed since
 it was verified (its sha256 differs) is refused too; under ``auto`` the next-fastest verified backend with
-intact files is used instead, with a warning. A program without ppvit's verification records (saved by
-``paddle.jit.save`` alone) runs ``paddle`` fp32 (the program itself) only. On a CUDA build with a visible GPU, ``device="auto"`` runs Paddle Inference
-on the GPU.
+intact files is used instead, with a warning. Files are hashed once, at export: a file whose size, mtime and
+ctime are those export recorded is the one it hashed and is not read again; any other is hashed and compared. A
+program without ppvit's verification records (saved by ``paddle.jit.save`` alone) runs ``paddle`` fp32 (the
+program itself) only. On a CUDA build with a visible GPU, ``device="auto"`` runs Paddle Inference on the GPU.
 """
 import logging
 import os
@@ -17,7 +18,7 @@ from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image  # noqa: F4
 from ..utils.device import resolve_device
 from ..utils.softmax import softmax  # noqa: F401  (re-exported by ppvit.deploy)
 from .backends import AUTO, BACKENDS, ONNXRUNTIME, PADDLE, default_threads
-from .export import open_backend, read_meta, sha256_file
+from .export import file_stat, open_backend, read_meta, sha256_file
 
 logger = logging.getLogger("ppvit")
 
@@ -174,14 +175,16 @@ class Predictor:
                            f"{verified or 'none'}); re-export it with tools/export.py")
 
     def _changed_files(self, name):
-        """Why ``name``'s files are not the ones export verified (None when they are)."""
+        """Why ``name``'s files are not the ones export verified (None when they are). A file whose size, mtime
+        and ctime are the ones export recorded is not read; another is hashed and compared with its sha256."""
         digests = (self.meta or {}).get("sha256") or {}
+        stats = (self.meta or {}).get("file_stats") or {}
         needed = [self._files.get("onnx")] if name == ONNXRUNTIME else [self._files["program"], self._files["params"]]
         for f in needed:
             path = os.path.join(self._folder, f) if f else None
             if not path or not os.path.isfile(path):
                 return f"{f or 'its model file'} is missing"
-            if f in digests and sha256_file(path) != digests[f]:
+            if f in digests and stats.get(f) != file_stat(path) and sha256_file(path) != digests[f]:
                 return f"{f} changed after it was verified at export (sha256 differs); re-export the model"
         return None
 

@@ -19,8 +19,8 @@ import paddle.nn.functional as F
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
-from .layers import (Conv2D, DepthwiseConv2D, DropPath, LayerNorm2d, affine_folds_into, conv_after_affine,
-                     drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_)
+from .layers import (Conv2D, DepthwiseConv2D, DropPath, LayerNorm2d, drop_path_rates, init_vit_weights, to_2tuple,
+                     trunc_normal_, zeros_)
 from .registry import ModelCfg, register_model
 
 __all__ = ["Conv2Former", "Conv2FormerCifar", "TORCH_KEY_MAP", "checkpoint_filter_fn"]
@@ -42,10 +42,7 @@ class MLP(nn.Layer):
         self.act = nn.GELU()
 
     def forward(self, x):
-        if self.norm.can_fold(x, self.fc1):  # exported programs: no transposes (LayerNorm2d.normalize)
-            x = self.act(self.norm.fold_into(self.fc1, self.norm.normalize(x)))
-        else:
-            x = self.act(self.fc1(self.norm(x)))
+        x = self.act(self.fc1(self.norm(x)))
         x = x + self.act(self.pos(x))
         return self.fc2(x)
 
@@ -62,19 +59,13 @@ class SpatialAttention(nn.Layer):
         setattr(self, self.modulator_name, nn.Sequential(
             Conv2D(dim, dim, 1),
             nn.GELU(),
-            # nothing activation-like follows it: exports run it bias-free (oneDNN's faster bf16 kernel)
-            DepthwiseConv2D(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, separate_bias_in_export=True),
+            DepthwiseConv2D(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim),
         ))
         self.v = Conv2D(dim, dim, 1)
         self.proj = Conv2D(dim, dim, 1)
 
     def forward(self, x):
         modulator = getattr(self, self.modulator_name)
-        if self.norm.can_fold(x, modulator[0]) and self.norm.can_fold(x, self.v):
-            # exported programs: the norm without transposes, its affine folded into both 1x1 convs
-            x = self.norm.normalize(x)
-            a = modulator[2](modulator[1](self.norm.fold_into(modulator[0], x)))
-            return self.proj(a * self.norm.fold_into(self.v, x))
         x = self.norm(x)
         x = modulator(x) * self.v(x)
         return self.proj(x)
@@ -120,35 +111,13 @@ class Block(nn.Layer):
 class GroupNormDownsample(nn.Sequential):
     """The notebook's downsampling: ``GroupNorm(1, C)`` then a 2x2 stride-2 conv without bias (keys ``0.weight``,
     ``0.bias``, ``1.weight``, as the notebook's ``nn.Sequential``). [B, C, H, W] -> [B, C_out, H/2, W/2].
-
-    In a static graph (export) it runs as the same maths in ops oneDNN keeps in bf16: a GroupNorm with one group
-    is a LayerNorm over each sample's C*H*W values followed by a per-channel affine, and as the conv has no
-    padding the affine folds into it (weight * gamma per input channel, bias = sum of weight * beta). Paddle's
-    group_norm op has no oneDNN kernel, so the bf16 predictor ran it in fp32 between conversions and layout
-    reorders. Sizes unknown at trace time (-1) keep the two modules.
+    (Exports run it as a LayerNorm with the affine folded into the conv: ``ppvit.deploy.rewrites``.)
     """
-
-    def forward(self, x):
-        if paddle.in_dynamic_mode():
-            return super().forward(x)
-        norm, conv = self[0], self[1]
-        C, H, W = (int(d) for d in x.shape[1:])
-        if min(C, H, W) <= 0 or norm._num_groups != 1 or not affine_folds_into(conv):
-            return super().forward(x)
-        x = F.layer_norm(x.reshape([-1, C * H * W]), [C * H * W], None, None, norm._epsilon).reshape([-1, C, H, W])
-        return conv_after_affine(conv, x, norm.weight, norm.bias)
 
 
 class NormConvDownsample(nn.Sequential):
     """The official downsampling: ``LayerNorm2d`` then a 2x2 stride-2 conv (keys ``0.*``, ``1.*``, as the
-    official ``nn.Sequential``). [B, C, H, W] -> [B, C_out, H/2, W/2]. In static graphs (export) the norm runs
-    without transposes and its affine folds into the conv (``LayerNorm2d.normalize``/``fold_into``)."""
-
-    def forward(self, x):
-        norm, conv = self[0], self[1]
-        if norm.can_fold(x, conv):
-            return norm.fold_into(conv, norm.normalize(x))
-        return super().forward(x)
+    official ``nn.Sequential``). [B, C, H, W] -> [B, C_out, H/2, W/2]."""
 
 
 class BasicLayer(nn.Layer):

@@ -103,8 +103,8 @@ class GPSA(nn.Layer):
         if N != self.rel_indices.shape[1]:
             raise ValueError(f"GPSA was built for {self.rel_indices.shape[1]} tokens, got {N}")
         qk = self.qk(x).reshape([B, N, 2, self.num_heads, C // self.num_heads])
-        qk = qk.transpose([2, 0, 3, 1, 4])  # 2, B, heads, N, head_dim
-        q, k = qk[0], qk[1]
+        # 2, B, heads, N, head_dim -> q, k (unbind: its backward is one stack; two slices' backwards are slow)
+        q, k = qk.transpose([2, 0, 3, 1, 4]).unbind(0)
         # scaling q (B.N.C values) rather than the scores (B.heads.N.N) is the same product, cheaper
         patch_score = F.softmax(paddle.matmul(q * self.scale, k, transpose_y=True), axis=-1)  # B, heads, N, N
         # the same for every sample: project the offsets once and broadcast over the batch

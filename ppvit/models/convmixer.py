@@ -12,8 +12,8 @@ checkpoints convert by renaming. ``checkpoint_filter_fn`` also reads timm's layo
 the classifier) are ppvit's additions: no parameters, default 0. Any input size works (at least one patch);
 ``img_size`` is the nominal size only.
 
-Its BatchNorms are ``layers.BatchNorm2D``: ``nn.BatchNorm2D`` except in exported programs, where each runs as
-the same per-channel affine in a 1x1 depthwise conv, which oneDNN's bf16 predictor keeps in bf16 (its
+Its BatchNorms are ``layers.BatchNorm2D`` (``nn.BatchNorm2D``), which exports run as the same per-channel
+affine in a 1x1 depthwise conv (``ppvit.deploy.rewrites``), which oneDNN's bf16 predictor keeps in bf16 (its
 batch_norm runs in fp32 between reorders, and a BN after GELU fuses into nothing).
 """
 import re

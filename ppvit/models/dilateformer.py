@@ -11,8 +11,8 @@ from functools import partial
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
-from paddle.autograd import PyLayer
 
+from ..kernels import leading_slice
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import Conv2D, DepthwiseConv2D, Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple
@@ -21,49 +21,13 @@ from .registry import ModelCfg, register_model
 __all__ = ["DilateFormer", "dilate_attention"]
 
 
-class _Shift(PyLayer):
-    """``t[o:o + n]`` along axis 0 whose backward is a zero-pad.
-
-    The forward is the same view as slicing; Paddle's own slice backward is many times slower on CPU than a
-    pad, and ``split`` (fast backward) materialises a copy per call, i.e. the Unfold memory again.
-    """
-
-    @staticmethod
-    def forward(ctx, t, o, n):
-        ctx.pads = (o, t.shape[0] - o - n)
-        return t[o:o + n]
-
-    @staticmethod
-    def backward(ctx, grad):
-        before, after = ctx.pads
-        g = grad.reshape([1, grad.shape[0], -1])  # 1, n, rest: pad the leading axis as a sequence
-        g = F.pad(g, [before, after], data_format="NLC")
-        return g.reshape([before + grad.shape[0] + after] + list(grad.shape[1:]))
+def pad_hw(t, top, bottom, left, right):
+    """Zero-pad the two leading (H, W) axes of an [H, W, ...] tensor (``F.pad`` with a pad per axis: the generic
+    ``pad`` op; several times faster than pad3d here, forward and backward)."""
+    return F.pad(t, [top, bottom, left, right] + [0, 0] * (t.ndim - 2))
 
 
-def _shift(t, o, n):
-    if paddle.in_dynamic_mode() and not t.stop_gradient:
-        return _Shift.apply(t, o, n)
-    return t[o:o + n]  # no gradient, or a static graph (export): a plain slice
-
-
-def _pad_hw(t, top, bottom, left, right):
-    """Zero-pad the two leading (H, W) axes of an [H, W, ...] tensor.
-
-    Dygraph: ``F.pad`` with a pad per axis (the generic ``pad`` op; several times faster than pad3d here,
-    forward and backward). Static graph (export): the pad3d op on a [1, 1, H, W, rest] NCDHW view, because
-    Paddle 3.3's oneDNN ``pad`` kernel corrupts memory, and a program holding it has to run without oneDNN
-    (see ppvit/deploy/predictor.py); pad3d's oneDNN kernel is fine (in NCDHW; it fails in NDHWC).
-    """
-    if paddle.in_dynamic_mode():
-        return F.pad(t, [top, bottom, left, right] + [0, 0] * (t.ndim - 2))
-    H, W = t.shape[:2]
-    rest = t.shape[2:]
-    t = F.pad(t.reshape([1, 1, H, W, -1]), [0, 0, left, right, top, bottom], data_format="NCDHW")
-    return t.reshape([H + top + bottom, W + left + right, -1] + rest[1:])  # batch (rest[0]) may be -1
-
-
-def dilate_attention(q, k, v, head_dim, dilation=1, kernel_size=3, scale=None, attn_drop=None):
+def dilate_attention(q, k, v, head_dim, dilation=1, kernel_size=3, scale=None, attn_drop=None, pad=None):
     """Sliding-window dilated attention on spatial-major tensors.
 
     q, k, v: [H, W, B, d] with d = heads * head_dim. Each query attends to the ``kernel_size**2`` keys at
@@ -74,28 +38,30 @@ def dilate_attention(q, k, v, head_dim, dilation=1, kernel_size=3, scale=None, a
     a shift by (i, j) is then a plain offset ``i*Wp + j`` along the flattened axis, i.e. a contiguous view
     (2-D window slices are strided, and Paddle copies those slowly). Queries sit on the same padded-width
     grid; the ``2p`` extra columns per row read wrapped-around neighbours and are dropped at the end.
+    ``pad``: how the (H, W) axes are zero-padded (``pad_hw``, the default, or a function of its signature).
     """
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     H, W, _, d = q.shape  # batch stays -1 in reshapes so that a dynamic batch exports
     scale = scale or head_dim ** -0.5
+    pad = pad_hw if pad is None else pad
     p = dilation * (kernel_size - 1) // 2
     Wp = W + 2 * p
     L = H * Wp
     # pad rows by p above and p+1 below (the extra row keeps the last shifted window in range), cols by p.
     # Rows are then (position, batch * head): 3-D operands whose only broadcast (weights times values) is
     # along the last axis; oneDNN's binary kernels are very slow for a broadcast over an inner axis
-    k = _pad_hw(k, p, p + 1, p, p).reshape([(H + 2 * p + 1) * Wp, -1, head_dim])
-    v = _pad_hw(v, p, p + 1, p, p).reshape([(H + 2 * p + 1) * Wp, -1, head_dim])
-    q = _pad_hw(q, 0, 0, 0, 2 * p).reshape([L, -1, head_dim])  # on the H x Wp grid
+    k = pad(k, p, p + 1, p, p).reshape([(H + 2 * p + 1) * Wp, -1, head_dim])
+    v = pad(v, p, p + 1, p, p).reshape([(H + 2 * p + 1) * Wp, -1, head_dim])
+    q = pad(q, 0, 0, 0, 2 * p).reshape([L, -1, head_dim])  # on the H x Wp grid
     offsets = [i * dilation * Wp + j * dilation for i in range(kernel_size) for j in range(kernel_size)]
-    scores = [(q * _shift(k, o, L)).sum(-1) for o in offsets]  # k*k x (L, B*heads)
+    scores = [(q * leading_slice(k, o, L)).sum(-1) for o in offsets]  # k*k x (L, B*heads)
     attn = F.softmax(paddle.stack(scores, axis=-1) * scale, axis=-1)  # L, B*heads, k*k
     if attn_drop is not None:
         attn = attn_drop(attn)
     out = None
     for a, o in zip(paddle.unbind(attn.unsqueeze(-2), axis=-1), offsets):
-        term = a * _shift(v, o, L)  # (L, B*heads, 1) * (L, B*heads, head_dim)
+        term = a * leading_slice(v, o, L)  # (L, B*heads, 1) * (L, B*heads, head_dim)
         out = term if out is None else out + term
     out = out.reshape([H, Wp, -1, d])
     # drop the wrapped columns (split, not a slice: its backward is cheap)

@@ -6,8 +6,8 @@ import threading
 class CtrlCWatch:
     """Notes that Ctrl-C (SIGINT) arrived, then raises KeyboardInterrupt as Python's own handler does.
 
-    Why: Paddle re-raises a KeyboardInterrupt that lands inside a PyLayer's forward or backward (ppvit's
-    hand-written convolutions, run from Paddle's C++ autograd) as an OSError naming it, so ``except
+    Why: Paddle re-raises a KeyboardInterrupt that lands inside a PyLayer's forward or backward (the kernels of
+    ``ppvit.kernels``, run from Paddle's C++ autograd) as an OSError naming it, so ``except
     KeyboardInterrupt`` alone let such a Ctrl-C end a run with a traceback and exit 1. With the note, an
     exception that surfaces after a Ctrl-C (``seen``) is the interrupt.
 
