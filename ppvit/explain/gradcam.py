@@ -128,7 +128,7 @@ class GradCAM:
         import paddle
         import paddle.nn.functional as F
 
-        from ..models.layers import depthwise_formulation
+        from ..kernels import use_kernels
 
         x = paddle.to_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, paddle.Tensor) else x
         if x.ndim != 4:
@@ -140,9 +140,9 @@ class GradCAM:
         was_training = self.model.training
         self.model.eval()
         try:
-            # Paddle's own kernels: the custom-gradient fast paths of ppvit's conv layers (PyLayers) answer a
-            # full backward, not paddle.grad's partial one
-            with paddle.set_grad_enabled(True), depthwise_formulation("reference"):
+            # Paddle's own ops: ppvit's kernels (PyLayers with hand-written backwards) answer a full backward,
+            # not paddle.grad's partial one
+            with paddle.set_grad_enabled(True), use_kernels(False):
                 logits = self.model(x)
                 if isinstance(logits, (list, tuple)):
                     logits = logits[0]
