@@ -1,9 +1,11 @@
 """Run checkpoints: the notebooks' ``best_model``/``final_model`` files and a resumable ``latest``.
 
 ``latest.pdstate`` alone holds everything a resume needs (model, optimizer, scheduler, EMA, and the
-``TrainState``: epoch/step, best metric, history, config, schedule segment, RNG streams), so a single atomic
-rename commits a checkpoint and a kill at any moment leaves the previous one whole. ``latest.pdparams`` and
-``latest.pdopt`` are the same weights and optimizer in the notebooks' format, for ``pretrained_model``.
+``TrainState``: epoch/step, best metric, per-epoch history, config, schedule segment, RNG streams), so a single
+atomic rename commits a checkpoint and a kill at any moment leaves the previous one whole. The per-step history
+is appended to ``history_steps.jsonl`` just before the commit and read back up to the checkpoint's step.
+``latest.pdparams`` and ``latest.pdopt`` are the same weights and optimizer in the notebooks' format, for
+``pretrained_model``, written after the commit (``engine/trainer.py``'s ``_write_after_commit``).
 """
 import os
 
@@ -59,7 +61,10 @@ def optimizer_state_for(model, state):
 
 
 def save_latest(run_dir, model, optimizer, scheduler, train_state, mixer=None, ema=None):
-    """Write ``latest.pdstate`` (the commit point) and the notebook-format ``latest.pdparams/.pdopt``."""
+    """Append the new steps to ``history_steps.jsonl``, then write ``latest.pdstate`` (the commit point)."""
+    from .state import STEPS_FILE
+
+    train_state.history.flush_steps(os.path.join(run_dir, STEPS_FILE))
     prefix = os.path.join(run_dir, LATEST)
     state = {
         "version": STATE_VERSION,
@@ -70,7 +75,16 @@ def save_latest(run_dir, model, optimizer, scheduler, train_state, mixer=None, e
         "meta": train_state.state_dict(mixer),
     }
     save_state(state, prefix + ".pdstate")
-    save_weights(model, optimizer, prefix)
+
+
+def final_written(run):
+    """True when ``run``'s ``final_model`` files were written after its ``latest.pdstate`` (the run's last
+    commit), i.e. a finished run has all its files; False when a kill came between the two."""
+    latest = os.path.join(run, LATEST + ".pdstate")
+    finals = [os.path.join(run, "final_model" + ext) for ext in (".pdparams", ".pdopt")]
+    if not all(os.path.isfile(f) for f in finals):
+        return False
+    return not os.path.isfile(latest) or min(os.stat(f).st_mtime_ns for f in finals) >= os.stat(latest).st_mtime_ns
 
 
 def resolve_checkpoint(path):
@@ -111,9 +125,13 @@ def load_exact(model, weights, source):
 
 def read_train_state(state):
     """The ``TrainState`` of a ``load_latest`` state (nothing is loaded into any object yet)."""
-    from .state import TrainState
+    from .state import STEPS_FILE, TrainState
 
-    return TrainState.from_state_dict(state["meta"], rng=state.get("rng"), path=state["path"])
+    train_state = TrainState.from_state_dict(state["meta"], rng=state.get("rng"), path=state["path"])
+    if not train_state.history.steps["step"]:  # the steps are in the run's steps file, up to this checkpoint
+        train_state.history.read_steps(os.path.join(os.path.dirname(state["path"]), STEPS_FILE),
+                                       train_state.global_step)
+    return train_state
 
 
 def restore(state, model, optimizer, scheduler, ema=None):
