@@ -150,9 +150,9 @@ def test_which_keys_a_resume_may_change():
     saved = load_config(None, [], base=TINY)
     new = load_config(None, ["Global.device=auto", "Global.output_dir=elsewhere", "Global.print_interval=1",
                              "Data.num_workers=2", "Eval.grid_images=0", "Optimizer.lr=0.5",
-                             "Optimizer.momentum=0.5", "Arch.drop_path_rate=0.1", "Global.epochs=9"], base=TINY)
+                             "Optimizer.weight_decay=0.5", "Arch.drop_path_rate=0.1", "Global.epochs=9"], base=TINY)
     changes = resume_changes(saved, new)
-    assert {k for k, _, _ in changes["same"]} == {"Optimizer.momentum", "Arch.drop_path_rate"}
+    assert {k for k, _, _ in changes["same"]} == {"Optimizer.weight_decay", "Arch.drop_path_rate"}
     assert [k for k, _, _ in changes["lr"]] == ["Optimizer.lr"]
     assert {k for k, _, _ in changes["free"]} == {"Global.device", "Global.output_dir", "Global.print_interval",
                                                  "Data.num_workers", "Eval.grid_images"}

@@ -26,19 +26,57 @@ class Key:
     ``resume``: whether a resumed run may change it. ``"same"`` keys decide the computation (a resume that
     changes one is refused); ``"free"`` keys cannot change the result (paths, workers, logging);
     ``"lr"`` is the learning rate, which may change and applies from the first resumed step.
+
+    ``only_when``: a ``When`` (the settings under which the key has an effect); a config that sets the key to
+    anything but its default (or a value that does nothing, ``When.idle``) where it has none is refused.
     """
 
-    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc="", resume="same"):
+    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc="", resume="same", only_when=None):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.choices = choices
         self.check = check  # (predicate, "what it must be")
         self.doc = doc
         self.resume = resume
+        self.only_when = only_when
 
     def type_names(self):
         names = {int: "int", float: "float", str: "str", bool: "bool", type(None): "null", list: "list"}
         return " or ".join(names.get(t, t.__name__) for t in self.types)
+
+
+class When:
+    """Where a key has an effect, as data beside the schema: ``test(cfg)`` on the validated config, the words
+    that name the setting that decides it (``state(cfg)``, e.g. ``Optimizer.scheduler=onecycle``) and the fix
+    (``how``). ``idle``: values of the key that do nothing anywhere (``Loss.smoothing: 0``), never refused."""
+
+    def __init__(self, test, state, how, idle=()):
+        self.test, self.state, self.how, self.idle = test, state, how, idle
+
+
+def _get(cfg, path):
+    section, key = path.split(".")
+    return cfg[section][key]
+
+
+def key_in(path, values, how=None, idle=()):
+    """The key has an effect only when ``path`` (``Section.key``) is one of ``values``."""
+    return When(lambda cfg: _get(cfg, path) in values, lambda cfg: f"{path}={_get(cfg, path)}",
+                how or f"set {path} to {' or '.join(values)}", idle)
+
+
+def _mixing(cfg):
+    return cfg["Data"]["mixup_alpha"] > 0 or cfg["Data"]["cutmix_alpha"] > 0
+
+
+MIXING = When(_mixing, lambda cfg: "Data.mixup_alpha=0 and Data.cutmix_alpha=0 (no MixUp/CutMix)",
+              "set Data.mixup_alpha and/or Data.cutmix_alpha above 0 to mix batches")
+BOTH_MIXES = When(lambda cfg: cfg["Data"]["mixup_alpha"] > 0 and cfg["Data"]["cutmix_alpha"] > 0,
+                  lambda cfg: f"Data.mixup_alpha={cfg['Data']['mixup_alpha']} and "
+                              f"Data.cutmix_alpha={cfg['Data']['cutmix_alpha']} (it chooses between MixUp and "
+                              "CutMix when both are on)",
+                  "set both Data.mixup_alpha and Data.cutmix_alpha above 0")
+PREDICTOR = "set Eval.model (an exported model) or Eval.use_predictor=true"
 
 
 def _positive(v):
@@ -109,17 +147,21 @@ SCHEMA = {
         "name": Key(str, "CrossEntropy", choices=("CrossEntropy", "LabelSmoothingCrossEntropy")),
         # LabelSmoothingCrossEntropy's; null = 0.1 there. Plain CrossEntropy refuses it and the validated
         # (and saved) config leaves it out, so no key shows a setting that does nothing
-        "smoothing": Key((float, NONE), None, check=(_smoothing, "in [0, 1)")),
+        "smoothing": Key((float, NONE), None, check=(_smoothing, "in [0, 1)"), only_when=key_in(
+            "Loss.name", ("LabelSmoothingCrossEntropy",), how="set Loss.name=LabelSmoothingCrossEntropy to smooth "
+            "the labels", idle=(0.0,))),
     },
     "Optimizer": {
         "name": Key(str, "Adam", choices=("Adam", "AdamW", "SGD")),
         "lr": Key(float, REQUIRED, check=POSITIVE, resume="lr"),
         "weight_decay": Key(float, 0.0, check=NON_NEGATIVE),
-        "momentum": Key(float, 0.9, check=NON_NEGATIVE),
+        "momentum": Key(float, 0.9, check=NON_NEGATIVE, only_when=key_in("Optimizer.name", ("SGD",))),
         "grad_clip": Key((float, NONE), None, check=POSITIVE),
         "scheduler": Key(str, "cosine", choices=("cosine", "constant", "onecycle")),
-        "warmup_epochs": Key(float, 0.0, check=NON_NEGATIVE),
-        "eta_min": Key(float, 0.0, check=NON_NEGATIVE),
+        # onecycle is a curve of its own (no warmup, ends at 0)
+        "warmup_epochs": Key(float, 0.0, check=NON_NEGATIVE,
+                             only_when=key_in("Optimizer.scheduler", ("cosine", "constant"))),
+        "eta_min": Key(float, 0.0, check=NON_NEGATIVE, only_when=key_in("Optimizer.scheduler", ("cosine",))),
     },
     "Data": {
         "dataset": Key(str, "cifar10", choices=("cifar10", "digits", "folder", "filelist")),
@@ -129,7 +171,9 @@ SCHEMA = {
         "train_dir": Key((str, NONE), None),
         "val_dir": Key((str, NONE), None),
         "val_split": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
-        "split_seed": Key(int, 0),  # which images Data.val_split holds out
+        "split_seed": Key(int, 0, only_when=When(  # which images Data.val_split holds out
+            lambda cfg: cfg["Data"]["val_split"] is not None, lambda cfg: "Data.val_split unset",
+            "set Data.val_split to hold out a part of the training images")),
         "train_list": Key((str, NONE), None),
         "val_list": Key((str, NONE), None),
         "class_id_map_file": Key((str, NONE), None),
@@ -142,15 +186,18 @@ SCHEMA = {
         "limit": Key((int, NONE), None, check=POSITIVE),
         "mixup_alpha": Key(float, 0.0, check=NON_NEGATIVE),
         "cutmix_alpha": Key(float, 0.0, check=NON_NEGATIVE),
-        "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]")),
-        "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]")),
+        "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]"), only_when=MIXING),
+        "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]"), only_when=BOTH_MIXES),
     },
     # tools/eval.py, export.py, infer.py, explain.py (ppvit/commands/)
     "Eval": {
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
         "model": Key((str, NONE), None),  # an exported model (prefix, file or folder), run by its verified backend
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and evaluate that
-        "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend: auto = fastest verified at export
+        # predictor backend: auto = fastest verified at export
+        "backend": Key(str, "auto", choices=BACKENDS, only_when=When(
+            lambda cfg: bool(cfg["Eval"]["model"] or cfg["Eval"]["use_predictor"]),
+            lambda cfg: "Eval.model unset and Eval.use_predictor=false (the weights run in Paddle dygraph)", PREDICTOR)),
         # folder of eval.json and its figures; null = the run dir. Never replaces an evaluation of other weights
         # there: those files are named after the weights (ppvit.commands.evaluate.eval_outputs)
         "output": Key((str, NONE), None),
@@ -178,7 +225,10 @@ SCHEMA = {
         "batch_size": Key(int, 50, check=POSITIVE),
         "model": Key((str, NONE), None),  # an exported model: run LIME through its verified backend
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and use that
-        "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend (Explain.model / use_predictor)
+        "backend": Key(str, "auto", choices=BACKENDS, only_when=When(  # predictor backend
+            lambda cfg: bool(cfg["Explain"]["model"] or cfg["Explain"]["use_predictor"]),
+            lambda cfg: "Explain.model unset and Explain.use_predictor=false (the weights run in Paddle dygraph)",
+            PREDICTOR.replace("Eval.", "Explain."))),
         "output": Key((str, NONE), None),  # folder of the PNGs; null = <run dir>/explain
         # quickshift superpixels; null = interpretdl's (QUICKSHIFT_INTERPRETDL: 5, 10, 1.0). Smaller kernel_size
         # and max_dist give more superpixels (small images need them: LIME warns below 10)
@@ -279,21 +329,40 @@ def validate(cfg):
                 out[section][key] = value
     _check_model(out["Arch"])
     _fill_input_size(out)
+    check_no_effect(cfg, out)
     _check_loss(out["Loss"])
     return out
 
 
+def check_no_effect(given, cfg):
+    """Refuse a key set (in ``given``: the config file and ``-o``) to a value other than its default where the
+    other settings of ``cfg`` (validated) leave it without effect (``Key.only_when``): a setting that does
+    nothing must not sit in a run's config.yaml as if it had. Raises ``ConfigError`` naming the key, the
+    setting that decides and both ways out."""
+    for section, keys in SCHEMA.items():
+        for key, spec in keys.items():
+            when = spec.only_when
+            if when is None or key not in (given.get(section) or {}):
+                continue
+            value = cfg[section][key]
+            if _same_value(value, spec.default) or any(_same_value(value, v) for v in when.idle):
+                continue
+            if not when.test(cfg):
+                raise ConfigError(f"{section}.{key}={_show(value)} has no effect with {when.state(cfg)}: "
+                                  f"{when.how}, or remove {section}.{key} (-o '~{section}.{key}')")
+
+
+def _show(value):
+    return "null" if value is None else str(value)
+
+
 def _check_loss(loss):
-    """``Loss.smoothing`` only where the loss uses it: defaulted to 0.1 for LabelSmoothingCrossEntropy, refused
-    (when > 0) and left out of the config for plain CrossEntropy."""
+    """``Loss.smoothing`` only where the loss uses it (``check_no_effect`` refuses it elsewhere): defaulted to
+    0.1 for LabelSmoothingCrossEntropy, left out of the config for plain CrossEntropy."""
     if loss["name"] == "LabelSmoothingCrossEntropy":
         loss["smoothing"] = 0.1 if loss["smoothing"] is None else loss["smoothing"]
         return
-    smoothing = loss.pop("smoothing")
-    if smoothing:
-        raise ConfigError(f"Loss.smoothing={smoothing} has no effect with Loss.name={loss['name']} (plain "
-                          "cross-entropy): set Loss.name=LabelSmoothingCrossEntropy to smooth the labels, or "
-                          "remove Loss.smoothing")
+    loss.pop("smoothing")
 
 
 def _check_size_keys(cfg):
@@ -343,10 +412,19 @@ def _check_model(arch):
                                     for key, msg in problems))
 
 
+REMOVE = object()  # parse_override's value for ``~Section.key``: take the key out of the config
+
+
 def parse_override(text):
-    """``'Section.key=value'`` -> (section, key, yaml-parsed value)."""
+    """``'Section.key=value'`` -> (section, key, yaml-parsed value); ``'~Section.key'`` -> (section, key, REMOVE):
+    the key is taken out of the config (back to its default; an ``Arch`` key back to the model's)."""
+    if text.startswith("~") and "=" not in text:
+        parts = text[1:].strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override {text!r}: removing a key is ~Section.key (e.g. -o '~Arch.dim')")
+        return parts[0], parts[1], REMOVE
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like Section.key=value")
+        raise ConfigError(f"override {text!r} must look like Section.key=value (or ~Section.key to remove a key)")
     path, raw = text.split("=", 1)
     parts = path.strip().split(".")
     if len(parts) != 2 or not all(parts):
@@ -414,7 +492,14 @@ def load_config(path=None, overrides=(), base=None):
                               f"accepted sections: {', '.join(SCHEMA)}")
         if not isinstance(cfg.get(section), dict):
             cfg[section] = {}
-        cfg[section][key] = value
+        if value is REMOVE:
+            if key not in cfg[section]:
+                raise ConfigError(f"override {text!r}: {section}.{key} is not set"
+                                  + (f" in {path}" if path is not None else "")
+                                  + _suggest(key, list(cfg[section])))
+            del cfg[section][key]
+        else:
+            cfg[section][key] = value
     cfg = validate(cfg)
     cfg["Global"]["run_name"] = cfg["Global"]["run_name"] or run_name or cfg["Arch"]["name"]
     return cfg

@@ -119,6 +119,18 @@ class History:
         return loss_record, acc_record
 
 
+def read_history(run):
+    """A run folder's whole history, ``{"steps": {...}, "epochs": {...}, "best": ..., "run": ...}``:
+    ``history.json`` with the steps of ``history_steps.jsonl`` (up to the last epoch it records). Raises
+    ``FileNotFoundError`` when the run has no ``history.json``."""
+    with open(os.path.join(run, "history.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    history = History({"epochs": saved["epochs"]})
+    last = saved["epochs"]["step"][-1] if saved["epochs"]["step"] else 0
+    history.read_steps(os.path.join(run, saved.get("steps_file", STEPS_FILE)), last)
+    return dict(saved, **history.state_dict())
+
+
 def rng_state():
     return {"python": random.getstate(), "numpy": np.random.get_state(),
             "paddle": [s for s in paddle.get_rng_state()]}
