@@ -79,8 +79,10 @@ def build_model(cfg, training=True):
                           f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items()) or '(none)'}: {e}") from None
     weights = cfg["Global"]["pretrained_model"]
     if weights:
+        from .checkpoint import weights_fix
+
         load_pretrained(model, weights, reset_head=training, context=" for this config",
-                        fix="check Arch.name and the Arch.* sizes, or the weights file")
+                        fix=weights_fix(weights, "check Arch.name and the Arch.* sizes, or the weights file"))
     return model
 
 

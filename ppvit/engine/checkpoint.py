@@ -145,6 +145,17 @@ def restore(state, model, optimizer, scheduler, ema=None):
 
 
 
+def weights_fix(weights, default):
+    """What a weights-mismatch error advises: for weights inside a run folder (it has the ``config.yaml`` the
+    run trained with), the run folder as the config (``-c RUN``: its Arch and every override it trained with);
+    else ``default``."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(weights)))
+    if os.path.isfile(os.path.join(folder, "config.yaml")):
+        return (f"these weights come from the run {folder}, trained with other Arch settings than this config's: "
+                f"give the run folder as the config (-c {folder}), which has every setting it trained with")
+    return default
+
+
 def run_weights(cfg):
     """The weights that eval, export and explain use: ``Global.pretrained_model``, else the run's
     ``best_model.pdparams``; raises ``ConfigError`` when neither is there."""

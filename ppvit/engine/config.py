@@ -470,13 +470,44 @@ def read_yaml(path):
     return {} if cfg is None else cfg
 
 
+SAVED_CONFIG = "config.yaml"  # a run folder's config, as it trained (engine/trainer.py writes it)
+
+
+def saved_run(path):
+    """The run folder that ``path`` names, when it is one (a folder with a ``config.yaml``, or that file in it
+    beside the run's checkpoint or weights), else None."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return path
+    folder = os.path.dirname(path) or "."
+    if os.path.basename(path) == SAVED_CONFIG and any(
+            os.path.isfile(os.path.join(folder, f)) for f in ("latest.pdstate", "best_model.pdparams")):
+        return folder
+    return None
+
+
 def load_config(path=None, overrides=(), base=None):
     """Read ``path`` (or start from the dict ``base``), apply ``-o`` overrides, validate.
+
+    ``path`` may be a run folder (or its ``config.yaml``): the config the run trained with, overrides included,
+    for eval/export/infer/explain on that run; its results then go to that folder wherever the command runs.
+    ``-o ~Section.key`` takes a key out (back to its default).
 
     The result carries the run name (the config file's stem) in ``Global.run_name``, which decides the run
     folder ``Global.output_dir/<run_name>``.
     """
-    if path is not None:
+    run = saved_run(path) if path is not None else None
+    if run is not None:
+        saved = os.path.join(run, SAVED_CONFIG)
+        if not os.path.isfile(saved):
+            raise ConfigError(f"{run} is a folder without a {SAVED_CONFIG}: -c takes a YAML config file, or a run "
+                              f"folder that training wrote (it holds the run's {SAVED_CONFIG})")
+        cfg = read_yaml(saved)
+        if isinstance(cfg, dict) and isinstance(cfg.get("Global"), dict):  # the run's folder, from anywhere
+            run = os.path.normpath(run)
+            cfg["Global"]["output_dir"], cfg["Global"]["run_name"] = os.path.dirname(run) or ".", os.path.basename(run)
+        run_name = os.path.basename(os.path.normpath(run))
+    elif path is not None:
         cfg = read_yaml(path)
         run_name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     else:
@@ -548,9 +579,24 @@ def _same_value(a, b):
     return a == b
 
 
-def dump(cfg):
-    """YAML of a validated config, without the derived keys, so that it loads again as a config."""
+class _ReadableDumper(yaml.SafeDumper):
+    """Block mappings (one key per line) with lists inline (``depths: [1, 1]``)."""
+
+
+_ReadableDumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
+
+
+def dump(cfg, header=None):
+    """YAML of a validated config, without the derived keys, so that it loads again as a config: one key per
+    line, in the schema's order, lists inline; ``header``: comment lines put first."""
     cfg = copy.deepcopy(cfg)
     for section, key in DERIVED:
         cfg.get(section, {}).pop(key, None)
-    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    text = yaml.dump(cfg, Dumper=_ReadableDumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                     width=120)
+    text = "\n".join(line if line.startswith(" ") or not line.strip() else "\n" + line
+                     for line in text.splitlines()).lstrip("\n") + "\n"  # a blank line between sections
+    if header:
+        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
+    return text

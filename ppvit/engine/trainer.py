@@ -68,7 +68,9 @@ def train(engine, until_epoch=None):
                     "an earlier start left no checkpoint: starting the run again"
                 log.info(f"{why} in {out} (removed {', '.join(removed)})")
             os.makedirs(out, exist_ok=True)
-            write_text(os.path.join(out, "config.yaml"), dump(e.cfg))
+            write_text(os.path.join(out, "config.yaml"), dump(e.cfg, header=(
+                f"The config run {g['run_name']} trains with: the config file and its -o overrides, every key "
+                f"(defaults included).\nEvaluate, export, explain or run this run's weights with it: -c {out}")))
         e.vdl = open_visualdl(e)  # Global.use_visualdl: <run dir>/vdl on rank 0, else None
         _log_header(e, log)
         e.last_saved = (state.epoch, state.batch, state.global_step) if e.resumed_from else None
