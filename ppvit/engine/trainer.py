@@ -18,6 +18,7 @@ from .config import dump
 from .distributed import all_reduce_sum, non_finite_tensors, sync_buffers
 from .evaluator import evaluate
 from .logger import close_logging, format_lr, setup_logging
+from .memory import check_memory
 from .plots import plot_learning_curve
 from .resume import clear_run_folder
 from .signals import StopWatch, exit_code, shutdown_loader_iterator, signal_name, stop_children
@@ -80,6 +81,8 @@ def train(engine, until_epoch=None):
                 _write_after_commit(e)
         first_epoch, first_batch = state.epoch, state.batch
         stop = g["epochs"] if until_epoch is None else min(until_epoch, g["epochs"])
+        if e.is_main and stop > first_epoch:
+            check_memory(e, log)  # a CPU run that would exceed the available RAM is announced before it starts
         for epoch in range(first_epoch, stop):
             start_batch = first_batch if epoch == first_epoch else 0
             stats = _train_one_epoch(e, epoch, start_batch, log)
