@@ -22,6 +22,7 @@ from ..engine import Engine, load_config
 from ..engine.config import ConfigError
 from ..engine.evaluator import evaluate as evaluate_loader, per_class_table
 from ..engine.logger import close_logging, get_logger, setup_logging
+from ..engine.runfiles import run_file, run_pattern
 from ..engine.plots import plot_confusion_matrix
 from ..io import write_json
 from ..io.provenance import source_metadata, weights_record
@@ -83,6 +84,10 @@ def evaluate_run(engine):
 
 
 _MISSING = object()
+# the first evaluation in a folder, and those of other weights beside it (eval_outputs)
+EVAL_FILES = {"metrics": run_file("eval.json"), "confusion_matrix": run_file("confusion_matrix.png"),
+              "grid": run_file("predictions.png")}
+EVAL_PATTERNS = tuple(run_pattern(os.path.splitext(n)[0] + "_*" + os.path.splitext(n)[1]) for n in EVAL_FILES.values())
 DYGRAPH = "Paddle dygraph"  # EvalForward.how of the model itself (eval.json's "forward")
 
 
@@ -146,12 +151,11 @@ def eval_outputs(out, source, model, how, log=None):
     key = (_real((source or {}).get("path")), _real(model))
     digest = (source or {}).get("sha256") or hashlib.sha256(str(key).encode()).hexdigest()
     tag = _tag(key[0], key[1])
-    plain = os.path.join(out, "eval.json")
+    plain = os.path.join(out, EVAL_FILES["metrics"])
     replaced = False
     for suffix in ("", f"_{tag}", f"_{tag}_{digest[:8]}"):
-        paths = {"metrics": os.path.join(out, f"eval{suffix}.json"),
-                 "confusion_matrix": os.path.join(out, f"confusion_matrix{suffix}.png"),
-                 "grid": os.path.join(out, f"predictions{suffix}.png")}
+        paths = {k: os.path.join(out, f"{os.path.splitext(n)[0]}{suffix}{os.path.splitext(n)[1]}")
+                 for k, n in EVAL_FILES.items()}
         before = _read_eval_json(paths["metrics"])
         if before is _MISSING:
             if any(os.path.exists(p) for p in paths.values()):

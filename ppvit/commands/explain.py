@@ -9,10 +9,13 @@ import numpy as np
 from ..engine.builder import build_device
 from ..engine.config import ConfigError, run_dir
 from ..engine.logger import get_logger
+from ..engine.runfiles import run_folder
 from ..io import write_json
 from ..io.provenance import source_metadata, weights_record
 from .common import (_as_list, _name, _unique, class_names, image_files, input_size, lime_mean_std, load_model,
                      open_predictor, predictor_of, preprocess_of, rgb_file)
+
+EXPLAIN_FOLDER = run_folder("explain")  # Explain.output's default, in the run folder
 
 
 def _explain_items(cfg, size, files=None):
@@ -99,7 +102,7 @@ def run(cfg):
                 how = "Paddle dygraph"
 
         items = _explain_items(cfg, size, files)
-        out = ex["output"] or os.path.join(run_dir(cfg), "explain")
+        out = ex["output"] or os.path.join(run_dir(cfg), EXPLAIN_FOLDER)
         log.info(f"LIME on {len(items)} image(s), {ex['num_samples']} samples each, through {how}")
         written = []
         for n, (stem, image, label, where) in enumerate(items, 1):

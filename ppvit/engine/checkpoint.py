@@ -15,8 +15,12 @@ import paddle
 from ..io import CheckpointError, check_state_dict, save_state
 from ..models.helpers import model_name
 from .config import ConfigError, run_dir
+from .runfiles import run_file
 
 LATEST = "latest"
+WEIGHT_FILES = tuple(run_file(stem + ext, marker=ext == ".pdparams") for stem in ("best_model", "final_model")
+                     for ext in (".pdparams", ".pdopt"))
+LATEST_FILES = (run_file(LATEST + ".pdstate", marker=True), run_file(LATEST + ".pdparams"), run_file(LATEST + ".pdopt"))
 STATE_VERSION = 2  # 1: the random streams beside "meta" instead of inside it (still read)
 
 

@@ -12,22 +12,12 @@
 import os
 
 from .checkpoint import final_written
+from . import runfiles
 from .config import ConfigError, resume_changes
 
-# files and folders a run and the verbs write into a run folder (Global.overwrite removes these, nothing else)
-RUN_FILES = ("best_model.pdparams", "best_model.pdopt", "final_model.pdparams", "final_model.pdopt",
-             "latest.pdstate", "latest.pdparams", "latest.pdopt", "train.log", "history.json", "history_steps.jsonl",
-             "config.yaml",
-             "loss_curve.png", "acc_curve.png", "eval.json", "confusion_matrix.png", "predictions.png",
-             "infer.json", "infer_predictions.png")
-# and the evaluations of other weights beside eval.json (ppvit.commands.evaluate.eval_outputs)
-RUN_FILE_PATTERNS = ("eval_*.json", "confusion_matrix_*.png", "predictions_*.png")
-RUN_FOLDERS = ("inference", "explain", "vdl")
-# a checkpoint or weights: a folder with one of these holds a run to protect. An earlier start that wrote none
-# (stopped before its first checkpoint) leaves only these training files, which a new start replaces
-RUN_MARKERS = ("latest.pdstate", "best_model.pdparams", "final_model.pdparams")
-TRAINING_FILES = ("train.log", "config.yaml", "history.json", "history_steps.jsonl", "loss_curve.png",
-                  "acc_curve.png", "latest.pdparams", "latest.pdopt", "best_model.pdopt", "final_model.pdopt")
+# The files and folders of a run folder are declared by their writers (engine/runfiles.py): Global.overwrite
+# removes those and nothing else; a checkpoint or weights (a "marker") make the folder a run to protect; an
+# earlier start that wrote none left only "training" files, which a new start replaces.
 
 
 def _fmt(value):
@@ -86,19 +76,19 @@ def plan_resume(saved, cfg, steps_per_epoch, run):
 
 
 def holds_run(folder):
-    return any(os.path.exists(os.path.join(folder, f)) for f in RUN_MARKERS)
+    return any(os.path.exists(os.path.join(folder, f)) for f in runfiles.names("file", marker=True))
 
 
 def check_run_folder(cfg, run):
     """A new run (no ``Global.checkpoints``) may start in ``run`` only when no run is there, or when
     ``Global.overwrite`` says to replace it. Raises ``ConfigError``; writes nothing. Returns True when the
-    folder holds only what an earlier start wrote before its first checkpoint (``TRAINING_FILES``): nothing to
+    folder holds only what an earlier start wrote before its first checkpoint (its declared training files): nothing to
     protect, the new run replaces it."""
     g = cfg["Global"]
     if g["checkpoints"] or g["overwrite"]:
         return False
     if not holds_run(run):
-        return any(os.path.isfile(os.path.join(run, f)) for f in TRAINING_FILES)
+        return any(os.path.isfile(os.path.join(run, f)) for f in runfiles.names("file", training=True))
     what = ""
     latest = os.path.join(run, "latest.pdstate")
     if os.path.isfile(latest):
@@ -110,21 +100,23 @@ def check_run_folder(cfg, run):
 def clear_run_folder(run, training_only=False):
     """``Global.overwrite``: remove what an earlier run (and the verbs on its weights) wrote into ``run``,
     so that nothing of it sits beside the new run's weights; other files are left alone. ``training_only``:
-    only what an earlier start left before its first checkpoint (``TRAINING_FILES`` and ``vdl/``). Returns the
+    only what an earlier start left before its first checkpoint (the declared training files and folders). Returns the
     removed names."""
     import fnmatch
     import shutil
 
+    only = True if training_only else None
+    files, patterns = runfiles.names("file", training=only), runfiles.names("pattern", training=only)
+    folders = runfiles.names("folder", training=only)
     removed = []
     present = sorted(os.listdir(run)) if os.path.isdir(run) else []
     for name in present:
         path = os.path.join(run, name)
-        ours = name in TRAINING_FILES if training_only else \
-            name in RUN_FILES or any(fnmatch.fnmatchcase(name, p) for p in RUN_FILE_PATTERNS)
+        ours = name in files or any(fnmatch.fnmatchcase(name, p) for p in patterns)
         if ours and os.path.isfile(path):
             os.remove(path)
             removed.append(name)
-    for name in ("vdl",) if training_only else RUN_FOLDERS:
+    for name in folders:
         path = os.path.join(run, name)
         if os.path.isdir(path):
             shutil.rmtree(path)

@@ -12,9 +12,11 @@ import numpy as np
 import paddle
 
 from ..io import write_json
+from .runfiles import run_file
 
 
-STEPS_FILE = "history_steps.jsonl"
+STEPS_FILE = run_file("history_steps.jsonl", training=True)
+HISTORY_FILE = run_file("history.json", training=True)
 
 
 class History:
@@ -123,7 +125,7 @@ def read_history(run):
     """A run folder's whole history, ``{"steps": {...}, "epochs": {...}, "best": ..., "run": ...}``:
     ``history.json`` with the steps of ``history_steps.jsonl`` (up to the last epoch it records). Raises
     ``FileNotFoundError`` when the run has no ``history.json``."""
-    with open(os.path.join(run, "history.json"), encoding="utf-8") as f:
+    with open(os.path.join(run, HISTORY_FILE), encoding="utf-8") as f:
         saved = json.load(f)
     history = History({"epochs": saved["epochs"]})
     last = saved["epochs"]["step"][-1] if saved["epochs"]["step"] else 0

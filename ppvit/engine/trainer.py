@@ -14,7 +14,7 @@ from ..data import skipped_images
 from ..io import write_json, write_text
 from ..models.profile import count_params
 from . import checkpoint as ckpt
-from .config import dump
+from .config import SAVED_CONFIG, dump
 from .distributed import all_reduce_sum, non_finite_tensors, sync_buffers
 from .evaluator import evaluate
 from .logger import close_logging, format_lr, setup_logging
@@ -22,7 +22,13 @@ from .memory import check_memory
 from .plots import plot_learning_curve
 from .resume import clear_run_folder
 from .signals import StopWatch, exit_code, shutdown_loader_iterator, signal_name, stop_children
+from .runfiles import run_file
+from .state import HISTORY_FILE
 from .vdl import open_visualdl
+
+TRAIN_LOG = run_file("train.log", training=True)
+CONFIG_FILE = run_file(SAVED_CONFIG, training=True)
+CURVES = (run_file("loss_curve.png", training=True), run_file("acc_curve.png", training=True))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -58,7 +64,7 @@ def train(engine, until_epoch=None):
     removed = None
     if e.is_main and not e.resumed_from and (g["overwrite"] or e.restart_leftovers):
         removed = clear_run_folder(out, training_only=not g["overwrite"])  # before train.log is opened
-    log = setup_logging(os.path.join(out, "train.log") if e.is_main else None, console=e.is_main)
+    log = setup_logging(os.path.join(out, TRAIN_LOG) if e.is_main else None, console=e.is_main)
     watch = StopWatch()  # Ctrl-C, SIGTERM, SIGHUP; an error Paddle raises after one is still the stop
     e.pending = False  # True between a commit and the last file that follows from it (_write_after_commit)
     try:
@@ -69,7 +75,7 @@ def train(engine, until_epoch=None):
                     "an earlier start left no checkpoint: starting the run again"
                 log.info(f"{why} in {out} (removed {', '.join(removed)})")
             os.makedirs(out, exist_ok=True)
-            write_text(os.path.join(out, "config.yaml"), dump(e.cfg, header=(
+            write_text(os.path.join(out, CONFIG_FILE), dump(e.cfg, header=(
                 f"The config run {g['run_name']} trains with: the config file and its -o overrides, every key "
                 f"(defaults included).\nEvaluate, export, explain or run this run's weights with it: -c {out}")))
         e.vdl = open_visualdl(e)  # Global.use_visualdl: <run dir>/vdl on rank 0, else None
@@ -339,10 +345,10 @@ def _write_after_commit(e):
         eval_model = e.ema.module if e.ema is not None else e.model
         if state.best["epoch"] == state.epoch:
             ckpt.save_weights(eval_model, e.optimizer, os.path.join(out, "best_model"))
-        state.history.save(os.path.join(out, "history.json"), extra={"run": g["run_name"], "best": state.best})
+        state.history.save(os.path.join(out, HISTORY_FILE), extra={"run": g["run_name"], "best": state.best})
         loss_record, acc_record = state.history.records()
-        plot_learning_curve(loss_record, "loss", "Loss", "Training steps", os.path.join(out, "loss_curve.png"))
-        plot_learning_curve(acc_record, "acc", "Top-1 accuracy (%)", "Epoch", os.path.join(out, "acc_curve.png"),
+        plot_learning_curve(loss_record, "loss", "Loss", "Training steps", os.path.join(out, CURVES[0]))
+        plot_learning_curve(acc_record, "acc", "Top-1 accuracy (%)", "Epoch", os.path.join(out, CURVES[1]),
                             percent=True)  # in %, as the log lines
         if state.finished:
             ckpt.save_weights(eval_model, e.optimizer, os.path.join(out, "final_model"))
