@@ -82,7 +82,8 @@ def test_the_reported_cases(case, overrides, words):
 
 
 def test_a_config_file_setting_is_refused_too(tmp_path):
-    text = open(QUICKSTART, encoding="utf-8").read().replace("scheduler: onecycle", "scheduler: onecycle\n  warmup_epochs: 3")
+    text = open(QUICKSTART, encoding="utf-8").read().replace("scheduler: onecycle",
+                                                             "scheduler: onecycle\n  warmup_epochs: 3")
     path = tmp_path / "mine.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="Optimizer.warmup_epochs=3.0 has no effect"):

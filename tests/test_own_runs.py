@@ -9,7 +9,7 @@ import pytest
 from ppvit.commands.cli import main
 from ppvit.data.demo import write_photo_demo
 
-from runs import ROOT, error_lines
+from runs import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,23 @@ def test_weights_with_a_config_that_does_not_fit_point_to_the_run_folder(trained
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and f"-c {trained['run']}" in lines[0], err[-2000:]
+
+
+def test_a_run_folder_as_config_means_the_run_itself(tmp_path):
+    """A fine-tuned run's config names the weights it started from and how it was launched; with the run folder
+    as the config, eval must take the run's own weights (best_model), and train must neither resume nor replace
+    it."""
+    import yaml
+
+    from ppvit.engine.config import load_config, run_dir
+    from runs import TINY
+
+    run = tmp_path / "elsewhere" / "ft"
+    run.mkdir(parents=True)
+    saved = dict(TINY, Global=dict(TINY["Global"], run_name="ft", output_dir="./output", overwrite=True,
+                                   extend=True, checkpoints="output/ft", pretrained_model="pretrained/start.pdparams"))
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    cfg = load_config(str(run))
+    assert run_dir(cfg) == str(run)
+    g = cfg["Global"]
+    assert (g["pretrained_model"], g["checkpoints"], g["overwrite"], g["extend"]) == (None, None, False, False)

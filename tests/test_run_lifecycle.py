@@ -116,10 +116,11 @@ def ref(tmp_path_factory):
 
 
 def test_the_write_points_are_the_listed_ones(ref):
-    """On resume config.yaml and the files that follow the checkpoint are written again (the latest copies, best_model, history,
-    curves), then the last epoch ends with EPOCH_END; the state commit comes before every file derived from it."""
-    repair = ["config.yaml", "latest.pdparams", "latest.pdopt", "best_model.pdparams", "best_model.pdopt", "history.json",
-              "loss_curve.png", "acc_curve.png"]
+    """On resume config.yaml and the files that follow the checkpoint are written again (the latest copies,
+    best_model, history, curves), then the last epoch ends with EPOCH_END; the state commit comes before every file
+    derived from it."""
+    repair = ["config.yaml", "latest.pdparams", "latest.pdopt", "best_model.pdparams", "best_model.pdopt",
+              "history.json", "loss_curve.png", "acc_curve.png"]
     assert ref["resumed_writes"] == repair + EPOCH_END
 
 

@@ -197,7 +197,8 @@ SCHEMA = {
         # predictor backend: auto = fastest verified at export
         "backend": Key(str, "auto", choices=BACKENDS, only_when=When(
             lambda cfg: bool(cfg["Eval"]["model"] or cfg["Eval"]["use_predictor"]),
-            lambda cfg: "Eval.model unset and Eval.use_predictor=false (the weights run in Paddle dygraph)", PREDICTOR)),
+            lambda cfg: "Eval.model unset and Eval.use_predictor=false (the weights run in Paddle dygraph)",
+            PREDICTOR)),
         # folder of eval.json and its figures; null = the run dir. Never replaces an evaluation of other weights
         # there: those files are named after the weights (ppvit.commands.evaluate.eval_outputs)
         "output": Key((str, NONE), None),
@@ -471,6 +472,8 @@ def read_yaml(path):
 
 
 SAVED_CONFIG = "config.yaml"  # a run folder's config, as it trained (engine/trainer.py writes it)
+# Global keys of a saved config that describe how a run was launched; left out when a run folder is the config
+RUN_LAUNCH_KEYS = ("pretrained_model", "checkpoints", "overwrite", "extend")
 
 
 def saved_run(path):
@@ -490,7 +493,8 @@ def load_config(path=None, overrides=(), base=None):
     """Read ``path`` (or start from the dict ``base``), apply ``-o`` overrides, validate.
 
     ``path`` may be a run folder (or its ``config.yaml``): the config the run trained with, overrides included,
-    for eval/export/infer/explain on that run; its results then go to that folder wherever the command runs.
+    for eval/export/infer/explain on that run (its weights: ``RUN_LAUNCH_KEYS`` are left out, so the weights it
+    started from are not taken for its own); its results then go to that folder wherever the command runs.
     ``-o ~Section.key`` takes a key out (back to its default).
 
     The result carries the run name (the config file's stem) in ``Global.run_name``, which decides the run
@@ -506,6 +510,10 @@ def load_config(path=None, overrides=(), base=None):
         if isinstance(cfg, dict) and isinstance(cfg.get("Global"), dict):  # the run's folder, from anywhere
             run = os.path.normpath(run)
             cfg["Global"]["output_dir"], cfg["Global"]["run_name"] = os.path.dirname(run) or ".", os.path.basename(run)
+            # what the run started from or how it was launched, not what it is: its own weights are the run's
+            # (eval/export/explain take best_model.pdparams), and a train -c RUN neither resumes nor replaces it
+            for key in RUN_LAUNCH_KEYS:
+                cfg["Global"].pop(key, None)
         run_name = os.path.basename(os.path.normpath(run))
     elif path is not None:
         cfg = read_yaml(path)

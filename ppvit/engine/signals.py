@@ -52,6 +52,7 @@ class StopWatch:
         self.signum = None
         self._previous = {}
         self._deferring = 0
+        self.children_before = set()  # pids of the processes already running when the watch started
 
     def _ours(self, sig, current):
         if sig == signal.SIGINT:
@@ -60,6 +61,7 @@ class StopWatch:
         return current == signal.SIG_DFL
 
     def start(self):
+        self.children_before = {p.pid for p in multiprocessing.active_children()}
         if threading.current_thread() is not threading.main_thread():
             return self
         for sig in STOP_SIGNALS:
@@ -114,10 +116,11 @@ def shutdown_loader_iterator(iterator, timeout=2.0):
         pass
 
 
-def stop_children(timeout=2.0):
-    """Terminate (then kill) the ``multiprocessing`` children still running, e.g. DataLoader workers of an
-    interrupted epoch, so that no worker outlives the run. Returns how many were stopped."""
-    children = multiprocessing.active_children()
+def stop_children(keep=(), timeout=2.0):
+    """Terminate (then kill) the ``multiprocessing`` children still running but those in ``keep`` (pids: the
+    processes a host, e.g. a notebook, had started before the run), i.e. DataLoader workers of an interrupted
+    epoch, so that no worker outlives the run. Returns how many were stopped."""
+    children = [p for p in multiprocessing.active_children() if p.pid not in keep]
     for child in children:
         child.terminate()
     for child in children:

@@ -3,7 +3,8 @@ besides the model and optimizer tensors (where the run is, its best metric, its 
 accuracies, its random streams, the config it runs with and the schedule segment it is on) and is serialised in
 one place (``state_dict``/``from_state_dict``, inside ``latest.pdstate``). The per-epoch history is kept there
 and in ``history.json``; the per-step records (one per optimizer step, millions in a long run) only in
-``history_steps.jsonl``, which is appended to, never rewritten, and read back on resume. The rules a resume must follow are in ``engine/resume.py``."""
+``history_steps.jsonl``, which is appended to, never rewritten, and read back on resume. The rules a resume
+must follow are in ``engine/resume.py``."""
 import json
 import os
 import random

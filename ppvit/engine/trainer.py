@@ -85,6 +85,9 @@ def train(engine, until_epoch=None):
             with watch.deferred():  # the files that follow the checkpoint, whichever a kill left out
                 e.pending = e.is_main
                 _write_after_commit(e)
+            if state.finished and e.is_main:
+                log.info(f"the run had trained all its {g['epochs']} epochs; the files that follow its last "
+                         "checkpoint are written")
         first_epoch, first_batch = state.epoch, state.batch
         stop = g["epochs"] if until_epoch is None else min(until_epoch, g["epochs"])
         if e.is_main and stop > first_epoch:
@@ -107,9 +110,9 @@ def train(engine, until_epoch=None):
     except Exception as err:
         if watch.signum is None:
             raise
-        _interrupted(e, log, err, watch.signum)
+        _interrupted(e, log, err, watch.signum, watch)
     except KeyboardInterrupt as err:
-        _interrupted(e, log, err, watch.signum or getattr(err, "signum", None) or signal.SIGINT)
+        _interrupted(e, log, err, watch.signum or getattr(err, "signum", None) or signal.SIGINT, watch)
     finally:
         watch.stop()
         if getattr(e, "vdl", None) is not None:
@@ -117,8 +120,8 @@ def train(engine, until_epoch=None):
         close_logging()
 
 
-def _interrupted(e, log, err, signum):
-    stop_children()  # DataLoader workers of the interrupted epoch: none may outlive the run
+def _interrupted(e, log, err, signum, watch):
+    stop_children(keep=watch.children_before)  # DataLoader workers of the interrupted epoch: none may outlive the run
     if e.pending and e.is_main:  # interrupted between a commit and its files: write them from the committed state
         try:
             _write_after_commit(e)
