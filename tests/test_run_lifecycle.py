@@ -168,6 +168,27 @@ def test_an_interrupt_at_each_write_of_the_last_epoch_resumes_to_the_uninterrupt
     _assert_consistent(run, ref)
 
 
+def test_eval_refuses_a_best_model_that_a_kill_left_behind_its_checkpoint(ref, tmp_path, monkeypatch):
+    """Killed after the last commit, before best_model is written: best_model is epoch 1's while the state names
+    epoch 2. Evaluating the run's weights is refused with the way out, until the resume has written them."""
+    from ppvit.engine.checkpoint import run_weights
+    from ppvit.engine.config import ConfigError
+
+    shutil.copytree(os.path.dirname(ref["half"]), tmp_path / "out")
+    run = str(tmp_path / "out" / "tiny")
+    cfg = _cfg(tmp_path / "out")
+    assert run_weights(cfg).endswith("best_model.pdparams")  # after epoch 1: whole
+    _spy(monkeypatch, run, at=8 + EPOCH_END.index("best_model.pdparams") + 1)
+    with pytest.raises(Killed):
+        Engine(_cfg(tmp_path / "out", f"Global.checkpoints={run}")).train()
+    monkeypatch.undo()
+    _placeholder_plots(monkeypatch)
+    with pytest.raises(ConfigError, match=f"may hold an earlier epoch.*-o Global.checkpoints={run}"):
+        run_weights(cfg)
+    Engine(_cfg(tmp_path / "out", f"Global.checkpoints={run}")).train()
+    assert _same(load_state(run_weights(cfg)), ref["best"][2])
+
+
 def test_a_kill_while_the_resume_rewrites_the_files_resumes_too(ref, tmp_path, monkeypatch):
     """The writes that follow a resume are write points too: a kill during them, then a resume."""
     shutil.copytree(os.path.dirname(ref["half"]), tmp_path / "out")

@@ -160,14 +160,41 @@ def weights_fix(weights, default):
     return default
 
 
+def files_follow_checkpoint(run):
+    """False when a stop came between ``run``'s last commit of ``latest.pdstate`` and the files that follow
+    it (``best_model`` of a best epoch, ``history.json``, ``final_model``): told by the files' times, reading
+    the checkpoint only when they cannot tell an end-of-epoch commit from a mid-epoch one."""
+    def mtime(name):
+        path = os.path.join(run, name)
+        return os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+
+    committed = mtime(LATEST + ".pdstate")
+    if committed is None:
+        return True
+    if (mtime(LATEST + ".pdopt") or 0) < committed:
+        return False  # the notebook-format copies come first after a commit
+    if (mtime("history.json") or 0) >= committed:
+        return True  # the epoch's files were written after it
+    try:
+        meta = load_latest(run)["meta"]
+    except CheckpointError:
+        return True  # an unreadable checkpoint is the resume's to report
+    return meta["batch"] != 0  # a mid-epoch commit has no epoch files to follow it
+
+
 def run_weights(cfg):
     """The weights that eval, export and explain use: ``Global.pretrained_model``, else the run's
     ``best_model.pdparams``; raises ``ConfigError`` when neither is there."""
     given = cfg["Global"]["pretrained_model"]
     if given:
         return given
-    best = os.path.join(run_dir(cfg), "best_model.pdparams")
+    run = run_dir(cfg)
+    best = os.path.join(run, "best_model.pdparams")
     if os.path.isfile(best):
+        if not files_follow_checkpoint(run):
+            raise ConfigError(f"{run} was stopped while it wrote the files of its last checkpoint, so {best} may "
+                              "hold an earlier epoch than the best one: resume the run to finish them (-o "
+                              f"Global.checkpoints={run}), or give the weights with -o Global.pretrained_model=PATH")
         return best
     raise ConfigError(f"Global.pretrained_model is not set and {best} does not exist: give the weights "
                       "with -o Global.pretrained_model=path/to/model.pdparams")
