@@ -2,7 +2,6 @@
 refused before anything is written, naming the keys; keys that cannot change the result are accepted; a
 changed learning rate applies from the first resumed step; extending a finished run is an explicit choice
 (``Global.extend``) with a defined schedule."""
-import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -77,8 +76,10 @@ def _copy(runs, which, name):
 
 
 def _history(run):
-    with open(os.path.join(run, "history.json"), encoding="utf-8") as f:
-        return json.load(f)
+    """history.json with the steps of history_steps.jsonl."""
+    from ppvit.engine.state import read_history
+
+    return read_history(run)
 
 
 def test_harmless_changes_are_accepted_and_give_the_uninterrupted_weights(runs):
