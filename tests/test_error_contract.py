@@ -166,13 +166,13 @@ runpy.run_path({script!r}, run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("tool_name, method, at", [("train.py", "backward", 7), ("eval.py", "forward", 1)])
+@pytest.mark.parametrize("tool_name, method, at", [("train.py", "backward", 11), ("eval.py", "forward", 1)])
 def test_interrupt_inside_a_pylayer_is_still_an_interrupt(tmp_path, tool_name, method, at):
     """Paddle re-raises a KeyboardInterrupt from inside a PyLayer (ppvit's hand-written 1x1 conv) as an OSError;
     Ctrl-C there must still end the command as an interrupt (exit 130, one line, no traceback), not as a crash.
-    Deterministic: the patched PyLayer raises SIGINT itself. Training: on the 7th backward (the 4th step of a
-    2-block ConvMixer, after the checkpoint of step 2), and the line says how to resume from it; evaluation: on
-    the first forward."""
+    Deterministic: the patched PyLayer raises SIGINT itself. Training: on the 11th backward (the 4th step of a
+    2-block ConvMixer, after the checkpoint of step 2; the memory estimate's two passes come first), and the line
+    says how to resume from it; evaluation: on the first forward."""
     config = write_config(tmp_path)
     out = tmp_path / "out"
     if tool_name == "eval.py":

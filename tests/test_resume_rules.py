@@ -2,7 +2,6 @@
 refused before anything is written, naming the keys; keys that cannot change the result are accepted; a
 changed learning rate applies from the first resumed step; extending a finished run is an explicit choice
 (``Global.extend``) with a defined schedule."""
-import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -77,8 +76,10 @@ def _copy(runs, which, name):
 
 
 def _history(run):
-    with open(os.path.join(run, "history.json"), encoding="utf-8") as f:
-        return json.load(f)
+    """history.json with the steps of history_steps.jsonl."""
+    from ppvit.engine.state import read_history
+
+    return read_history(run)
 
 
 def test_harmless_changes_are_accepted_and_give_the_uninterrupted_weights(runs):
@@ -148,9 +149,9 @@ def test_which_keys_a_resume_may_change():
     saved = load_config(None, [], base=TINY)
     new = load_config(None, ["Global.device=auto", "Global.output_dir=elsewhere", "Global.print_interval=1",
                              "Data.num_workers=2", "Eval.grid_images=0", "Optimizer.lr=0.5",
-                             "Optimizer.momentum=0.5", "Arch.drop_path_rate=0.1", "Global.epochs=9"], base=TINY)
+                             "Optimizer.weight_decay=0.5", "Arch.drop_path_rate=0.1", "Global.epochs=9"], base=TINY)
     changes = resume_changes(saved, new)
-    assert {k for k, _, _ in changes["same"]} == {"Optimizer.momentum", "Arch.drop_path_rate"}
+    assert {k for k, _, _ in changes["same"]} == {"Optimizer.weight_decay", "Arch.drop_path_rate"}
     assert [k for k, _, _ in changes["lr"]] == ["Optimizer.lr"]
     assert {k for k, _, _ in changes["free"]} == {"Global.device", "Global.output_dir", "Global.print_interval",
                                                  "Data.num_workers", "Eval.grid_images"}

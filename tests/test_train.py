@@ -27,7 +27,8 @@ SMALLER = {
     "coatnet_0": ["Arch.img_size=64"],
 }
 RUN_FILES = ["best_model.pdparams", "best_model.pdopt", "final_model.pdparams", "final_model.pdopt",
-             "latest.pdparams", "latest.pdopt", "latest.pdstate", "train.log", "history.json", "loss_curve.png",
+             "latest.pdparams", "latest.pdopt", "latest.pdstate", "train.log", "history.json", "history_steps.jsonl",
+             "loss_curve.png",
              "acc_curve.png", "config.yaml"]
 
 

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from ppvit.engine import train
+from ppvit.engine.state import read_history
 from tests.runs import TINY, write_config
 
 BASE_LR, SPE, EPOCHS, WARMUP = 0.001, 4, 3, 4  # 8 images in batches of 2: 4 steps per epoch, 1 warmup epoch
@@ -32,7 +33,7 @@ def run(tmp_path_factory):
     hist = train(write_config(tmp, cfg))
     folder = tmp / "out" / "tiny"
     return {"hist": hist, "log": (folder / "train.log").read_text(encoding="utf-8"),
-            "saved": json.loads((folder / "history.json").read_text(encoding="utf-8"))}
+            "saved": read_history(str(folder))}  # history.json with history_steps.jsonl
 
 
 def test_history_records_the_lr_each_step_used(run):

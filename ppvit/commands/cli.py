@@ -101,9 +101,9 @@ def run(verb, args):
         # the user's to fix: ConfigError, DataError, CheckpointError, ImageReadError, a missing or unwritable
         # path; any other exception (a ValueError from a bug, disk full) keeps its traceback
         return _fail(e, 2)
-    except KeyboardInterrupt as e:  # training says which checkpoint it kept
+    except KeyboardInterrupt as e:  # training says which checkpoint it kept (and which signal stopped it)
         print(" ".join(str(e).split()) or "interrupted", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)
     except Exception:
         if not ctrl_c.seen:  # a bug: its traceback
             raise

@@ -26,6 +26,7 @@ from ..engine.evaluator import (ECE_BINS, calibration_bins, evaluate as evaluate
                                 fit_temperature, nll, per_class_metrics, per_class_table, reliability)
 from ..engine.logger import close_logging, get_logger, setup_logging
 from ..engine.plots import plot_confusion_matrix, plot_reliability_diagram
+from ..engine.runfiles import run_file, run_pattern
 from ..io import write_json
 from ..io.provenance import source_metadata, weights_record
 from ..utils.softmax import softmax
@@ -166,6 +167,10 @@ def fitted_temperature(cfg, weights):
 
 
 _MISSING = object()
+# the first evaluation in a folder, and those of other weights beside it (eval_outputs)
+EVAL_FILES = {"metrics": run_file("eval.json"), "confusion_matrix": run_file("confusion_matrix.png"),
+              "reliability": run_file("reliability.png"), "grid": run_file("predictions.png")}
+EVAL_PATTERNS = tuple(run_pattern(os.path.splitext(n)[0] + "_*" + os.path.splitext(n)[1]) for n in EVAL_FILES.values())
 DYGRAPH = "Paddle dygraph"  # EvalForward.how of the model itself (eval.json's "forward")
 
 
@@ -221,13 +226,11 @@ def eval_outputs(out, source, model, how, log=None):
     key = (_real((source or {}).get("path")), _real(model))
     digest = (source or {}).get("sha256") or hashlib.sha256(str(key).encode()).hexdigest()
     tag = _tag(key[0], key[1])
-    plain = os.path.join(out, "eval.json")
+    plain = os.path.join(out, EVAL_FILES["metrics"])
     replaced = False
     for suffix in ("", f"_{tag}", f"_{tag}_{digest[:8]}"):
-        paths = {"metrics": os.path.join(out, f"eval{suffix}.json"),
-                 "confusion_matrix": os.path.join(out, f"confusion_matrix{suffix}.png"),
-                 "reliability": os.path.join(out, f"reliability{suffix}.png"),
-                 "grid": os.path.join(out, f"predictions{suffix}.png")}
+        paths = {k: os.path.join(out, f"{os.path.splitext(n)[0]}{suffix}{os.path.splitext(n)[1]}")
+                 for k, n in EVAL_FILES.items()}
         before = _read_eval_json(paths["metrics"])
         if before is _MISSING:
             if any(os.path.exists(p) for p in paths.values()):

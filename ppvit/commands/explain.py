@@ -11,10 +11,13 @@ import numpy as np
 from ..engine.builder import build_device
 from ..engine.config import ConfigError, run_dir
 from ..engine.logger import get_logger
+from ..engine.runfiles import run_folder
 from ..io import write_json
 from ..io.provenance import source_metadata, weights_record
 from .common import (_as_list, _name, _unique, class_names, image_files, input_size, lime_mean_std, load_model,
                      open_predictor, predictor_of, preprocess_of, rgb_file)
+
+EXPLAIN_FOLDER = run_folder("explain")  # Explain.output's default, in the run folder
 
 
 def _explain_items(cfg, size, files=None):
@@ -157,7 +160,7 @@ def run(cfg):
         cam = GradCAM(model) if use_cam else None
 
         items = _explain_items(cfg, size, files)
-        out = ex["output"] or os.path.join(run_dir(cfg), "explain")
+        out = ex["output"] or os.path.join(run_dir(cfg), EXPLAIN_FOLDER)
         what = " and ".join(w for w, on in ((f"LIME ({ex['num_samples']} samples each)", use_lime),
                                             (f"Grad-CAM (layer {cam.layer_name})" if cam else "", use_cam)) if on)
         log.info(f"{what} on {len(items)} image(s), through {how}")

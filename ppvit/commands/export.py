@@ -6,7 +6,10 @@ import numpy as np
 
 from ..engine.config import run_dir
 from ..engine.logger import get_logger
+from ..engine.runfiles import run_folder
 from .common import EXPORT_PREFIX, class_names, input_size, load_model, preprocess_of
+
+EXPORT_FOLDER = run_folder("inference")  # Export.output's default, in the run folder
 
 
 def _check_images(cfg, log):
@@ -52,7 +55,7 @@ def run(cfg):
     log = get_logger()
     model = load_model(cfg)
     size = input_size(cfg)
-    folder = cfg["Export"]["output"] or os.path.join(run_dir(cfg), "inference")
+    folder = cfg["Export"]["output"] or os.path.join(run_dir(cfg), EXPORT_FOLDER)
     prefix = os.path.join(folder, EXPORT_PREFIX)
     weights = cfg["Global"]["pretrained_model"]
     # export_model records the weights' path and sha256 (source_weights): a later infer/eval/explain refuses

@@ -6,9 +6,12 @@ import os
 
 from ..engine.config import ConfigError, run_dir
 from ..engine.logger import get_logger
+from ..engine.runfiles import run_file
 from ..io import write_json
 from ..io.provenance import source_metadata
 from .common import EXPORT_PREFIX, image_files, open_predictor, rgb_file
+
+INFER_JSON, INFER_GRID = run_file("infer.json"), run_file("infer_predictions.png")
 
 
 def run(cfg):
@@ -35,17 +38,17 @@ def run(cfg):
 
     out = inf["output"] or run_dir(cfg)
     os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, "infer.json"), {"model": predictor.prefix, "backend": predictor.backend_name,
+    write_json(os.path.join(out, INFER_JSON), {"model": predictor.prefix, "backend": predictor.backend_name,
                                                  "source_weights": (predictor.meta or {}).get("source_weights"),
                                                  "temperature": temperature, "results": results})
     shown = results[:inf["grid_images"]]
     if shown:
         png = save_prediction_grid(
-            os.path.join(out, "infer_predictions.png"), [rgb_file(r["path"]) for r in shown],
+            os.path.join(out, INFER_GRID), [rgb_file(r["path"]) for r in shown],
             [r["topk"][0]["class_id"] for r in shown], class_names=predictor.labels,
             probs=[r["topk"][0]["score"] for r in shown], ncols=6, scale=2.4,  # large enough to see, named
             captions=[os.path.basename(r["path"]) for r in shown],
             metadata=source_metadata((predictor.meta or {}).get("source_weights"), predictor.prefix))
         get_logger().info(f"prediction grid: {png}")
-    get_logger().info(f"predictions: {os.path.join(out, 'infer.json')}")
+    get_logger().info(f"predictions: {os.path.join(out, INFER_JSON)}")
     return results

@@ -7,6 +7,7 @@ distributed helpers and validation during training.
 
 Evaluation, export, inference and explanations from a config are ``ppvit.commands``.
 """
+from . import memory  # noqa: F401  (ppvit.engine.memory)
 from .config import ConfigError, load_config, run_dir
 from .engine import Engine
 from .trainer import NonFiniteLossError

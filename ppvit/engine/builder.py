@@ -78,7 +78,7 @@ def build_model(cfg, training=True, input_shape=None, weights=True):
     """
     from ..errors import PpvitError
     from ..models.helpers import build_model_with_cfg
-    from .checkpoint import run_weights
+    from .checkpoint import run_weights, weights_fix
 
     arch, g = cfg["Arch"], cfg["Global"]
     if not training and weights:
@@ -88,7 +88,8 @@ def build_model(cfg, training=True, input_shape=None, weights=True):
         model = build_model_with_cfg(
             arch["name"], pretrained=g["pretrained_model"] or None, num_classes=arch["num_classes"],
             reset_head=training, context=" for this config",
-            fix="check Arch.name and the Arch.* sizes, or the weights file", **kwargs)
+            fix=weights_fix(g["pretrained_model"], "check Arch.name and the Arch.* sizes, or the weights file")
+            if g["pretrained_model"] else None, **kwargs)
     except PpvitError:
         raise
     except ValueError as e:

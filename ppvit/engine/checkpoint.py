@@ -1,9 +1,11 @@
 """Run checkpoints: the notebooks' ``best_model``/``final_model`` files and a resumable ``latest``.
 
 ``latest.pdstate`` alone holds everything a resume needs (model, optimizer, scheduler, EMA, and the
-``TrainState``: epoch/step, best metric, history, config, schedule segment, RNG streams), so a single atomic
-rename commits a checkpoint and a kill at any moment leaves the previous one whole. ``latest.pdparams`` and
-``latest.pdopt`` are the same weights and optimizer in the notebooks' format, for ``pretrained_model``.
+``TrainState``: epoch/step, best metric, per-epoch history, config, schedule segment, RNG streams), so a single
+atomic rename commits a checkpoint and a kill at any moment leaves the previous one whole. The per-step history
+is appended to ``history_steps.jsonl`` just before the commit and read back up to the checkpoint's step.
+``latest.pdparams`` and ``latest.pdopt`` are the same weights and optimizer in the notebooks' format, for
+``pretrained_model``, written after the commit (``engine/trainer.py``'s ``_write_after_commit``).
 """
 import os
 
@@ -13,8 +15,12 @@ import paddle
 from ..io import CheckpointError, check_state_dict, save_state
 from ..models.helpers import model_name
 from .config import ConfigError, run_dir
+from .runfiles import run_file
 
 LATEST = "latest"
+WEIGHT_FILES = tuple(run_file(stem + ext, marker=ext == ".pdparams") for stem in ("best_model", "final_model")
+                     for ext in (".pdparams", ".pdopt"))
+LATEST_FILES = (run_file(LATEST + ".pdstate", marker=True), run_file(LATEST + ".pdparams"), run_file(LATEST + ".pdopt"))
 STATE_VERSION = 1  # the layout of latest.pdstate; a file of another version is refused
 
 
@@ -59,8 +65,11 @@ def optimizer_state_for(model, state):
 
 
 def save_latest(run_dir, model, optimizer, scheduler, train_state, mixer=None, ema=None, scaler=None):
-    """Write ``latest.pdstate`` (the commit point) and the notebook-format ``latest.pdparams/.pdopt``.
+    """Append the new steps to ``history_steps.jsonl``, then write ``latest.pdstate`` (the commit point).
     ``scaler``: the AMP ``GradScaler``, whose loss scale and step counters resume with the run."""
+    from .state import STEPS_FILE
+
+    train_state.history.flush_steps(os.path.join(run_dir, STEPS_FILE))
     prefix = os.path.join(run_dir, LATEST)
     state = {
         "version": STATE_VERSION,
@@ -72,7 +81,16 @@ def save_latest(run_dir, model, optimizer, scheduler, train_state, mixer=None, e
         "meta": train_state.state_dict(mixer),
     }
     save_state(state, prefix + ".pdstate")
-    save_weights(model, optimizer, prefix)
+
+
+def final_written(run):
+    """True when ``run``'s ``final_model`` files were written after its ``latest.pdstate`` (the run's last
+    commit), i.e. a finished run has all its files; False when a kill came between the two."""
+    latest = os.path.join(run, LATEST + ".pdstate")
+    finals = [os.path.join(run, "final_model" + ext) for ext in (".pdparams", ".pdopt")]
+    if not all(os.path.isfile(f) for f in finals):
+        return False
+    return not os.path.isfile(latest) or min(os.stat(f).st_mtime_ns for f in finals) >= os.stat(latest).st_mtime_ns
 
 
 def resolve_checkpoint(path):
@@ -113,9 +131,13 @@ def load_exact(model, weights, source):
 
 def read_train_state(state):
     """The ``TrainState`` of a ``load_latest`` state (nothing is loaded into any object yet)."""
-    from .state import TrainState
+    from .state import STEPS_FILE, TrainState
 
-    return TrainState.from_state_dict(state["meta"], path=state["path"])
+    train_state = TrainState.from_state_dict(state["meta"], path=state["path"])
+    if not train_state.history.steps["step"]:  # the steps are in the run's steps file, up to this checkpoint
+        train_state.history.read_steps(os.path.join(os.path.dirname(state["path"]), STEPS_FILE),
+                                       train_state.global_step)
+    return train_state
 
 
 def restore(state, model, optimizer, scheduler, ema=None, scaler=None):
@@ -131,14 +153,52 @@ def restore(state, model, optimizer, scheduler, ema=None, scaler=None):
 
 
 
+def weights_fix(weights, default):
+    """What a weights-mismatch error advises: for weights inside a run folder (it has the ``config.yaml`` the
+    run trained with), the run folder as the config (``-c RUN``: its Arch and every override it trained with);
+    else ``default``."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(weights)))
+    if os.path.isfile(os.path.join(folder, "config.yaml")):
+        return (f"these weights come from the run {folder}, trained with other Arch settings than this config's: "
+                f"give the run folder as the config (-c {folder}), which has every setting it trained with")
+    return default
+
+
+def files_follow_checkpoint(run):
+    """False when a stop came between ``run``'s last commit of ``latest.pdstate`` and the files that follow
+    it (``best_model`` of a best epoch, ``history.json``, ``final_model``): told by the files' times, reading
+    the checkpoint only when they cannot tell an end-of-epoch commit from a mid-epoch one."""
+    def mtime(name):
+        path = os.path.join(run, name)
+        return os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+
+    committed = mtime(LATEST + ".pdstate")
+    if committed is None:
+        return True
+    if (mtime(LATEST + ".pdopt") or 0) < committed:
+        return False  # the notebook-format copies come first after a commit
+    if (mtime("history.json") or 0) >= committed:
+        return True  # the epoch's files were written after it
+    try:
+        meta = load_latest(run)["meta"]
+    except CheckpointError:
+        return True  # an unreadable checkpoint is the resume's to report
+    return meta["batch"] != 0  # a mid-epoch commit has no epoch files to follow it
+
+
 def run_weights(cfg):
     """The weights that eval, export and explain use: ``Global.pretrained_model``, else the run's
     ``best_model.pdparams``; raises ``ConfigError`` when neither is there."""
     given = cfg["Global"]["pretrained_model"]
     if given:
         return given
-    best = os.path.join(run_dir(cfg), "best_model.pdparams")
+    run = run_dir(cfg)
+    best = os.path.join(run, "best_model.pdparams")
     if os.path.isfile(best):
+        if not files_follow_checkpoint(run):
+            raise ConfigError(f"{run} was stopped while it wrote the files of its last checkpoint, so {best} may "
+                              "hold an earlier epoch than the best one: resume the run to finish them (-o "
+                              f"Global.checkpoints={run}), or give the weights with -o Global.pretrained_model=PATH")
         return best
     raise ConfigError(f"Global.pretrained_model is not set and {best} does not exist: give the weights "
                       "with -o Global.pretrained_model=path/to/model.pdparams")

@@ -28,19 +28,57 @@ class Key:
     ``resume``: whether a resumed run may change it. ``"same"`` keys decide the computation (a resume that
     changes one is refused); ``"free"`` keys cannot change the result (paths, workers, logging);
     ``"lr"`` is the learning rate, which may change and applies from the first resumed step.
+
+    ``only_when``: a ``When`` (the settings under which the key has an effect); a config that sets the key to
+    anything but its default (or a value that does nothing, ``When.idle``) where it has none is refused.
     """
 
-    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc="", resume="same"):
+    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc="", resume="same", only_when=None):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.choices = choices
         self.check = check  # (predicate, "what it must be")
         self.doc = doc
         self.resume = resume
+        self.only_when = only_when
 
     def type_names(self):
         names = {int: "int", float: "float", str: "str", bool: "bool", type(None): "null", list: "list"}
         return " or ".join(names.get(t, t.__name__) for t in self.types)
+
+
+class When:
+    """Where a key has an effect, as data beside the schema: ``test(cfg)`` on the validated config, the words
+    that name the setting that decides it (``state(cfg)``, e.g. ``Optimizer.scheduler=onecycle``) and the fix
+    (``how``). ``idle``: values of the key that do nothing anywhere (``Loss.smoothing: 0``), never refused."""
+
+    def __init__(self, test, state, how, idle=()):
+        self.test, self.state, self.how, self.idle = test, state, how, idle
+
+
+def _get(cfg, path):
+    section, key = path.split(".")
+    return cfg[section][key]
+
+
+def key_in(path, values, how=None, idle=()):
+    """The key has an effect only when ``path`` (``Section.key``) is one of ``values``."""
+    return When(lambda cfg: _get(cfg, path) in values, lambda cfg: f"{path}={_get(cfg, path)}",
+                how or f"set {path} to {' or '.join(values)}", idle)
+
+
+def _mixing(cfg):
+    return cfg["Data"]["mixup_alpha"] > 0 or cfg["Data"]["cutmix_alpha"] > 0
+
+
+MIXING = When(_mixing, lambda cfg: "Data.mixup_alpha=0 and Data.cutmix_alpha=0 (no MixUp/CutMix)",
+              "set Data.mixup_alpha and/or Data.cutmix_alpha above 0 to mix batches")
+BOTH_MIXES = When(lambda cfg: cfg["Data"]["mixup_alpha"] > 0 and cfg["Data"]["cutmix_alpha"] > 0,
+                  lambda cfg: f"Data.mixup_alpha={cfg['Data']['mixup_alpha']} and "
+                              f"Data.cutmix_alpha={cfg['Data']['cutmix_alpha']} (it chooses between MixUp and "
+                              "CutMix when both are on)",
+                  "set both Data.mixup_alpha and Data.cutmix_alpha above 0")
+PREDICTOR = "set Eval.model (an exported model) or Eval.use_predictor=true"
 
 
 def _positive(v):
@@ -123,6 +161,8 @@ SCHEMA = {
         "name": Key(str, "CrossEntropy", choices=("CrossEntropy", "LabelSmoothingCrossEntropy"),
                     doc="CrossEntropy, or LabelSmoothingCrossEntropy (uses Loss.smoothing)"),
         "smoothing": Key((float, NONE), None, check=(_smoothing, "in [0, 1)"),
+                         only_when=key_in("Loss.name", ("LabelSmoothingCrossEntropy",), idle=(0.0,),
+                                          how="set Loss.name=LabelSmoothingCrossEntropy to smooth the labels"),
                          doc="label smoothing of LabelSmoothingCrossEntropy (null = 0.1 there; refused with plain "
                              "CrossEntropy)"),
     },
@@ -130,12 +170,16 @@ SCHEMA = {
         "name": Key(str, "Adam", choices=("Adam", "AdamW", "SGD"), doc="Adam, AdamW or SGD (with Optimizer.momentum)"),
         "lr": Key(float, REQUIRED, check=POSITIVE, resume="lr", doc="peak learning rate"),
         "weight_decay": Key(float, 0.0, check=NON_NEGATIVE, doc="L2 (Adam, SGD) or decoupled (AdamW) weight decay"),
-        "momentum": Key(float, 0.9, check=NON_NEGATIVE, doc="SGD's momentum"),
+        "momentum": Key(float, 0.9, check=NON_NEGATIVE, only_when=key_in("Optimizer.name", ("SGD",)),
+                        doc="SGD's momentum"),
         "grad_clip": Key((float, NONE), None, check=POSITIVE, doc="clip the global gradient norm to this; null = off"),
         "scheduler": Key(str, "cosine", choices=("cosine", "constant", "onecycle"),
                          doc="learning-rate schedule, stepped every optimizer step"),
-        "warmup_epochs": Key(float, 0.0, check=NON_NEGATIVE, doc="linear warm-up epochs before the schedule"),
-        "eta_min": Key(float, 0.0, check=NON_NEGATIVE, doc="the cosine schedule's final learning rate"),
+        "warmup_epochs": Key(float, 0.0, check=NON_NEGATIVE,
+                             only_when=key_in("Optimizer.scheduler", ("cosine", "constant")),  # onecycle: its own curve
+                             doc="linear warm-up epochs before the schedule"),
+        "eta_min": Key(float, 0.0, check=NON_NEGATIVE, only_when=key_in("Optimizer.scheduler", ("cosine",)),
+                       doc="the cosine schedule's final learning rate"),
         "grad_accum_steps": Key(int, 1, check=POSITIVE,
                                 doc="batches whose gradients make one optimizer step; effective batch = "
                                     "Data.batch_size x processes x this"),
@@ -152,7 +196,10 @@ SCHEMA = {
         "val_dir": Key((str, NONE), None, doc="folder: validation images, same class subfolders"),
         "val_split": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)"),
                          doc="folder without val_dir: hold out this fraction of each class"),
-        "split_seed": Key(int, 0, doc="which images Data.val_split holds out"),
+        "split_seed": Key(int, 0, only_when=When(
+            lambda cfg: cfg["Data"]["val_split"] is not None, lambda cfg: "Data.val_split unset",
+            "set Data.val_split to hold out a part of the training images"),
+                          doc="which images Data.val_split holds out"),
         "train_list": Key((str, NONE), None, doc="filelist: 'path label' lines of the training images (paths "
                                                  "relative to the list's folder)"),
         "val_list": Key((str, NONE), None, doc="filelist: 'path label' lines of the validation images"),
@@ -170,8 +217,8 @@ SCHEMA = {
                      doc="use only the first N images of each split (smoke runs); null = all"),
         "mixup_alpha": Key(float, 0.0, check=NON_NEGATIVE, doc="batch MixUp strength; 0 = off"),
         "cutmix_alpha": Key(float, 0.0, check=NON_NEGATIVE, doc="batch CutMix strength; 0 = off"),
-        "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]"), doc="probability of mixing a batch"),
-        "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]"),
+        "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]"), only_when=MIXING, doc="probability of mixing a batch"),
+        "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]"), only_when=BOTH_MIXES,
                            doc="probability of CutMix instead of MixUp when both are on"),
     },
     "Eval": {
@@ -180,8 +227,10 @@ SCHEMA = {
                      doc="evaluate an exported model (prefix, file or folder) through its verified backend "
                          "(Eval.backend)"),
         "use_predictor": Key(bool, False, doc="export Global.pretrained_model to a temp folder and evaluate that"),
-        "backend": Key(str, "auto", choices=BACKENDS,
-                       doc="inference backend of Eval.model/use_predictor; auto = the fastest one export verified"),
+        "backend": Key(str, "auto", choices=BACKENDS, only_when=When(
+            lambda cfg: bool(cfg["Eval"]["model"] or cfg["Eval"]["use_predictor"]),
+            lambda cfg: "Eval.model unset and Eval.use_predictor=false (the weights run in Paddle dygraph)",
+            PREDICTOR), doc="inference backend of Eval.model/use_predictor; auto = the fastest one export verified"),
         "output": Key((str, NONE), None,
                       doc="folder of eval.json, confusion_matrix.png, reliability.png and predictions.png; null = the "
                           "run folder. An evaluation of other weights already there is kept: the new files are named "
@@ -355,21 +404,40 @@ def validate(cfg):
                 out[section][key] = value
     _check_model(out["Arch"])
     _fill_input_size(out)
+    check_no_effect(cfg, out)
     _check_loss(out["Loss"])
     return out
 
 
+def check_no_effect(given, cfg):
+    """Refuse a key set (in ``given``: the config file and ``-o``) to a value other than its default where the
+    other settings of ``cfg`` (validated) leave it without effect (``Key.only_when``): a setting that does
+    nothing must not sit in a run's config.yaml as if it had. Raises ``ConfigError`` naming the key, the
+    setting that decides and both ways out."""
+    for section, keys in SCHEMA.items():
+        for key, spec in keys.items():
+            when = spec.only_when
+            if when is None or key not in (given.get(section) or {}):
+                continue
+            value = cfg[section][key]
+            if _same_value(value, spec.default) or any(_same_value(value, v) for v in when.idle):
+                continue
+            if not when.test(cfg):
+                raise ConfigError(f"{section}.{key}={_show(value)} has no effect with {when.state(cfg)}: "
+                                  f"{when.how}, or remove {section}.{key} (-o '~{section}.{key}')")
+
+
+def _show(value):
+    return "null" if value is None else str(value)
+
+
 def _check_loss(loss):
-    """``Loss.smoothing`` only where the loss uses it: defaulted to 0.1 for LabelSmoothingCrossEntropy, refused
-    (when > 0) and left out of the config for plain CrossEntropy."""
+    """``Loss.smoothing`` only where the loss uses it (``check_no_effect`` refuses it elsewhere): defaulted to
+    0.1 for LabelSmoothingCrossEntropy, left out of the config for plain CrossEntropy."""
     if loss["name"] == "LabelSmoothingCrossEntropy":
         loss["smoothing"] = 0.1 if loss["smoothing"] is None else loss["smoothing"]
         return
-    smoothing = loss.pop("smoothing")
-    if smoothing:
-        raise ConfigError(f"Loss.smoothing={smoothing} has no effect with Loss.name={loss['name']} (plain "
-                          "cross-entropy): set Loss.name=LabelSmoothingCrossEntropy to smooth the labels, or "
-                          "remove Loss.smoothing")
+    loss.pop("smoothing")
 
 
 def _check_size_keys(cfg):
@@ -417,10 +485,19 @@ def _check_model(arch):
                                     for key, msg in problems))
 
 
+REMOVE = object()  # parse_override's value for ``~Section.key``: take the key out of the config
+
+
 def parse_override(text):
-    """``'Section.key=value'`` -> (section, key, yaml-parsed value)."""
+    """``'Section.key=value'`` -> (section, key, yaml-parsed value); ``'~Section.key'`` -> (section, key, REMOVE):
+    the key is taken out of the config (back to its default; an ``Arch`` key back to the model's)."""
+    if text.startswith("~") and "=" not in text:
+        parts = text[1:].strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override {text!r}: removing a key is ~Section.key (e.g. -o '~Arch.dim')")
+        return parts[0], parts[1], REMOVE
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like Section.key=value")
+        raise ConfigError(f"override {text!r} must look like Section.key=value (or ~Section.key to remove a key)")
     path, raw = text.split("=", 1)
     parts = path.strip().split(".")
     if len(parts) != 2 or not all(parts):
@@ -466,13 +543,51 @@ def read_yaml(path):
     return {} if cfg is None else cfg
 
 
+SAVED_CONFIG = "config.yaml"  # a run folder's config, as it trained (engine/trainer.py writes it)
+# Global keys of a saved config that describe how a run was launched; left out when a run folder is the config
+RUN_LAUNCH_KEYS = ("pretrained_model", "checkpoints", "overwrite", "extend")
+
+
+def saved_run(path):
+    """The run folder that ``path`` names, when it is one (a folder with a ``config.yaml``, or that file in it
+    beside the run's checkpoint or weights), else None."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return path
+    folder = os.path.dirname(path) or "."
+    if os.path.basename(path) == SAVED_CONFIG and any(
+            os.path.isfile(os.path.join(folder, f)) for f in ("latest.pdstate", "best_model.pdparams")):
+        return folder
+    return None
+
+
 def load_config(path=None, overrides=(), base=None):
     """Read ``path`` (or start from the dict ``base``), apply ``-o`` overrides, validate.
+
+    ``path`` may be a run folder (or its ``config.yaml``): the config the run trained with, overrides included,
+    for eval/export/infer/explain on that run (its weights: ``RUN_LAUNCH_KEYS`` are left out, so the weights it
+    started from are not taken for its own); its results then go to that folder wherever the command runs.
+    ``-o ~Section.key`` takes a key out (back to its default).
 
     The result carries the run name (the config file's stem) in ``Global.run_name``, which decides the run
     folder ``Global.output_dir/<run_name>``.
     """
-    if path is not None:
+    run = saved_run(path) if path is not None else None
+    if run is not None:
+        saved = os.path.join(run, SAVED_CONFIG)
+        if not os.path.isfile(saved):
+            raise ConfigError(f"{run} is a folder without a {SAVED_CONFIG}: -c takes a YAML config file, or a run "
+                              f"folder that training wrote (it holds the run's {SAVED_CONFIG})")
+        cfg = read_yaml(saved)
+        if isinstance(cfg, dict) and isinstance(cfg.get("Global"), dict):  # the run's folder, from anywhere
+            run = os.path.normpath(run)
+            cfg["Global"]["output_dir"], cfg["Global"]["run_name"] = os.path.dirname(run) or ".", os.path.basename(run)
+            # what the run started from or how it was launched, not what it is: its own weights are the run's
+            # (eval/export/explain take best_model.pdparams), and a train -c RUN neither resumes nor replaces it
+            for key in RUN_LAUNCH_KEYS:
+                cfg["Global"].pop(key, None)
+        run_name = os.path.basename(os.path.normpath(run))
+    elif path is not None:
         cfg = read_yaml(path)
         run_name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     else:
@@ -488,7 +603,14 @@ def load_config(path=None, overrides=(), base=None):
                               f"accepted sections: {', '.join(SCHEMA)}")
         if not isinstance(cfg.get(section), dict):
             cfg[section] = {}
-        cfg[section][key] = value
+        if value is REMOVE:
+            if key not in cfg[section]:
+                raise ConfigError(f"override {text!r}: {section}.{key} is not set"
+                                  + (f" in {path}" if path is not None else "")
+                                  + _suggest(key, list(cfg[section])))
+            del cfg[section][key]
+        else:
+            cfg[section][key] = value
     cfg = validate(cfg)
     cfg["Global"]["run_name"] = cfg["Global"]["run_name"] or run_name or cfg["Arch"]["name"]
     return cfg

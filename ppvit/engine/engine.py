@@ -92,6 +92,7 @@ class Engine:
             if self.world_size > 1:  # before the optimizer takes the parameters
                 self.model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         saved, plan = None, {"lr": None, "extend": None}
+        self.restart_leftovers = False
         if g["checkpoints"]:
             # a resume is checked against the saved run before anything is built from it or written
             checkpoint = ckpt.load_latest(g["checkpoints"])
@@ -102,8 +103,8 @@ class Engine:
             if os.path.abspath(folder) != os.path.abspath(self.run_dir):
                 g["output_dir"], g["run_name"] = os.path.dirname(folder) or ".", os.path.basename(folder)
                 self.run_dir = run_dir(cfg)
-        else:
-            check_run_folder(cfg, self.run_dir)
+        else:  # True: only an earlier start's files before its first checkpoint, which this run replaces
+            self.restart_leftovers = check_run_folder(cfg, self.run_dir)
         self.state = saved or TrainState(cfg, self.steps_per_epoch)
         self.state.config = cfg
         if plan["extend"]:  # Global.extend: the added epochs get a schedule of their own

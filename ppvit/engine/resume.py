@@ -11,18 +11,13 @@
 """
 import os
 
+from .checkpoint import final_written
+from . import runfiles
 from .config import ConfigError, resume_changes
 
-# files and folders a run and the verbs write into a run folder (Global.overwrite removes these, nothing else)
-RUN_FILES = ("best_model.pdparams", "best_model.pdopt", "final_model.pdparams", "final_model.pdopt",
-             "latest.pdstate", "latest.pdparams", "latest.pdopt", "train.log", "history.json", "config.yaml",
-             "loss_curve.png", "acc_curve.png", "eval.json", "confusion_matrix.png", "reliability.png",
-             "predictions.png", "infer.json", "infer_predictions.png")
-# and the evaluations of other weights beside eval.json (ppvit.commands.evaluate.eval_outputs)
-RUN_FILE_PATTERNS = ("eval_*.json", "confusion_matrix_*.png", "reliability_*.png", "predictions_*.png")
-RUN_FOLDERS = ("inference", "explain", "vdl")
-# any of these marks a folder as holding a run
-RUN_MARKERS = ("latest.pdstate", "train.log", "config.yaml", "best_model.pdparams", "final_model.pdparams")
+# The files and folders of a run folder are declared by their writers (engine/runfiles.py): Global.overwrite
+# removes those and nothing else; a checkpoint or weights (a "marker") make the folder a run to protect; an
+# earlier start that wrote none left only "training" files, which a new start replaces.
 
 
 def _fmt(value):
@@ -38,7 +33,7 @@ def plan_resume(saved, cfg, steps_per_epoch, run):
     """
     changes = resume_changes(saved.config, cfg)
     old_epochs, new_epochs = saved.config["Global"]["epochs"], cfg["Global"]["epochs"]
-    weights = os.path.join(run, "final_model.pdparams" if saved.finished else "latest.pdparams")
+    weights = os.path.join(run, "final_model.pdparams" if saved.finished and final_written(run) else "latest.pdparams")
     new_run = f"-o Global.run_name=NAME -o Global.pretrained_model={weights} (instead of Global.checkpoints)"
     how = (f"resume with the run's values (its config is {os.path.join(run, 'config.yaml')}), or start a new run "
            f"from its weights in another folder: {new_run}")
@@ -73,7 +68,7 @@ def plan_resume(saved, cfg, steps_per_epoch, run):
                           f"{old_epochs} epochs (it is at {done}) and another count changes its learning-rate "
                           f"schedule; resume with Global.epochs={old_epochs}, then extend it with -o "
                           "Global.extend=true if you want more (Global.checkpoints as now)")
-    elif saved.finished:
+    elif saved.finished and final_written(run):
         raise ConfigError(f"{saved.path} has already trained all its epochs ({done}); nothing to resume. To train "
                           f"it further: -o Global.epochs=N -o Global.extend=true; to start a new run from its weights: {new_run}")
     lr = changes["lr"][0][1:] if changes["lr"] else None
@@ -81,15 +76,19 @@ def plan_resume(saved, cfg, steps_per_epoch, run):
 
 
 def holds_run(folder):
-    return any(os.path.exists(os.path.join(folder, f)) for f in RUN_MARKERS)
+    return any(os.path.exists(os.path.join(folder, f)) for f in runfiles.names("file", marker=True))
 
 
 def check_run_folder(cfg, run):
     """A new run (no ``Global.checkpoints``) may start in ``run`` only when no run is there, or when
-    ``Global.overwrite`` says to replace it. Raises ``ConfigError``; writes nothing."""
+    ``Global.overwrite`` says to replace it. Raises ``ConfigError``; writes nothing. Returns True when the
+    folder holds only what an earlier start wrote before its first checkpoint (its declared training files): nothing to
+    protect, the new run replaces it."""
     g = cfg["Global"]
-    if g["checkpoints"] or g["overwrite"] or not holds_run(run):
-        return
+    if g["checkpoints"] or g["overwrite"]:
+        return False
+    if not holds_run(run):
+        return any(os.path.isfile(os.path.join(run, f)) for f in runfiles.names("file", training=True))
     what = ""
     latest = os.path.join(run, "latest.pdstate")
     if os.path.isfile(latest):
@@ -98,22 +97,26 @@ def check_run_folder(cfg, run):
                       "into another folder with -o Global.run_name=NAME, or replace it with -o Global.overwrite=true")
 
 
-def clear_run_folder(run):
+def clear_run_folder(run, training_only=False):
     """``Global.overwrite``: remove what an earlier run (and the verbs on its weights) wrote into ``run``,
-    so that nothing of it sits beside the new run's weights; other files are left alone. Returns the
+    so that nothing of it sits beside the new run's weights; other files are left alone. ``training_only``:
+    only what an earlier start left before its first checkpoint (the declared training files and folders). Returns the
     removed names."""
     import fnmatch
     import shutil
 
+    only = True if training_only else None
+    files, patterns = runfiles.names("file", training=only), runfiles.names("pattern", training=only)
+    folders = runfiles.names("folder", training=only)
     removed = []
     present = sorted(os.listdir(run)) if os.path.isdir(run) else []
     for name in present:
         path = os.path.join(run, name)
-        ours = name in RUN_FILES or any(fnmatch.fnmatchcase(name, p) for p in RUN_FILE_PATTERNS)
+        ours = name in files or any(fnmatch.fnmatchcase(name, p) for p in patterns)
         if ours and os.path.isfile(path):
             os.remove(path)
             removed.append(name)
-    for name in RUN_FOLDERS:
+    for name in folders:
         path = os.path.join(run, name)
         if os.path.isdir(path):
             shutil.rmtree(path)

@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import math
 import os
+import signal
 import time
 
 import numpy as np
@@ -13,15 +14,22 @@ from tqdm import tqdm
 from ..data import skipped_images
 from ..io import write_json, write_text
 from ..models.profile import count_params
-from ..utils.interrupt import CtrlCWatch
 from . import checkpoint as ckpt
-from .config import dump
+from .config import SAVED_CONFIG, dump
 from .distributed import all_reduce_sum, non_finite_tensors, sync_buffers
 from .evaluator import evaluate
 from .logger import close_logging, format_lr, setup_logging
+from .memory import check_memory
 from .plots import plot_learning_curve
 from .resume import clear_run_folder
+from .signals import StopWatch, exit_code, shutdown_loader_iterator, signal_name, stop_children
+from .runfiles import run_file
+from .state import HISTORY_FILE
 from .vdl import open_visualdl
+
+TRAIN_LOG = run_file("train.log", training=True)
+CONFIG_FILE = run_file(SAVED_CONFIG, training=True)
+CURVES = (run_file("loss_curve.png", training=True), run_file("acc_curve.png", training=True))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,39 +52,57 @@ def train(engine, until_epoch=None):
     ``until_epoch`` stops after that many epochs (the schedule still spans ``Global.epochs``), leaving a
     ``latest`` checkpoint to resume from: for training in chunks.
 
+    An epoch ends with one commit (``latest.pdstate``) followed by the files that follow from it (``best_model``
+    when the epoch is the best, ``history.json``, the curves, ``final_model`` after the last epoch); a resume
+    writes again whichever of them a kill left out, so a stopped run resumes to the uninterrupted result.
+
     Raises ``NonFiniteLossError`` when the training loss, the validation loss or the weights stop being
-    finite (nothing of that epoch is saved) and ``TrainingInterrupted`` on Ctrl-C; both say what was kept.
+    finite (nothing of that epoch is saved) and ``TrainingInterrupted`` on Ctrl-C, SIGTERM or SIGHUP
+    (``engine/signals.py``); both say what was kept.
     """
     e, g, state = engine, engine.cfg["Global"], engine.state
     out = e.run_dir
-    if e.is_main and g["overwrite"] and not e.resumed_from:
-        removed = clear_run_folder(out)  # before train.log is opened: the new run gets a log of its own
-    log = setup_logging(os.path.join(out, "train.log") if e.is_main else None, console=e.is_main)
-    ctrl_c = CtrlCWatch()  # a Ctrl-C Paddle re-raised as another exception is still an interrupt
+    removed = None
+    if e.is_main and not e.resumed_from and (g["overwrite"] or e.restart_leftovers):
+        removed = clear_run_folder(out, training_only=not g["overwrite"])  # before train.log is opened
+    log = setup_logging(os.path.join(out, TRAIN_LOG) if e.is_main else None, console=e.is_main)
+    watch = StopWatch()  # Ctrl-C, SIGTERM, SIGHUP; an error Paddle raises after one is still the stop
+    state.pending = False
     vdl = None
     try:
-        ctrl_c.start()
+        watch.start()
         if e.is_main:
-            if g["overwrite"] and not e.resumed_from and removed:
-                log.info(f"Global.overwrite: replaced the earlier run in {out} (removed {', '.join(removed)})")
+            if removed:
+                why = "Global.overwrite: replaced the earlier run" if g["overwrite"] else \
+                    "an earlier start left no checkpoint: starting the run again"
+                log.info(f"{why} in {out} (removed {', '.join(removed)})")
             os.makedirs(out, exist_ok=True)
-            write_text(os.path.join(out, "config.yaml"), dump(e.cfg))
+            write_text(os.path.join(out, CONFIG_FILE), dump(e.cfg, header=(
+                f"The config run {g['run_name']} trains with: the config file and its -o overrides, every key "
+                f"(defaults included).\nEvaluate, export, explain or run this run's weights with it: -c {out}")))
         vdl = open_visualdl(e)  # Global.use_visualdl: <run dir>/vdl on rank 0, else None
         _log_header(e, log)
-        state.last_saved = (state.epoch, state.batch, state.global_step) if e.resumed_from else None
+        e.state.last_saved = (state.epoch, state.batch, state.global_step) if e.resumed_from else None
+        if e.resumed_from:
+            with watch.deferred():  # the files that follow the checkpoint, whichever a kill left out
+                e.state.pending = e.is_main
+                _write_after_commit(e)
+            if state.finished and e.is_main:
+                log.info(f"the run had trained all its {g['epochs']} epochs; the files that follow its last "
+                         "checkpoint are written")
         first_epoch, first_batch = state.epoch, state.batch
         stop = g["epochs"] if until_epoch is None else min(until_epoch, g["epochs"])
+        if e.is_main and stop > first_epoch:
+            check_memory(e, log)  # a CPU run that would exceed the available RAM is announced before it starts
         for epoch in range(first_epoch, stop):
             start_batch = first_batch if epoch == first_epoch else 0
             stats = _train_one_epoch(e, epoch, start_batch, log, vdl)
-            _end_of_epoch(e, epoch, stats, log, vdl)
+            _end_of_epoch(e, epoch, stats, log, vdl, watch)
         state.epoch, state.batch = max(stop, state.epoch), 0
         if stop < g["epochs"]:
             log.info(f"stopped after epoch {stop}/{g['epochs']}; resume with -o Global.checkpoints={e.run_dir}")
             return state.history.state_dict()
         if e.is_main:
-            final_model = e.ema.module if e.ema is not None else e.model
-            ckpt.save_weights(final_model, e.optimizer, os.path.join(out, "final_model"))
             best = state.best["top1"]
             log.info(f"done: {g['epochs']} epochs; best val top-1 {100 * best:.2f}% (epoch {state.best['epoch']})"
                      if best is not None else f"done: {g['epochs']} epochs")
@@ -84,35 +110,54 @@ def train(engine, until_epoch=None):
         _dump_rank_digest(e)
         return state.history.state_dict()
     except Exception as err:
-        if not ctrl_c.seen:
+        if watch.signum is None:
             raise
-        _interrupted(e, log, err)
+        _interrupted(e, log, err, watch.signum, watch)
     except KeyboardInterrupt as err:
-        _interrupted(e, log, err)
+        _interrupted(e, log, err, watch.signum or getattr(err, "signum", None) or signal.SIGINT, watch)
     finally:
-        ctrl_c.stop()
+        watch.stop()
         if vdl is not None:
             vdl.close()
         close_logging()
 
 
-def _interrupted(e, log, err):
-    msg = f"interrupted; {_kept(e)}"
+def _interrupted(e, log, err, signum, watch):
+    stop_children(keep=watch.children_before)  # DataLoader workers of the interrupted epoch: none may outlive the run
+    if e.state.pending and e.is_main:  # stopped between a commit and its files: write them from the committed state
+        try:
+            _write_after_commit(e)
+        except BaseException as late:  # noqa: BLE001 - a second interrupt: the resume writes them
+            log.debug(f"the files of the last checkpoint were not all written ({type(late).__name__}); a resume "
+                      "writes them")
+    msg = f"interrupted ({signal_name(signum)}); {_kept(e)}"
     log.error(msg, extra={"file_only": True})  # the tool prints it to stderr
     log.debug(f"the interrupt surfaced as {type(err).__name__}: {str(err)[:300]}")
-    raise TrainingInterrupted(msg) from None
+    raise TrainingInterrupted(msg, exit_code(signum)) from None
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the message says which checkpoint was kept and how to resume."""
+    """Ctrl-C, SIGTERM or SIGHUP during training; the message says which checkpoint was kept and how to go on.
+    ``exit_code``: 128 + the signal number (130, 143, 129)."""
+
+    def __init__(self, msg, code=130):
+        super().__init__(msg)
+        self.exit_code = code
 
 
 def _kept(e):
     """What a stopped run leaves behind and how to go on from it, in one sentence."""
     latest = os.path.join(e.run_dir, ckpt.LATEST + ".pdstate")
     if not os.path.isfile(latest) or e.state.last_saved is None:
-        return "no checkpoint had been written yet (nothing to resume)"
+        return ("no checkpoint had been written yet (nothing to resume); the same command starts the run again "
+                "in {}".format(e.run_dir))
     epoch, batch, step = e.state.last_saved
+    epochs = e.cfg["Global"]["epochs"]
+    if epoch >= epochs and batch == 0:
+        if e.state.pending:
+            return (f"all {epochs} epochs were trained ({latest}), but not all of the run's files were written: "
+                    f"-o Global.checkpoints={e.run_dir} writes them")
+        return f"all {epochs} epochs were trained and the run's files are complete in {e.run_dir}"
     where = f"after epoch {epoch}" if batch == 0 else f"at epoch {epoch + 1} batch {batch}"
     return (f"the last good checkpoint is {latest} ({where}, step {step}); resume with "
             f"-o Global.checkpoints={e.run_dir}")
@@ -165,8 +210,9 @@ def _train_one_epoch(e, epoch, start_batch, log, vdl):
     t_epoch = time.perf_counter()
     t0 = t_epoch
     seen = 0
+    batches = iter(e.train_loader)
     try:
-        for batch, (images, labels) in enumerate(e.train_loader, start=start_batch):
+        for batch, (images, labels) in enumerate(batches, start=start_batch):
             labels = labels.reshape([-1]).astype("int64")
             targets = labels
             if e.mixer is not None:
@@ -224,6 +270,9 @@ def _train_one_epoch(e, epoch, start_batch, log, vdl):
                 sync_buffers(e.model, e.ema.module if e.ema is not None else None)
                 _check_weights(e, f"at epoch {epoch + 1}/{epochs} step {batch + 1}", log)
                 _save_latest(e, epoch, batch + 1, sums)
+    except BaseException:
+        shutdown_loader_iterator(batches)  # its workers stop now, not when a traceback lets the iterator go
+        raise
     finally:
         bar.close()  # before any message: a stop or an interrupt is then printed on a line of its own
     sums["time"] += time.perf_counter() - t_epoch
@@ -257,7 +306,7 @@ def _check_weights(e, where, log):
                  "lowering Optimizer.lr or setting Optimizer.grad_clip", log)
 
 
-def _end_of_epoch(e, epoch, sums, log, vdl):
+def _end_of_epoch(e, epoch, sums, log, vdl, watch):
     g, state = e.cfg["Global"], e.state
     loss_sum, correct, count = all_reduce_sum([sums["loss"], sums["correct"], sums["count"]])
     train_loss, train_acc = loss_sum / max(count, 1), correct / max(count, 1)
@@ -266,13 +315,15 @@ def _end_of_epoch(e, epoch, sums, log, vdl):
     eval_model = e.ema.module if e.ema is not None else e.model
     sync_buffers(e.model, e.ema.module if e.ema is not None else None)
     _check_weights(e, f"after epoch {epoch + 1}/{g['epochs']}", log)
-    val = None
+    val = raw = None
     if (epoch + 1) % g["eval_interval"] == 0 or last:
         val = evaluate(eval_model, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"])
         if not math.isfinite(val["loss"]):
             _stop(e, f"non-finite validation loss ({val['loss']}) after epoch {epoch + 1}/{g['epochs']} (the training "
                      f"loss was {train_loss:.4f}); nothing of this epoch was saved; {_kept(e)}, after lowering "
                      "Optimizer.lr or setting Optimizer.grad_clip", log)
+        if e.ema is not None:  # as timm: the EMA weights decide the best epoch, the raw ones are reported beside
+            raw = evaluate(e.model, e.eval_loader, e.eval_loss_fn, e.cfg["Arch"]["num_classes"])
     improved = val is not None and (state.best["top1"] is None or val["top1"] > state.best["top1"])
     if improved:
         state.best = {"top1": float(val["top1"]), "epoch": epoch + 1}
@@ -281,23 +332,18 @@ def _end_of_epoch(e, epoch, sums, log, vdl):
     lr = state.history.steps["lr"][-1]
     state.history.add_epoch(epoch=epoch + 1, step=state.global_step, lr=lr, train_loss=train_loss,
                             train_acc=train_acc, val_loss=val and val["loss"], val_top1=val and val["top1"],
-                            val_top5=val and val["top5"], time=sums["time"],
+                            val_top5=val and val["top5"], val_top1_raw=raw and raw["top1"], time=sums["time"],
                             images_per_sec=count / max(sums["time"], 1e-9))
     if vdl is not None:
         vdl.epoch(epoch + 1, train_loss=train_loss, train_top1=100 * train_acc, lr=lr,
                     val_loss=val and val["loss"], val_top1=val and 100 * val["top1"], val_top5=val and 100 * val["top5"])
-    _save_latest(e, epoch + 1, 0, None)
-    if e.is_main:
-        out = e.run_dir
-        if improved:
-            ckpt.save_weights(eval_model, e.optimizer, os.path.join(out, "best_model"))
-        state.history.save(os.path.join(out, "history.json"), extra={"run": g["run_name"], "best": state.best})
-        loss_record, acc_record = state.history.records()
-        plot_learning_curve(loss_record, "loss", "Loss", "Training steps", os.path.join(out, "loss_curve.png"))
-        plot_learning_curve(acc_record, "acc", "Top-1 accuracy (%)", "Epoch", os.path.join(out, "acc_curve.png"),
-                            percent=True)  # in %, as the log lines
-    val_text = (f"val loss {val['loss']:.4f} top-1 {100 * val['top1']:.2f}% top-5 {100 * val['top5']:.2f}%"
+    with watch.deferred():  # a stop signal here ends the run once the commit and its files are all written
+        _save_latest(e, epoch + 1, 0, None)  # the commit (a kill before it redoes this epoch on resume) and its files
+    weights = " (EMA weights)" if e.ema is not None else ""  # the weights validated, saved and ranked
+    val_text = (f"val{weights} loss {val['loss']:.4f} top-1 {100 * val['top1']:.2f}% top-5 {100 * val['top5']:.2f}%"
                 if val is not None else "val --")
+    if raw is not None:
+        val_text += f" | raw weights top-1 {100 * raw['top1']:.2f}%"
     best_text = f"best {100 * state.best['top1']:.2f}% (epoch {state.best['epoch']})" \
         if state.best["top1"] is not None else ""
     log.info(f"epoch {epoch + 1}/{g['epochs']} | train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
@@ -305,15 +351,41 @@ def _end_of_epoch(e, epoch, sums, log, vdl):
              f"{best_text}{' *' if improved else ''}")
 
 
+def _write_after_commit(e):
+    """The files that follow from a commit of ``latest.pdstate``, each derived from the committed state and the
+    weights in memory (which are the committed ones until training goes on), so writing them again gives the same
+    bytes: the notebook-format ``latest.pdparams``/``.pdopt``, and at an epoch's end ``best_model`` (when the
+    epoch is the best), ``history.json``, the curves and, once all epochs are trained, ``final_model``. Called
+    after each commit and on resume (for whichever of them a kill left out); clears ``e.state.pending``."""
+    if not e.is_main:
+        return
+    g, state, out = e.cfg["Global"], e.state, e.run_dir
+    ckpt.save_weights(e.model, e.optimizer, os.path.join(out, ckpt.LATEST))
+    if state.batch == 0 and state.epoch > 0:
+        eval_model = e.ema.module if e.ema is not None else e.model
+        if state.best["epoch"] == state.epoch:
+            ckpt.save_weights(eval_model, e.optimizer, os.path.join(out, "best_model"))
+        state.history.save(os.path.join(out, HISTORY_FILE), extra={"run": g["run_name"], "best": state.best})
+        loss_record, acc_record = state.history.records()
+        plot_learning_curve(loss_record, "loss", "Loss", "Training steps", os.path.join(out, CURVES[0]))
+        plot_learning_curve(acc_record, "acc", "Top-1 accuracy (%)", "Epoch", os.path.join(out, CURVES[1]),
+                            percent=True)  # in %, as the log lines
+        if state.finished:
+            ckpt.save_weights(eval_model, e.optimizer, os.path.join(out, "final_model"))
+    e.state.pending = False
+
+
 def _save_latest(e, epoch, batch, epoch_sums):
-    """Commit a resume point: ``epoch``/``batch`` is where the resumed run starts."""
+    """Commit a resume point (``epoch``/``batch`` is where the resumed run starts), then write the files that
+    follow from it (``_write_after_commit``)."""
     state = e.state
     state.epoch, state.batch, state.epoch_sums = epoch, batch, epoch_sums
     if not e.is_main:
         return
     ckpt.save_latest(e.run_dir, e.model, e.optimizer, e.scheduler, state, mixer=e.mixer, ema=e.ema,
                     scaler=e.scaler)
-    state.last_saved = (epoch, batch, state.global_step)
+    e.state.last_saved, e.state.pending = (epoch, batch, state.global_step), True
+    _write_after_commit(e)
 
 
 def _dump_rank_digest(e):

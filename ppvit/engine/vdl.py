@@ -11,8 +11,9 @@ Tags: ``train/loss`` and ``train/lr`` per step (x = global step); ``epoch/train_
 import os
 
 from .config import ConfigError
+from .runfiles import run_folder
 
-VDL_DIR = "vdl"
+VDL_DIR = run_folder("vdl", training=True)
 
 
 def check_visualdl(enabled):
