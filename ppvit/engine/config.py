@@ -287,7 +287,8 @@ SCHEMA = {
     },
     "App": {
         "model": Key((str, NONE), None,
-                     doc="exported model served: prefix, one of its files or its folder; null = <run folder>/inference"),
+                     doc="exported model served: prefix, one of its files or its folder; null = "
+                         "<run folder>/inference"),
         "backend": Key(str, "auto", choices=BACKENDS, doc="inference backend; auto = the fastest one export verified"),
         "host": Key(str, "127.0.0.1",
                     doc="interface the app listens on; 127.0.0.1 = this machine only, 0.0.0.0 = every interface"),
@@ -652,11 +653,27 @@ def resume_changes(saved, new):
 def _same_value(a, b):
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    if numbers:
         return float(a) == float(b)
     return a == b
 
 
-def dump(cfg):
-    """YAML of a validated config; it loads again as a config."""
-    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+class _ReadableDumper(yaml.SafeDumper):
+    """Block mappings (one key per line) with lists inline (``depths: [1, 1]``)."""
+
+
+_ReadableDumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
+
+
+def dump(cfg, header=None):
+    """YAML of a validated config, so that it loads again as a config: one key per line, in the schema's order,
+    lists inline; ``header``: comment lines put first."""
+    text = yaml.dump(cfg, Dumper=_ReadableDumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                     width=120)
+    text = "\n".join(line if line.startswith(" ") or not line.strip() else "\n" + line
+                     for line in text.splitlines()).lstrip("\n") + "\n"  # a blank line between sections
+    if header:
+        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
+    return text
