@@ -52,7 +52,8 @@ def test_weights_with_a_config_that_does_not_fit_point_to_the_run_folder(trained
     demo = trained["tmp"] / "photos"
     argv = ["eval", "-c", os.path.join(ROOT, "configs", "folder_convit.yaml"),
             "-o", f"Global.pretrained_model={trained['run'] / 'best_model.pdparams'}",
-            "-o", f"Data.train_dir={demo / 'train'}", "-o", f"Data.val_dir={demo / 'val'}", "-o", "Global.device=cpu"]
+            "-o", f"Data.train_dir={demo / 'train'}", "-o", f"Data.val_dir={demo / 'val'}", "-o", "Global.device=cpu",
+            "-o", f"Global.output_dir={trained['tmp'] / 'elsewhere'}"]  # nothing lands in the working folder
     assert main(argv) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]

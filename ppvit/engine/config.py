@@ -271,7 +271,10 @@ SCHEMA = {
                      doc="run LIME through this exported model (its verified backend: Explain.backend)"),
         "use_predictor": Key(bool, False,
                              doc="export Global.pretrained_model to a temp folder and run LIME through it"),
-        "backend": Key(str, "auto", choices=BACKENDS,
+        "backend": Key(str, "auto", choices=BACKENDS, only_when=When(
+            lambda cfg: bool(cfg["Explain"]["model"] or cfg["Explain"]["use_predictor"]),
+            lambda cfg: "Explain.model unset and Explain.use_predictor=false (the weights run in Paddle dygraph)",
+            PREDICTOR.replace("Eval.", "Explain.")),
                        doc="inference backend of Explain.model/use_predictor; auto = the fastest one export verified"),
         "output": Key((str, NONE), None, doc="folder of the figures and explain.json; null = <run folder>/explain"),
         "kernel_size": Key((float, NONE), None, check=POSITIVE,

@@ -21,7 +21,8 @@ def build_model_with_cfg(name, pretrained=None, num_classes=None, *, reset_head=
     refusal (``fix``, ``context``: see ``load_pretrained``).
 
     Weights saved for another input size are fitted by the family's ``pretrained_filter_fn`` (ConViT's
-    ``pos_embed`` and CoAtNet's relative-position tables resampled, logged) before the strict key check.
+    ``pos_embed`` and CoAtNet's relative-position tables resampled, logged) before the strict key check, when
+    ``reset_head`` (fine-tuning); with ``reset_head=False`` (eval, export, explain) they must fit as they are.
 
     Raises ``ValueError`` for an unknown name, ``PretrainedWeightsError`` when ``pretrained`` is not a path,
     ``TypeError`` for arguments the family does not take, ``CheckpointError`` when the weights do not fit.
@@ -37,8 +38,10 @@ def build_model_with_cfg(name, pretrained=None, num_classes=None, *, reset_head=
     model = builder(**kwargs)
     model.pretrained_cfg = model.default_cfg = _built_cfg(cfg, model)  # default_cfg: timm's older name
     if pretrained is not None:
+        # weights fitted to another input size are for fine-tuning (which also re-initialises a differing head);
+        # where no training follows, the weights must be for this very model, or the numbers would silently differ
         load_pretrained(model, pretrained, reset_head=reset_head, fix=fix, context=context,
-                        filter_fn=cfg.pretrained_filter_fn)
+                        filter_fn=cfg.pretrained_filter_fn if reset_head else None)
     return model
 
 
@@ -129,9 +132,10 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None
                     filter_fn=None):
     """Load weights into ``model``.
 
-    filter_fn: ``fn(state, model) -> state`` fitting the weights to ``model`` (default: the family's
-    ``pretrained_filter_fn``, found through ``model.pretrained_cfg``): position tables saved for another
-    input size are resampled to ``model``'s, and each one resampled is logged with its old and new shape.
+    filter_fn: ``fn(state, model) -> state`` fitting the weights to ``model`` (default, when fine-tuning
+    (``reset_head``): the family's ``pretrained_filter_fn``, found through ``model.pretrained_cfg``): position
+    tables saved for another input size are resampled to ``model``'s, and each one resampled is logged with its
+    old and new shape. Where no training follows, weights for another size are refused like any other misfit.
 
     reset_head=True (fine-tuning, ``create_model``): head weights whose shapes differ (another class count),
     or that a headless checkpoint lacks, are left freshly initialised, and a checkpoint's head that a
@@ -144,7 +148,7 @@ def load_pretrained(model, path_or_state, strict=True, reset_head=True, fix=None
     """
     state = load_state(path_or_state) if not isinstance(path_or_state, dict) else unwrap_state_dict(path_or_state)
     source = path_or_state if not isinstance(path_or_state, dict) else "state dict"
-    filter_fn = filter_fn or _family_filter(model)
+    filter_fn = filter_fn or (_family_filter(model) if reset_head else None)
     if filter_fn is not None:
         shapes = {k: tuple(v.shape) for k, v in state.items()}
         state = filter_fn(state, model)
