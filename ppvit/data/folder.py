@@ -20,7 +20,7 @@ import numpy as np
 from paddle.io import Dataset
 
 from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image
-from .errors import DataError
+from .errors import BadImageError, DataError
 
 IMAGE_SPLIT_KEYS = {"folder": ("train_dir", "val_dir"), "filelist": ("train_list", "val_list")}
 SHOW_BAD = 10  # unreadable files named in the error (the count is always given)
@@ -243,8 +243,13 @@ class ImageFileDataset(Dataset):
         path, label = self.samples[idx]
         try:
             image = read_image(path, "RGB")  # as Cifar10 gives
-        except ImageReadError as e:  # passed the header check, but the pixels cannot be decoded
-            raise DataError(f"{e} (its header looked fine: the file is damaged; replace or remove it)") from None
+        except ImageReadError as e:  # passed the check when the data was built: damaged or deleted since
+            why = "it was deleted or moved" if not os.path.exists(path) else "the file is damaged"
+            raise BadImageError(f"{e} ({why}; replace or remove it, or skip such files with "
+                                "-o Data.skip_bad_images=true)", path) from None
+        except OSError as e:  # e.g. its permissions changed
+            raise BadImageError(f"cannot read {path}: {e.strerror or e} (fix its permissions, or skip such files "
+                                "with -o Data.skip_bad_images=true)", path) from None
         if self.backend == "pil":
             from PIL import Image
 
