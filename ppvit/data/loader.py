@@ -29,7 +29,7 @@ import paddle
 from ..errors import PpvitError
 from .errors import BadImageError, DataError
 
-__all__ = ["GuardedSamples", "SafeLoader", "guarded_collate", "safe_loader"]
+__all__ = ["GuardedSamples", "SafeLoader", "first_readable", "guarded_collate", "safe_loader"]
 
 MESSAGE_BYTES = 8192  # the most of a problem's text shared between ranks
 
@@ -55,7 +55,8 @@ class GuardedSamples(paddle.io.Dataset):
     def __getitem__(self, index):
         problems = []
         n = len(self.dataset)
-        for k in range(n if (self.skip and self.replace) else 1):
+        tries = n if (self.skip and self.replace) else 1
+        for k in range(tries):
             try:
                 image, label = self.dataset[(int(index) + k) % n]
                 return image, label, json.dumps(problems) if problems else ""
@@ -69,7 +70,7 @@ class GuardedSamples(paddle.io.Dataset):
             except Exception as e:  # noqa: BLE001 (carried to the main process with its traceback)
                 problems.append(_bug(e))
                 break
-        else:
+        if tries > 1 and len(problems) == tries:
             problems.append({"kind": "user", "message": f"none of the {n} images of this split can be read"})
         return None, None, json.dumps(problems)
 
@@ -203,3 +204,21 @@ def safe_loader(dataset, batch_sampler, num_workers, skip=False, train=False, **
     loader = paddle.io.DataLoader(GuardedSamples(dataset, skip=skip, replace=train), batch_sampler=batch_sampler,
                                   num_workers=num_workers, collate_fn=guarded_collate, **kwargs)
     return SafeLoader(loader, sync="step" if train else "end")
+
+
+def first_readable(dataset, n, skip=False):
+    """The first ``n`` samples of ``dataset`` (fewer when it is shorter), read in the main process; with
+    ``skip`` (``Data.skip_bad_images``) an image that cannot be read (``BadImageError``) is passed over, else
+    it is raised. For the few samples a tool reads directly (the input-size check, prediction grids, the
+    export's verification images)."""
+    out = []
+    for i in range(len(dataset)):
+        if len(out) >= n:
+            break
+        try:
+            out.append(dataset[i])
+        except BadImageError as e:
+            if not skip:
+                raise
+            logging.getLogger("ppvit").warning(f"skipped an unreadable image (Data.skip_bad_images): {e}")
+    return out

@@ -65,7 +65,10 @@ class Engine:
         # strict outside training: the head must fit too (only fine-tuning re-initialises it)
         self.model = build_model(cfg, training=mode == "train")
         # an Arch/Data size mismatch stops here, before any file is written
-        check_input_size(self.model, tuple(self.eval_set[0][0].shape), cfg)
+        from ..data.loader import first_readable
+
+        sample = first_readable(self.eval_set, 1, cfg["Data"].get("skip_bad_images", False))
+        check_input_size(self.model, tuple(sample[0][0].shape), cfg)
 
         # 5. loss
         self.loss_fn = build_loss(cfg["Loss"])
