@@ -28,8 +28,9 @@ class Key:
     ``"lr"`` is the learning rate, which may change and applies from the first resumed step.
     """
 
-    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc="", resume="same"):
+    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc="", resume="same", path=False):
         self.types = types if isinstance(types, tuple) else (types,)
+        self.path = path  # a file or folder: ``~`` and environment variables are expanded (expand_path)
         self.default = default
         self.choices = choices
         self.check = check  # (predicate, "what it must be")
@@ -66,6 +67,24 @@ def _smoothing(v):
 
 
 NONE = type(None)
+
+
+def expand_path(value, name="path"):
+    """``value`` with ``~``/``~user`` and ``$VAR``/``${VAR}`` expanded, as a shell would; a variable that is
+    not set is a ``ConfigError`` naming ``name`` (else it would become a folder literally named ``$VAR``)."""
+    import re
+
+    expanded = os.path.expandvars(os.path.expanduser(os.fspath(value)))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if unset:
+        raise ConfigError(f"{name}={value!r}: environment variable {unset[0]} is not set; set it or write the "
+                          "path out")
+    return expanded
+
+
+def PathKey(types=(str, NONE), default=None, **kwargs):
+    """A key holding a path (or, with ``list`` in ``types``, a list of paths): see ``expand_path``."""
+    return Key(types, default, path=True, **kwargs)
 # tools/eval|infer|explain through a predictor; ppvit.deploy.backends names them (not imported: paddle-free)
 BACKENDS = ("auto", "paddle", "paddle_bf16", "onnxruntime")
 POSITIVE = (_positive, "> 0")
@@ -76,11 +95,11 @@ SCHEMA = {
         "device": Key(str, "auto", choices=("auto", "gpu", "cpu"), resume="free"),
         "seed": Key(int, 42),
         "epochs": Key(int, REQUIRED, check=POSITIVE),
-        "output_dir": Key(str, "./output", resume="free"),
+        "output_dir": PathKey(str, "./output", resume="free"),
         "run_name": Key((str, NONE), None, resume="free"),  # run folder name; null = the config file's stem
         # weights to start from (training) or to use (eval, export, explain); a resume takes its own
-        "pretrained_model": Key((str, NONE), None, resume="free"),
-        "checkpoints": Key((str, NONE), None, resume="free"),
+        "pretrained_model": PathKey(resume="free"),
+        "checkpoints": PathKey(resume="free"),
         # a run folder that holds a run is never trained into again, unless resumed or this says so
         "overwrite": Key(bool, False, resume="free"),
         # resume a finished run for more epochs (Global.epochs in all): the schedule restarts over the added ones
@@ -123,16 +142,16 @@ SCHEMA = {
     },
     "Data": {
         "dataset": Key(str, "cifar10", choices=("cifar10", "digits", "folder", "filelist")),
-        "data_file": Key((str, NONE), None),
+        "data_file": PathKey(),
         # your own images (ppvit/data/folder.py): folder = one subfolder per class; filelist = PaddleClas's
         # `path label` lines (paths relative to the list's folder) + optional `id name` class_id_map_file
-        "train_dir": Key((str, NONE), None),
-        "val_dir": Key((str, NONE), None),
+        "train_dir": PathKey(),
+        "val_dir": PathKey(),
         "val_split": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)")),
         "split_seed": Key(int, 0),  # which images Data.val_split holds out
-        "train_list": Key((str, NONE), None),
-        "val_list": Key((str, NONE), None),
-        "class_id_map_file": Key((str, NONE), None),
+        "train_list": PathKey(),
+        "val_list": PathKey(),
+        "class_id_map_file": PathKey(),
         "skip_bad_images": Key(bool, False),  # drop unreadable images (logged) instead of stopping
         "transform": Key(str, "conv2former_cifar"),
         "batch_size": Key(int, REQUIRED, check=POSITIVE),
@@ -148,38 +167,38 @@ SCHEMA = {
     # tools/eval.py, export.py, infer.py, explain.py (ppvit/commands/)
     "Eval": {
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N test images in predictions.png; 0 = none
-        "model": Key((str, NONE), None),  # an exported model (prefix, file or folder), run by its verified backend
+        "model": PathKey(),  # an exported model (prefix, file or folder), run by its verified backend
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and evaluate that
         "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend: auto = fastest verified at export
         # folder of eval.json and its figures; null = the run dir. Never replaces an evaluation of other weights
         # there: those files are named after the weights (ppvit.commands.evaluate.eval_outputs)
-        "output": Key((str, NONE), None),
+        "output": PathKey(),
     },
     "Export": {
-        "output": Key((str, NONE), None),  # folder; null = <run dir>/inference
+        "output": PathKey(),  # folder; null = <run dir>/inference
         "onnx": Key(bool, True),  # also <prefix>.onnx where paddle2onnx is installed
         # the first N test images every backend must classify as dygraph does (>= 99.5% top-1 agreement); 0: off
         "check_images": Key(int, 256, check=NON_NEGATIVE),
     },
     "Infer": {
-        "model": Key((str, NONE), None),  # exported prefix, one of its files or its folder; null = <run>/inference
-        "images": Key((str, list, NONE), None),  # image files and/or folders
+        "model": PathKey(),  # exported prefix, one of its files or its folder; null = <run>/inference
+        "images": PathKey((str, list, NONE)),  # image files and/or folders
         "topk": Key(int, 5, check=POSITIVE),
         "batch_size": Key(int, 32, check=POSITIVE),
         "grid_images": Key(int, 18, check=NON_NEGATIVE),  # first N in infer_predictions.png; 0 = none
-        "output": Key((str, NONE), None),  # folder of infer.json and the grid; null = the run dir
+        "output": PathKey(),  # folder of infer.json and the grid; null = the run dir
         "backend": Key(str, "auto", choices=BACKENDS),  # auto | paddle | paddle_bf16 | onnxruntime
     },
     "Explain": {
         "indices": Key((int, list), [0]),  # test-set images to explain (when Explain.images is null)
-        "images": Key((str, list, NONE), None),  # image files and/or folders instead of test images
+        "images": PathKey((str, list, NONE)),  # image files and/or folders instead of test images
         "top_k": Key(int, 1, check=POSITIVE),  # predicted classes explained (plus the true one of test images)
         "num_samples": Key(int, 1000, check=(lambda v: v >= 2, ">= 2")),
         "batch_size": Key(int, 50, check=POSITIVE),
-        "model": Key((str, NONE), None),  # an exported model: run LIME through its verified backend
+        "model": PathKey(),  # an exported model: run LIME through its verified backend
         "use_predictor": Key(bool, False),  # export Global.pretrained_model to a temp folder and use that
         "backend": Key(str, "auto", choices=BACKENDS),  # predictor backend (Explain.model / use_predictor)
-        "output": Key((str, NONE), None),  # folder of the PNGs; null = <run dir>/explain
+        "output": PathKey(),  # folder of the PNGs; null = <run dir>/explain
         # quickshift superpixels; null = interpretdl's (QUICKSHIFT_INTERPRETDL: 5, 10, 1.0). Smaller kernel_size
         # and max_dist give more superpixels (small images need them: LIME warns below 10)
         "kernel_size": Key((float, NONE), None, check=POSITIVE),
@@ -242,6 +261,10 @@ def _coerce(section, key, spec, value):
                           + _suggest(value, spec.choices))
     if spec.check is not None and value is not None and not spec.check[0](value):
         raise ConfigError(f"{name} must be {spec.check[1]}, got {value!r}")
+    if spec.path and isinstance(value, str):
+        value = expand_path(value, name)
+    elif spec.path and isinstance(value, list):
+        value = [expand_path(v, name) if isinstance(v, str) else v for v in value]
     return value
 
 
@@ -278,6 +301,7 @@ def validate(cfg):
             if key not in keys:
                 out[section][key] = value
     _check_model(out["Arch"])
+    _check_channels(out["Arch"])
     _fill_input_size(out)
     _check_loss(out["Loss"])
     return out
@@ -325,6 +349,18 @@ def _fill_input_size(cfg):
         _, h, w = get_model_cfg(arch["name"]).input_size  # every registered default is square
         arch["img_size"] = h
     cfg["Data"]["image_size"] = arch["img_size"]
+
+
+def _check_channels(arch):
+    """Configs train, evaluate, export and serve 3-channel RGB images (a grayscale file is read as three equal
+    channels), so a model taking another channel count could never be fed: refused here, in one line, rather
+    than by Paddle's convolution at the first batch."""
+    chans = arch.get("in_chans", 3)
+    if chans != 3:
+        raise ConfigError(f"Arch.in_chans={chans!r}: ppvit's data pipelines, export and inference give the model "
+                          "3-channel RGB images (grayscale images are read as three equal channels and train as "
+                          "they are), so configs need in_chans=3; remove Arch.in_chans. A model of another channel "
+                          "count is for the Python API (ppvit.create_model(..., in_chans=1))")
 
 
 def _check_model(arch):
@@ -383,11 +419,14 @@ def read_yaml(path):
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}{_config_near_miss(path)}")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # UTF-8, with or without a byte-order mark
             cfg = yaml.safe_load(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {_one_line(e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}): save it as UTF-8") from None
+    except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     return {} if cfg is None else cfg
 
@@ -399,6 +438,7 @@ def load_config(path=None, overrides=(), base=None):
     folder ``Global.output_dir/<run_name>``.
     """
     if path is not None:
+        path = expand_path(path, "-c")
         cfg = read_yaml(path)
         run_name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     else:

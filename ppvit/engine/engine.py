@@ -171,10 +171,9 @@ class Engine:
         return self.state.history
 
     def _check_class_count(self):
-        n = self.cfg["Arch"]["num_classes"]
-        if len(self.class_names) > n:
-            raise ConfigError(f"Arch.num_classes is {n}, but Data.dataset {self.cfg['Data']['dataset']} has "
-                              f"{len(self.class_names)} classes")
+        from ..data.folder import check_class_count
+
+        check_class_count(self.cfg, self.class_names)
 
     def train(self, until_epoch=None):
         """Train to ``Global.epochs`` (or stop after ``until_epoch``); returns the history dict."""
