@@ -17,7 +17,7 @@ _WHAT = {
     errno.EROFS: "the file system is read-only",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
-    errno.ENOSPC: "no space left on the device (the disk is full)",
+    errno.ENOSPC: "no space left on the device",
     errno.EDQUOT: "the disk quota is exceeded",
     errno.EFBIG: "the file is too large for the file system",
     errno.ENOTDIR: "a file is in the way where a folder is expected",
