@@ -283,7 +283,7 @@ def test_another_encoding_is_one_line_naming_the_file(lists):
         dataset_class_names(data_of(lists, class_id_map_file=str(lists / "gbk.txt")))
     msg = str(err.value)
     assert f"Data.class_id_map_file {lists / 'gbk.txt'} is not UTF-8 text" in msg and "iconv -f GBK" in msg, msg
-    (lists / "train.txt").write_bytes("猫/1.png 0\n".encode("gbk"))
+    (lists / "train.txt").write_bytes("宇航员/1.png 0\n".encode("gbk"))
     with pytest.raises(DataError, match="Data.train_list .*train.txt is not UTF-8 text"):
         split_samples(data_of(lists), "train")
 
