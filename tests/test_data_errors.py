@@ -3,6 +3,7 @@ run with one line and exit 2 in every worker mode and on every rank of a 2-proce
 counted with Data.skip_bad_images; never a hang (every run here has a timeout)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,3 +142,5 @@ def test_every_rank_of_a_launch_stops_with_the_same_line(tree, tmp_path, split):
     for r in (0, 1):
         worker = (logs / f"workerlog.{r}").read_text()
         assert line[0] in worker and "Traceback" not in worker, worker[-3000:]
+        # Paddle's C++ INFO lines (tcp_store, tcp_utils) and its FLAGS block are not shown
+        assert not re.search(r"^I\d{4} ", worker, re.M) and "Modified FLAGS" not in worker, worker[-3000:]

@@ -324,3 +324,102 @@ def test_a_channel_count_other_than_3_is_one_line(tmp_path, capsys):
         assert "Arch.in_chans=1: ppvit's data pipelines, export and inference give the model 3-channel RGB" in line
         assert "img_size" not in line
     assert not (tmp_path / "tiny").exists()
+
+
+# ---------------------------------------------------------------------------------------------- umask
+def test_every_file_ppvit_writes_gets_the_umask_permissions(tmp_path):
+    """With umask 027, every file the verbs write is 0640 and every folder 0750 (0600 would hide a run from
+    the group, 0644 would show it to everyone): weights, checkpoints, logs, figures (explain's PNGs are written
+    as these are), exports, safetensors."""
+    import cv2
+
+    from ppvit import create_model
+    from ppvit.io import save_state
+
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    cv2.imwrite(str(image), np.full((16, 16, 3), 120, np.uint8))
+    o = ["-o", f"Global.output_dir={out}"]
+    old = os.umask(0o027)
+    try:
+        assert cli_main(["train", "-c", config, *o, "-o", "Global.epochs=1", "-o", "Data.limit=16"]) == 0
+        assert cli_main(["eval", "-c", config, *o, "-o", "Data.limit=16", "-o", "Eval.grid_images=2"]) == 0
+        assert cli_main(["export", "-c", config, *o, "-o", "Export.check_images=0", "-o", "Export.onnx=false"]) == 0
+        assert cli_main(["infer", "-c", config, *o, "-o", f"Infer.images={image}"]) == 0
+        state = create_model("convmixer_256_8", num_classes=10, dim=16, depth=2).state_dict()
+        save_state(state, out / "converted.safetensors")  # what ppvit convert writes
+    finally:
+        os.umask(old)
+    modes = {}
+    for base, dirs, files in os.walk(out):
+        modes.update({os.path.relpath(os.path.join(base, d), out) + "/": os.stat(os.path.join(base, d)).st_mode & 0o777
+                      for d in dirs})
+        modes.update({os.path.relpath(os.path.join(base, f), out): os.stat(os.path.join(base, f)).st_mode & 0o777
+                      for f in files})
+    for must in ("tiny/best_model.pdparams", "tiny/latest.pdstate", "tiny/train.log", "tiny/loss_curve.png",
+                 "tiny/eval.json", "tiny/inference/", "tiny/inference/inference.pdiparams", "tiny/infer.json",
+                 "converted.safetensors"):
+        assert must in modes, sorted(modes)
+    wrong = {p: oct(m) for p, m in modes.items() if m != (0o750 if p.endswith("/") else 0o640)}
+    assert not wrong, wrong
+
+
+# ---------------------------------------------------------------------------------------------- Paddle's noise
+PADDLE_VALUE_ERROR = ("(InvalidArgument) The type of data we are trying to retrieve (bfloat16) does not match the "
+                      "type of data (float32) currently contained in the container.\n  [Hint: Expected dtype() == "
+                      "phi::CppTypeToDataType<T>::Type(), but received dtype():10 != ...:16.] "
+                      "(at /paddle/paddle/phi/core/dense_tensor.cc:153)")
+
+
+def test_a_backend_paddle_cannot_run_is_summarised_in_one_clause(tmp_path, monkeypatch, caplog):
+    """A backend whose run raises Paddle's C++ ValueError is not offered, with a short reason (not the raw
+    ``ValueError: (InvalidArgument)`` with its hint and source location)."""
+    import logging
+
+    import ppvit.deploy.export as export
+    from ppvit import create_model
+    from ppvit.deploy import export_model
+    from ppvit.utils.quiet import paddle_error_summary
+
+    assert paddle_error_summary(ValueError(PADDLE_VALUE_ERROR)) == (
+        "InvalidArgument: The type of data we are trying to retrieve (bfloat16) does not match the type of data "
+        "(float32) currently contained in the container.")
+    assert paddle_error_summary(KeyError("x")) == "KeyError: 'x'"
+    real = export.open_backend
+
+    def failing(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ValueError(PADDLE_VALUE_ERROR)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(export, "open_backend", failing)
+    model = create_model("convmixer_256_8", num_classes=3, dim=8, depth=1, img_size=12)
+    with caplog.at_level(logging.WARNING, logger="ppvit"):
+        info = export_model(model, str(tmp_path / "m" / "inference"), 12, backends=["paddle", "onnxruntime"],
+                            bench_batch_size=4)
+    reason = info["backends"]["onnxruntime"]["reason"]
+    assert reason.startswith("failed to run (InvalidArgument: The type of data") and "Hint" not in reason, reason
+    assert "ValueError" not in caplog.text and "/paddle/paddle" not in caplog.text, caplog.text
+
+
+def test_paddle_info_lines_and_the_flags_block_are_dropped(capsys):
+    """The tools import Paddle with glog's INFO lines off (a user's GLOG_minloglevel is kept), and the
+    distributed start's "Modified FLAGS detected" block is dropped while other stderr lines pass."""
+    from ppvit.utils.quiet import without_paddle_notices
+
+    code = ("import os; os.environ.pop('GLOG_minloglevel', None)\nimport ppvit.commands._bootstrap\n"
+            "print(os.environ['GLOG_minloglevel'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"} | {"PYTHONPATH": ROOT})
+    assert proc.stdout.strip() == "1", proc.stderr
+
+    def start():
+        sys.stderr.write("=" * 23 + " Modified FLAGS detected " + "=" * 23 + "\n")
+        sys.stderr.write("FLAGS(name='FLAGS_enable_pir_in_executor', current_value=True, default_value=False)\n")
+        sys.stderr.write("=" * 71 + "\nkept line\n")
+        return 7
+
+    assert without_paddle_notices(start) == 7
+    assert capsys.readouterr().err == "kept line\n"
