@@ -14,7 +14,7 @@ KEY_DOCS = {
     "Global.device": "auto = the GPU when Paddle has one, else the CPU",
     "Global.seed": "seeds Paddle, numpy and Python (weights init, data order, augmentation, LIME)",
     "Global.epochs": "training epochs (the learning-rate schedule spans them)",
-    "Global.output_dir": "parent folder of the run folders",
+    "Global.output_dir": "parent folder of the run folders (~ and $VARS are expanded, as in every path key)",
     "Global.run_name": "run folder name under output_dir; null = the config file's name (quickstart.yaml -> "
                        "output/quickstart)",
     "Global.pretrained_model": "weights (.pdparams/.safetensors) to start training from, or to evaluate, "
@@ -56,7 +56,8 @@ KEY_DOCS = {
     "Data.train_list": "filelist: 'path label' lines of the training images",
     "Data.val_list": "filelist: 'path label' lines of the validation images",
     "Data.class_id_map_file": "filelist: 'id name' lines naming the classes",
-    "Data.skip_bad_images": "leave unreadable images out (logged) instead of stopping",
+    "Data.skip_bad_images": "skip unreadable images (found up front, or damaged/deleted mid-run; logged and "
+                             "counted) instead of stopping with one error",
     "Data.transform": "preprocessing/augmentation pipeline: conv2former_cifar (000), convit (002), dilateformer "
                       "(004) or basic (resize + normalise)",
     "Data.batch_size": "training images per step (per device)",
