@@ -68,13 +68,13 @@ def _cases(d):
         ("explain-another-model", "explain.py", o + [f"Global.pretrained_model={d['other']}",
                                                      "Explain.num_samples=8"], [d["other"]]),
         # the same backbone at another depth: other keys differ than the head, so no class-count advice either
-        ("eval-another-depth", "eval.py", o + [f"Global.pretrained_model={w}", "Arch.depth=1"],
+        ("eval-another-depth", "eval.py", o + [f"Global.pretrained_model={d['weights']}", "Arch.depth=1"],
          ["does not hold convmixer_256_8 weights for this config: 2 of 20 model keys missing, 14 unexpected "
           "(e.g. missing 6.weight, 6.bias; unexpected 4.0.fn.0.weight); check Arch.name and the Arch.* sizes"]),
     ]
 
 
-CASE_IDS = [c[0] for c in _cases({"w12": "w", "out": "o", "headless": "h", "other": "c", "counter12": "n"})]
+CASE_IDS = [c[0] for c in _cases({"weights": "w", "w12": "v", "out": "o", "headless": "h", "other": "c", "counter12": "n"})]
 HEAD_ONLY = [c for c in CASE_IDS if "12-classes" in c or "headless" in c or "default" in c or "predictor" in c]
 OTHER_MODEL = [c for c in CASE_IDS if c.endswith("another-model")]
 
