@@ -9,7 +9,9 @@ or PaddleClas's ``path label`` lists (``Data.dataset: filelist``, ``ImageNetData
 Class names come from the sorted subfolder names of ``train_dir`` or from the label file (else the label
 ids as text). Every image of a split is checked up front (the file exists and its header is an image's);
 the unreadable ones are listed by name in one :class:`DataError`, or dropped with
-``Data.skip_bad_images: true`` (the count is logged and kept in ``dataset.skipped``). The images are
+``Data.skip_bad_images: true`` (the count is logged and kept in ``dataset.skipped``). An image that fails
+later (damaged past its header, deleted, unreadable) raises :class:`BadImageError` when it is read, which the
+loaders (``ppvit.data.loader``) turn into one error on every rank, or skip. The images are
 read by OpenCV (as ``ppvit.deploy.read_image`` reads inference inputs) and given to the same transform
 pipelines as CIFAR-10's, as RGB HWC uint8 arrays (or PIL images for the ``pil`` pipelines).
 """
@@ -257,7 +259,8 @@ def check_images(samples, key, skip):
 
 # ---------------------------------------------------------------------------------------------- dataset
 class ImageFileDataset(Dataset):
-    """Image files with integer labels, yielding (CHW float32 ndarray, int64 label) like ``CifarDataset``.
+    """Image files with integer labels, yielding (CHW float32 ndarray, int64 label) like ``CifarDataset``;
+    an image that cannot be read raises :class:`BadImageError` (naming the file, why and the fix).
 
     Attributes: ``samples`` [(path, label)], ``class_names``, ``skipped`` [(path, reason)] (the images
     dropped by ``Data.skip_bad_images``).
