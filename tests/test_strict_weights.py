@@ -32,29 +32,34 @@ def trained(tmp_path_factory):
     # the same weights plus a key that is no model tensor at all (a counter some training scripts save)
     counter = os.path.join(tmp, "with_counter.pdparams")
     ppvit.io.save_state({**ppvit.io.load_state(weights), "ema.n_updates": np.array(7, "int64")}, counter)
+    # weights for 12 classes (the config's data has 10, and Arch.num_classes must say 10): as a file, with the
+    # counter, and as the best model of a run folder
+    w12 = os.path.join(tmp, "w12.pdparams")
+    ppvit.io.save_state(ppvit.create_model("convmixer_256_8", num_classes=12, dim=16, depth=2).state_dict(), w12)
+    counter12 = os.path.join(tmp, "w12_with_counter.pdparams")
+    ppvit.io.save_state({**ppvit.io.load_state(w12), "ema.n_updates": np.array(7, "int64")}, counter12)
+    os.makedirs(os.path.join(out, "tiny12"))
+    ppvit.io.save_state(ppvit.io.load_state(w12), os.path.join(out, "tiny12", "best_model.pdparams"))
     return {"tmp": tmp, "config": config, "out": out, "run": run, "weights": weights, "headless": headless,
-            "other": other, "counter": counter}
+            "other": other, "counter": counter, "w12": w12, "counter12": counter12}
 
 
 def _cases(d):
-    w, o = d["weights"], [f"Global.output_dir={d['out']}"]
+    w12, o = d["w12"], [f"Global.output_dir={d['out']}"]
     return [
         # (id, tool, overrides, words the error must contain)
-        ("eval-12-classes", "eval.py", o + [f"Global.pretrained_model={w}", "Arch.num_classes=12"],
-         ["num_classes", "shape mismatch", w]),
-        ("eval-best-model-default", "eval.py", o + ["Arch.num_classes=12"], ["shape mismatch", "best_model.pdparams"]),
-        ("eval-on-the-fly-predictor", "eval.py", o + [f"Global.pretrained_model={w}", "Arch.num_classes=12",
-                                                      "Eval.use_predictor=true"], ["shape mismatch"]),
+        ("eval-12-classes", "eval.py", o + [f"Global.pretrained_model={w12}"], ["num_classes", "shape mismatch", w12]),
+        ("eval-best-model-default", "eval.py", o + ["Global.run_name=tiny12"], ["shape mismatch", "best_model.pdparams"]),
+        ("eval-on-the-fly-predictor", "eval.py", o + [f"Global.pretrained_model={w12}", "Eval.use_predictor=true"],
+         ["shape mismatch"]),
         # the head differs and the file holds a counter besides: still a class-count problem, not another model
-        ("eval-12-classes-with-counter", "eval.py", o + [f"Global.pretrained_model={d['counter']}",
-                                                         "Arch.num_classes=12"],
-         ["shape mismatch", "class count, 10, and remove ema.n_updates from the file",
+        ("eval-12-classes-with-counter", "eval.py", o + [f"Global.pretrained_model={d['counter12']}"],
+         ["shape mismatch", "class count, 12, and remove ema.n_updates from the file",
           "1 key the model does not have: ema.n_updates"]),
         ("eval-headless", "eval.py", o + [f"Global.pretrained_model={d['headless']}"], ["missing", d["headless"]]),
-        ("export-12-classes", "export.py", o + [f"Global.pretrained_model={w}", "Arch.num_classes=12"],
-         ["shape mismatch", w]),
-        ("explain-12-classes", "explain.py", o + [f"Global.pretrained_model={w}", "Arch.num_classes=12",
-                                                  "Explain.num_samples=8"], ["shape mismatch", w]),
+        ("export-12-classes", "export.py", o + [f"Global.pretrained_model={w12}"], ["shape mismatch", w12]),
+        ("explain-12-classes", "explain.py", o + [f"Global.pretrained_model={w12}", "Explain.num_samples=8"],
+         ["shape mismatch", w12]),
         ("explain-headless", "explain.py", o + [f"Global.pretrained_model={d['headless']}",
                                                 "Explain.num_samples=8"], ["missing"]),
         # another model's weights: counts and a few keys, not the class-count advice (see OTHER_MODEL below)
@@ -63,13 +68,13 @@ def _cases(d):
         ("explain-another-model", "explain.py", o + [f"Global.pretrained_model={d['other']}",
                                                      "Explain.num_samples=8"], [d["other"]]),
         # the same backbone at another depth: other keys differ than the head, so no class-count advice either
-        ("eval-another-depth", "eval.py", o + [f"Global.pretrained_model={w}", "Arch.depth=1"],
+        ("eval-another-depth", "eval.py", o + [f"Global.pretrained_model={d['weights']}", "Arch.depth=1"],
          ["does not hold convmixer_256_8 weights for this config: 2 of 20 model keys missing, 14 unexpected "
           "(e.g. missing 6.weight, 6.bias; unexpected 4.0.fn.0.weight); check Arch.name and the Arch.* sizes"]),
     ]
 
 
-CASE_IDS = [c[0] for c in _cases({"weights": "w", "out": "o", "headless": "h", "other": "c", "counter": "n"})]
+CASE_IDS = [c[0] for c in _cases({"weights": "w", "w12": "v", "out": "o", "headless": "h", "other": "c", "counter12": "n"})]
 HEAD_ONLY = [c for c in CASE_IDS if "12-classes" in c or "headless" in c or "default" in c or "predictor" in c]
 OTHER_MODEL = [c for c in CASE_IDS if c.endswith("another-model")]
 
@@ -125,8 +130,7 @@ def test_refusals_write_nothing(refused):
 
 def test_fine_tuning_reinitialises_a_differing_head_and_says_so(trained):
     proc = ok(tool("train.py", trained["config"], [f"Global.output_dir={trained['out']}", "Global.run_name=ft12",
-                                                   "Global.epochs=1", "Arch.num_classes=12",
-                                                   f"Global.pretrained_model={trained['weights']}"]))
+                                                   "Global.epochs=1", f"Global.pretrained_model={trained['w12']}"]))
     assert "re-initialised" in proc.stdout
     # the same weights with the right head evaluate without complaint
     ok(tool("eval.py", trained["config"], [f"Global.output_dir={trained['out']}", "Global.run_name=strict_ok",
@@ -200,8 +204,8 @@ def test_the_python_eval_api_is_strict_too(trained):
     from ppvit.io import CheckpointError
 
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        evaluate(trained["config"], [f"Global.output_dir={trained['out']}", "Arch.num_classes=12",
-                                     f"Global.pretrained_model={trained['weights']}"])
+        evaluate(trained["config"], [f"Global.output_dir={trained['out']}",
+                                     f"Global.pretrained_model={trained['w12']}"])
     metrics = evaluate(trained["config"], [f"Global.output_dir={trained['out']}",
                                            f"Global.pretrained_model={trained['weights']}"])
     assert np.isfinite(metrics["loss"])

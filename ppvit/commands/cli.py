@@ -75,7 +75,10 @@ def run(verb, args):
     from ..errors import PpvitError
     from ..utils.interrupt import CtrlCWatch
 
+    from ..io.fs import os_error_message
+
     ctrl_c = CtrlCWatch().start()
+    key = None  # the setting choosing the output folder, named by a write error's fix
     try:
         if verb == "convert":
             from .convert import run as convert
@@ -86,6 +89,7 @@ def run(verb, args):
 
         setup_logging(console=rank() == 0)  # messages while the engine is built (e.g. weights loaded)
         cfg = load_config(args.config, args.override)
+        key = check_output_folder(verb, cfg)  # a read-only or unwritable output folder: before any work
         if verb == "train":
             from ..engine import Engine
 
@@ -97,10 +101,16 @@ def run(verb, args):
             import_module(f"{__package__}.{module}").run(cfg)
     except NonFiniteLossError as e:
         return _fail(e, 1)
-    except (PpvitError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        # the user's to fix: ConfigError, DataError, CheckpointError, ImageReadError, a missing or unwritable
-        # path; any other exception (a ValueError from a bug, disk full) keeps its traceback
+    except PpvitError as e:
+        # the user's to fix: ConfigError, DataError, CheckpointError, ImageReadError, OutputFolderError
         return _fail(e, 2)
+    except OSError as e:
+        # a missing path, or a write that failed: read-only, permission, full disk, a file in the way; any
+        # other OSError (and any other exception: a bug) keeps its traceback
+        message = os_error_message(e, key if verb != "convert" else "--dst")
+        if message is None:
+            raise
+        return _fail(str(e) if isinstance(e, FileNotFoundError) else message, 2)
     except KeyboardInterrupt as e:  # training says which checkpoint it kept (and which signal stopped it)
         print(" ".join(str(e).split()) or "interrupted", file=sys.stderr)
         return getattr(e, "exit_code", 130)
@@ -112,6 +122,31 @@ def run(verb, args):
     finally:
         ctrl_c.stop()
     return 0
+
+
+# the folder each verb writes to, and the setting that chooses it (None: the run folder)
+OUTPUT_KEYS = {"train": ("Global.output_dir", None), "eval": ("Eval.output", None),
+               "export": ("Export.output", "inference"), "infer": ("Infer.output", None),
+               "explain": ("Explain.output", "explain")}
+
+
+def check_output_folder(verb, cfg):
+    """Raise ``OutputFolderError`` (one line, exit 2) when ``verb`` could not write its output folder: checked
+    before any data is read or model built. A resume writes into the checkpoint's run folder. Returns the
+    setting that chooses the folder."""
+    from ..engine.config import run_dir
+    from ..io.fs import check_writable
+
+    key, sub = OUTPUT_KEYS[verb]
+    section, name = key.split(".")
+    folder = cfg[section].get(name) if section != "Global" else None
+    if verb == "train" and cfg["Global"]["checkpoints"]:
+        ckpt = cfg["Global"]["checkpoints"]
+        folder, key = (ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt) or "."), "Global.checkpoints"
+    if folder is None:
+        folder = os.path.join(run_dir(cfg), sub) if sub else run_dir(cfg)
+    check_writable(folder, key)
+    return key
 
 
 def _fail(err, code):

@@ -20,15 +20,18 @@ def input_size(cfg):
 
 
 def class_names(cfg):
-    """The dataset's class names, without reading the dataset; indices beyond them are named by number."""
+    """The dataset's class names, without reading the dataset; an ``Arch.num_classes`` of another count is a
+    ``ConfigError`` (``ppvit.data.folder.check_class_count``)."""
     from ..data import CIFAR10_CLASSES, DIGITS_CLASSES, dataset_class_names
+
+    from ..data.folder import check_class_count
 
     if cfg["Data"]["dataset"] in ("folder", "filelist"):  # subfolder names or the class_id_map_file
         names = dataset_class_names(cfg["Data"])
     else:
         names = list(DIGITS_CLASSES if cfg["Data"]["dataset"] == "digits" else CIFAR10_CLASSES)
-    n = cfg["Arch"]["num_classes"]
-    return (names + [str(i) for i in range(len(names), n)])[:n]
+    check_class_count(cfg, names)  # Arch.num_classes is the data's class count, as in training
+    return names
 
 
 @paddle.no_grad()

@@ -138,7 +138,10 @@ def run(args):
     # bootstrap's redirected stderr) already gave the root logger a handler writing into that buffer
     from ..engine.logger import setup_logging
 
+    from ..engine.config import expand_path
+
     setup_logging(console=True)
-    return convert_checkpoint(args.model, args.src, args.dst, reader=args.reader, **dict(args.model_arg))
+    src, dst = expand_path(args.src, "--src"), expand_path(args.dst, "--dst")  # ~ and $VARS, as in configs
+    return convert_checkpoint(args.model, src, dst, reader=args.reader, **dict(args.model_arg))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
+from ..data.loader import first_readable
 from ..engine import Engine, load_config
 from ..engine.config import ConfigError
 from ..engine.evaluator import (ECE_BINS, calibration_bins, evaluate as evaluate_loader, expected_calibration_error,
@@ -300,7 +301,7 @@ def eval_forward(engine):
     if ev["model"]:
         predictor = open_predictor(ev["model"], device, batch_size, "Eval.model", ev["backend"], cfg=cfg)
         how, weights = predictor.backend_label, predictor.prefix
-        _check_eval_predictor(cfg, predictor, engine.eval_set[0][0])
+        _check_eval_predictor(cfg, predictor, first_readable(engine.eval_set, 1, cfg["Data"]["skip_bad_images"])[0][0])
     elif ev["use_predictor"]:
         tmp = tempfile.TemporaryDirectory(prefix="ppvit-eval-")
         predictor = predictor_of(engine.model, tmp.name, cfg, device, batch_size, ev["backend"])
@@ -345,7 +346,9 @@ def save_eval_grid(engine, metrics=None, forward=None):
     n = min(engine.cfg["Eval"]["grid_images"], len(engine.eval_set))
     if n == 0 or not engine.is_main:
         return None
-    images, labels = zip(*(engine.eval_set[i] for i in range(n)))
+    samples = first_readable(engine.eval_set, n, engine.cfg["Data"]["skip_bad_images"])
+    n = len(samples)
+    images, labels = zip(*samples)
     engine.model.eval()
     forward = forward or eval_forward(engine)  # the one tools/eval.py's metrics came from
     probs = softmax(forward(paddle.to_tensor(np.stack(images))).numpy())

@@ -25,7 +25,10 @@ def _check_images(cfg, log):
     except DataError as e:  # e.g. no CIFAR archive on this machine: verification keeps its fixed batch
         log.info(f"export: no test images to verify the backends on ({e}); using the fixed check batch only")
         return None
-    return np.stack([np.asarray(dataset[i][0], dtype="float32") for i in range(min(n, len(dataset)))])
+    from ..data.loader import first_readable
+
+    samples = first_readable(dataset, n, cfg["Data"]["skip_bad_images"])
+    return np.stack([np.asarray(image, dtype="float32") for image, _ in samples])
 
 
 def _temperature(cfg, weights, log):

@@ -9,7 +9,9 @@ or PaddleClas's ``path label`` lists (``Data.dataset: filelist``, ``ImageNetData
 Class names come from the sorted subfolder names of ``train_dir`` or from the label file (else the label
 ids as text). Every image of a split is checked up front (the file exists and its header is an image's);
 the unreadable ones are listed by name in one :class:`DataError`, or dropped with
-``Data.skip_bad_images: true`` (the count is logged and kept in ``dataset.skipped``). The images are
+``Data.skip_bad_images: true`` (the count is logged and kept in ``dataset.skipped``). An image that fails
+later (damaged past its header, deleted, unreadable) raises :class:`BadImageError` when it is read, which the
+loaders (``ppvit.data.loader``) turn into one error on every rank, or skip. The images are
 read by OpenCV (as ``ppvit.deploy.read_image`` reads inference inputs) and given to the same transform
 pipelines as CIFAR-10's, as RGB HWC uint8 arrays (or PIL images for the ``pil`` pipelines).
 """
@@ -19,8 +21,8 @@ import os
 import numpy as np
 from paddle.io import Dataset
 
-from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image
-from .errors import DataError
+from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image, walk_files
+from .errors import BadImageError, DataError
 
 IMAGE_SPLIT_KEYS = {"folder": ("train_dir", "val_dir"), "filelist": ("train_list", "val_list")}
 SHOW_BAD = 10  # unreadable files named in the error (the count is always given)
@@ -57,11 +59,7 @@ def scan_folder(root, classes, key):
                         f"Data.train_dir ({', '.join(classes)})")
     samples, empty = [], []
     for c in found:
-        files = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, c)):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            files += [os.path.join(dirpath, f) for f in filenames
-                      if f.lower().endswith(exts) and not f.startswith(".")]
+        files = [f for f in walk_files(os.path.join(root, c)) if f.lower().endswith(exts)]
         if not files:
             empty.append(c)
         samples += [(f, classes.index(c)) for f in sorted(files)]
@@ -71,26 +69,37 @@ def scan_folder(root, classes, key):
     return samples
 
 
+def read_text_lines(path, key):
+    """The lines of a text file of ``Data.<key>``: UTF-8, with or without a byte-order mark (Windows editors
+    write one). Another encoding (e.g. GBK) is a ``DataError`` naming the file, the first bad byte and the fix."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"Data.{key} {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+                        f"save it as UTF-8, e.g. iconv -f GBK -t UTF-8 {os.path.basename(path)} > utf8.txt "
+                        "(GBK: the usual Chinese Windows encoding)") from None
+
+
 def read_label_file(path):
     """PaddleClas's ``class_id_map_file``: ``id name`` lines (name may hold spaces) -> names by id 0..n-1."""
     path = os.path.expanduser(os.fspath(path))
     if not os.path.isfile(path):
         raise DataError(f"Data.class_id_map_file: file not found: {os.path.abspath(path)}")
     names = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=1)
-            if len(parts) != 2 or not parts[0].lstrip("-").isdigit():
-                raise DataError(f"Data.class_id_map_file {path} line {n}: expected 'class_id name', got {line.strip()!r}")
-            i = int(parts[0])
-            if i in names:
-                raise DataError(f"Data.class_id_map_file {path} line {n}: class id {i} given twice")
-            names[i] = parts[1].strip()
+    for n, line in enumerate(read_text_lines(path, "class_id_map_file"), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2 or not parts[0].lstrip("-").isdigit():
+            raise DataError(f"Data.class_id_map_file {path} line {n}: expected 'class_id name', got {line.strip()!r}")
+        i = int(parts[0])
+        if i in names:
+            raise DataError(f"Data.class_id_map_file {path} line {n}: class id {i} given twice")
+        names[i] = parts[1].strip()
     if sorted(names) != list(range(len(names))):
-        raise DataError(f"Data.class_id_map_file {path}: class ids must be 0..{len(names) - 1} without gaps, "
-                        f"got {sorted(names)}")
+        raise DataError(f"Data.class_id_map_file {path}: class ids must start at 0 and run 0..{len(names) - 1} "
+                        f"without gaps, got {_id_range(sorted(names))}")
     return [names[i] for i in range(len(names))]
 
 
@@ -104,16 +113,15 @@ def read_file_list(path, key):
         raise DataError(f"Data.{key}: file not found: {os.path.abspath(path)}")
     base = os.path.dirname(os.path.abspath(path))
     samples = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise DataError(f"Data.{key} {path} line {n}: expected 'image_path label' with a label id >= 0, "
-                                f"got {line.strip()!r}")
-            image = os.path.expanduser(parts[0])
-            samples.append((image if os.path.isabs(image) else os.path.join(base, image), int(parts[1])))
+    for n, line in enumerate(read_text_lines(path, key), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise DataError(f"Data.{key} {path} line {n}: expected 'image_path label' with a label id >= 0, "
+                            f"got {line.strip()!r}")
+        image = os.path.expandvars(os.path.expanduser(parts[0]))
+        samples.append((image if os.path.isabs(image) else os.path.join(base, image), int(parts[1])))
     if not samples:
         raise DataError(f"Data.{key} {path} lists no images")
     return samples
@@ -154,8 +162,35 @@ def dataset_class_names(data_cfg):
         return folder_classes(data_cfg.get("train_dir"))
     if data_cfg.get("class_id_map_file"):
         return read_label_file(data_cfg["class_id_map_file"])
-    labels = [label for key in IMAGE_SPLIT_KEYS["filelist"] for _, label in read_file_list(data_cfg.get(key), key)]
-    return [str(i) for i in range(max(labels) + 1)]
+    labels = {key: sorted({label for _, label in read_file_list(data_cfg.get(key), key)})
+              for key in IMAGE_SPLIT_KEYS["filelist"]}
+    ids = sorted(set(labels["train_list"]) | set(labels["val_list"]))
+    if ids[0] != 0:  # ids from 1 would make a class 0 without images, and one class too many
+        n = len(ids)
+        raise DataError(f"label ids must start at 0 (class i is output i of the model): Data.train_list and "
+                        f"Data.val_list use {_id_range(ids)}; renumber them 0..{n - 1}, or give "
+                        "Data.class_id_map_file 'id name' lines naming every id from 0")
+    return [str(i) for i in range(ids[-1] + 1)]
+
+
+def _id_range(ids):
+    """``1..4`` for consecutive ids, else the list."""
+    return f"{ids[0]}..{ids[-1]}" if ids and ids == list(range(ids[0], ids[-1] + 1)) and len(ids) > 2 else str(ids)
+
+
+def check_class_count(cfg, names):
+    """``Arch.num_classes`` must be the data's class count: fewer outputs cannot learn every class, more give
+    classes that no image has (a phantom class in every table, matrix and top-k). Raises ``ConfigError``."""
+    from ..engine.config import ConfigError
+
+    n, have = cfg["Arch"]["num_classes"], len(names)
+    if n != have:
+        data = cfg["Data"]
+        where = {"folder": f" ({have} class folders in {data.get('train_dir')})",
+                 "filelist": f" (label ids 0..{have - 1})"}.get(data["dataset"], "")
+        shown = ", ".join(names[:12]) + (", ..." if have > 12 else "")
+        raise ConfigError(f"Arch.num_classes is {n}, but Data.dataset {data['dataset']} has {have} classes{where}: "
+                          f"{shown}; set -o Arch.num_classes={have}")
 
 
 def split_samples(data_cfg, mode):
@@ -224,7 +259,8 @@ def check_images(samples, key, skip):
 
 # ---------------------------------------------------------------------------------------------- dataset
 class ImageFileDataset(Dataset):
-    """Image files with integer labels, yielding (CHW float32 ndarray, int64 label) like ``CifarDataset``.
+    """Image files with integer labels, yielding (CHW float32 ndarray, int64 label) like ``CifarDataset``;
+    an image that cannot be read raises :class:`BadImageError` (naming the file, why and the fix).
 
     Attributes: ``samples`` [(path, label)], ``class_names``, ``skipped`` [(path, reason)] (the images
     dropped by ``Data.skip_bad_images``).
@@ -243,8 +279,13 @@ class ImageFileDataset(Dataset):
         path, label = self.samples[idx]
         try:
             image = read_image(path, "RGB")  # as Cifar10 gives
-        except ImageReadError as e:  # passed the header check, but the pixels cannot be decoded
-            raise DataError(f"{e} (its header looked fine: the file is damaged; replace or remove it)") from None
+        except ImageReadError as e:  # passed the check when the data was built: damaged or deleted since
+            why = "it was deleted or moved" if not os.path.exists(path) else "the file is damaged"
+            raise BadImageError(f"{e} ({why}; replace or remove it, or skip such files with "
+                                "-o Data.skip_bad_images=true)", path) from None
+        except OSError as e:  # e.g. its permissions changed
+            raise BadImageError(f"cannot read {path}: {e.strerror or e} (fix its permissions, or skip such files "
+                                "with -o Data.skip_bad_images=true)", path) from None
         if self.backend == "pil":
             from PIL import Image
 

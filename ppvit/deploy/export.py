@@ -40,7 +40,7 @@ from ..utils.softmax import softmax
 # one file digest and one record of source weights for the package (sha256_file: the predictor checks digests)
 from ..io.provenance import sha256_file  # noqa: F401
 from ..io.provenance import weights_record as source_weights_record
-from ..utils.quiet import PADDLE_EXPORT_NOTICES, drop_stderr_lines
+from ..utils.quiet import PADDLE_EXPORT_NOTICES, drop_stderr_lines, paddle_error_summary
 from .rewrites import for_export
 
 logger = logging.getLogger("ppvit")
@@ -293,7 +293,8 @@ def verify_and_time(model, folder, files, preprocess, h, w, backends=None, check
             out = _in_chunks(run, x, bench_batch)
             check_out = _in_chunks(run, check, bench_batch) if check is not None else None
         except Exception as e:  # noqa: BLE001 - a backend that cannot run is not offered; the rest still are
-            records[name] = {"verified": False, "reason": f"failed to run: {type(e).__name__}: {e}".splitlines()[0]}
+            # Paddle's C++ errors are summarised: "(InvalidArgument) ... [Hint: ...] (at /paddle/...)" -> one clause
+            records[name] = {"verified": False, "reason": f"failed to run ({paddle_error_summary(e)})"}
         else:
             records[name] = compare(name, out, ref, check_out, check_ref)
             if records[name]["verified"]:

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image  # noqa: F401  (re-exported by ppvit.deploy)
+from ..io.images import IMAGE_EXTENSIONS, ImageReadError, read_image, walk_files  # noqa: F401  (re-exported by ppvit.deploy)
 from ..utils.device import resolve_device
 from ..utils.softmax import softmax  # noqa: F401  (re-exported by ppvit.deploy)
 from .backends import AUTO, BACKENDS, ONNXRUNTIME, PADDLE, default_threads
@@ -300,9 +300,8 @@ def expand_image_paths(paths):
             hint = " (a pattern such as *.jpg is not expanded: give its folder)" if glob.has_magic(p) else ""
             raise ImageReadError(f"{p}: no such file or folder{hint}")
         if os.path.isdir(p):
-            found = []
-            for root, _, files in os.walk(p):
-                found += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+            # links to files and folders followed, loops walked once (the training folders' rule)
+            found = [f for f in walk_files(p) if f.lower().endswith(IMAGE_EXTENSIONS)]
             if not found:
                 raise ImageReadError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {p}")
             out += sorted(found)

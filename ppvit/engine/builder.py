@@ -37,25 +37,26 @@ def seed_everything(seed):
 # ------------------------------------------------------------------------------------------------ data
 def build_loaders(data_cfg, seed, mode="train", image_size=None):
     """(train_loader or None, eval_loader, train dataset or None, eval dataset), images at ``image_size``
-    (``Arch.img_size``).
+    (``Arch.img_size``). The loaders are ``ppvit.data.loader.SafeLoader``: an image that cannot be loaded mid-run
+    is one ``DataError`` on every rank, or skipped with ``Data.skip_bad_images``.
 
     Evaluation splits the test set across ranks without padding (rank r takes samples r, r+W, ...),
     so the reduced metrics count every sample exactly once.
     """
     from ..data import build_dataset
+    from ..data.loader import safe_loader
 
-    workers = data_cfg["num_workers"]
+    workers, skip = data_cfg["num_workers"], data_cfg.get("skip_bad_images", False)
     eval_set = build_dataset(data_cfg, "test", image_size)
     shard = paddle.io.Subset(eval_set, list(range(rank(), len(eval_set), world_size())))
-    eval_loader = paddle.io.DataLoader(
-        shard, batch_sampler=paddle.io.BatchSampler(shard, batch_size=data_cfg["eval_batch_size"]),
-        num_workers=workers)
+    # a sample that cannot be loaded stops every rank with one DataError (or is skipped), never a hang
+    eval_loader = safe_loader(shard, paddle.io.BatchSampler(shard, batch_size=data_cfg["eval_batch_size"]),
+                              workers, skip=skip)
     if mode != "train":
         return None, eval_loader, None, eval_set
     train_set = SeededSamples(build_dataset(data_cfg, "train", image_size), seed)
     sampler = EpochBatchSampler(train_set, data_cfg["batch_size"], seed, data_cfg["drop_last"])
-    train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
-                                        persistent_workers=False)
+    train_loader = safe_loader(train_set, sampler, workers, skip=skip, train=True, persistent_workers=False)
     return train_loader, eval_loader, train_set, eval_set
 
 
@@ -67,8 +68,8 @@ def build_model(cfg, training=True, input_shape=None, weights=True):
     (``run_weights``, which is written back to ``Global.pretrained_model``: what was evaluated).
 
     training: a head trained for another class count is re-initialised (fine-tuning, logged); otherwise (eval,
-    export, explain) every key must fit, head included. Weights saved for another ``Arch.img_size`` have their
-    position tables resampled (logged). weights: False builds without the run's weights when none is given
+    export, explain) every key must fit, head included; when training, weights saved for another
+    ``Arch.img_size`` have their position tables resampled (logged). weights: False builds without the run's weights when none is given
     (an exported ``Eval.model`` brings its own). input_shape: (C, H, W) of the data; one forward on zeros checks
     that the model takes it (``check_input_size``), before anything is written.
 

@@ -33,8 +33,10 @@ class Key:
     anything but its default (or a value that does nothing, ``When.idle``) where it has none is refused.
     """
 
-    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc="", resume="same", only_when=None):
+    def __init__(self, types, default=REQUIRED, choices=None, check=None, doc="", resume="same", only_when=None,
+                 path=False):
         self.types = types if isinstance(types, tuple) else (types,)
+        self.path = path  # a file or folder: ``~`` and environment variables are expanded (expand_path)
         self.default = default
         self.choices = choices
         self.check = check  # (predicate, "what it must be")
@@ -106,6 +108,24 @@ def _smoothing(v):
 
 
 NONE = type(None)
+
+
+def expand_path(value, name="path"):
+    """``value`` with ``~``/``~user`` and ``$VAR``/``${VAR}`` expanded, as a shell would; a variable that is
+    not set is a ``ConfigError`` naming ``name`` (else it would become a folder literally named ``$VAR``)."""
+    import re
+
+    expanded = os.path.expandvars(os.path.expanduser(os.fspath(value)))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if unset:
+        raise ConfigError(f"{name}={value!r}: environment variable {unset[0]} is not set; set it or write the "
+                          "path out")
+    return expanded
+
+
+def PathKey(types=(str, NONE), default=None, **kwargs):
+    """A key holding a path (or, with ``list`` in ``types``, a list of paths): see ``expand_path``."""
+    return Key(types, default, path=True, **kwargs)
 # tools/eval|infer|explain through a predictor; ppvit.deploy.backends names them (not imported: paddle-free)
 BACKENDS = ("auto", "paddle", "paddle_bf16", "onnxruntime")
 POSITIVE = (_positive, "> 0")
@@ -120,14 +140,15 @@ SCHEMA = {
                       doc="auto = the GPU when Paddle has one, else the CPU"),
         "seed": Key(int, 42, doc="seeds Paddle, numpy and Python (weights init, data order, augmentation, LIME)"),
         "epochs": Key(int, REQUIRED, check=POSITIVE, doc="training epochs (the learning-rate schedule spans them)"),
-        "output_dir": Key(str, "./output", resume="free", doc="parent folder of the run folders"),
+        "output_dir": PathKey(str, "./output", resume="free",
+                              doc="parent folder of the run folders (~ and $VARS are expanded, as in every path key)"),
         "run_name": Key((str, NONE), None, resume="free",
                         doc="run folder name under output_dir; null = the config file's name (quickstart.yaml -> "
                             "output/quickstart)"),
-        "pretrained_model": Key((str, NONE), None, resume="free",
+        "pretrained_model": PathKey(resume="free",
                                 doc="weights (.pdparams/.safetensors) to start training from, or to evaluate, export "
                                     "and explain; null = the run's best_model.pdparams (a resume takes its own)"),
-        "checkpoints": Key((str, NONE), None, resume="free", doc="resume a run: its folder or its latest prefix"),
+        "checkpoints": PathKey(resume="free", doc="resume a run: its folder or its latest prefix"),
         "overwrite": Key(bool, False, resume="free",
                          doc="train into a run folder that already holds a run, replacing it (else refused)"),
         "extend": Key(bool, False, resume="free",
@@ -191,20 +212,22 @@ SCHEMA = {
         "dataset": Key(str, "cifar10", choices=("cifar10", "digits", "folder", "filelist"),
                        doc="cifar10, digits (embedded, offline), folder (class subfolders) or filelist (PaddleClas "
                            "'path label' lines)"),
-        "data_file": Key((str, NONE), None, doc="cifar10/digits: the CIFAR-format archive; null = the default path"),
-        "train_dir": Key((str, NONE), None, doc="folder: training images, one subfolder per class"),
-        "val_dir": Key((str, NONE), None, doc="folder: validation images, same class subfolders"),
+        "data_file": PathKey(doc="cifar10/digits: the CIFAR-format archive; null = the default path"),
+        "train_dir": PathKey(doc="folder: training images, one subfolder per class"),
+        "val_dir": PathKey(doc="folder: validation images, same class subfolders"),
         "val_split": Key((float, NONE), None, check=(_unit_open, "between 0 and 1 (exclusive)"),
                          doc="folder without val_dir: hold out this fraction of each class"),
         "split_seed": Key(int, 0, only_when=When(
             lambda cfg: cfg["Data"]["val_split"] is not None, lambda cfg: "Data.val_split unset",
             "set Data.val_split to hold out a part of the training images"),
                           doc="which images Data.val_split holds out"),
-        "train_list": Key((str, NONE), None, doc="filelist: 'path label' lines of the training images (paths "
+        "train_list": PathKey(doc="filelist: 'path label' lines of the training images (paths "
                                                  "relative to the list's folder)"),
-        "val_list": Key((str, NONE), None, doc="filelist: 'path label' lines of the validation images"),
-        "class_id_map_file": Key((str, NONE), None, doc="filelist: 'id name' lines naming the classes"),
-        "skip_bad_images": Key(bool, False, doc="leave unreadable images out (logged) instead of stopping"),
+        "val_list": PathKey(doc="filelist: 'path label' lines of the validation images"),
+        "class_id_map_file": PathKey(doc="filelist: 'id name' lines naming the classes"),
+        "skip_bad_images": Key(bool, False,
+                               doc="skip unreadable images (found up front, or damaged/deleted mid-run; logged and "
+                                   "counted) instead of stopping with one error"),
         "transform": Key(str, "conv2former_cifar",
                          doc="preprocessing/augmentation pipeline: conv2former_cifar (000), convit (002), "
                              "dilateformer (004) or basic (resize + normalise)"),
@@ -223,25 +246,23 @@ SCHEMA = {
     },
     "Eval": {
         "grid_images": Key(int, 18, check=NON_NEGATIVE, doc="first N test images drawn in predictions.png; 0 = none"),
-        "model": Key((str, NONE), None,
-                     doc="evaluate an exported model (prefix, file or folder) through its verified backend "
-                         "(Eval.backend)"),
+        "model": PathKey(doc="evaluate an exported model (prefix, file or folder) through its verified backend "
+                             "(Eval.backend)"),
         "use_predictor": Key(bool, False, doc="export Global.pretrained_model to a temp folder and evaluate that"),
         "backend": Key(str, "auto", choices=BACKENDS, only_when=When(
             lambda cfg: bool(cfg["Eval"]["model"] or cfg["Eval"]["use_predictor"]),
             lambda cfg: "Eval.model unset and Eval.use_predictor=false (the weights run in Paddle dygraph)",
             PREDICTOR), doc="inference backend of Eval.model/use_predictor; auto = the fastest one export verified"),
-        "output": Key((str, NONE), None,
-                      doc="folder of eval.json, confusion_matrix.png, reliability.png and predictions.png; null = the "
-                          "run folder. An evaluation of other weights already there is kept: the new files are named "
-                          "after the weights (eval_final_model.json, ...)"),
+        "output": PathKey(doc="folder of eval.json, confusion_matrix.png, reliability.png and predictions.png; null = "
+                              "the run folder. An evaluation of other weights already there is kept: the new files "
+                              "are named after the weights (eval_final_model.json, ...)"),
         "calibrate": Key(bool, False,
                          doc="fit temperature scaling (one T > 0 minimising the NLL) on the evaluated split: T, the ECE"
                              " after it and its reliability bars in eval.json/reliability.png; ppvit export records T "
                              "for infer"),
     },
     "Export": {
-        "output": Key((str, NONE), None, doc="folder of the exported model; null = <run folder>/inference"),
+        "output": PathKey(doc="folder of the exported model; null = <run folder>/inference"),
         "onnx": Key(bool, True, doc="also write <prefix>.onnx (where paddle2onnx is installed)"),
         "check_images": Key(int, 256, check=NON_NEGATIVE,
                             doc="first N test images every backend must classify as dygraph does (>= 99.5% top-1 "
@@ -251,24 +272,23 @@ SCHEMA = {
                                "null = the one ppvit eval -o Eval.calibrate=true fitted for these weights, if any"),
     },
     "Infer": {
-        "model": Key((str, NONE), None, doc="exported model: prefix, one of its files or its folder; null = <run "
+        "model": PathKey(doc="exported model: prefix, one of its files or its folder; null = <run "
                                             "folder>/inference"),
-        "images": Key((str, list, NONE), None, doc="image files and/or folders to classify"),
+        "images": PathKey((str, list, NONE), doc="image files and/or folders to classify"),
         "topk": Key(int, 5, check=POSITIVE, doc="classes printed per image"),
         "batch_size": Key(int, 32, check=POSITIVE, doc="images per predictor call"),
         "grid_images": Key(int, 18, check=NON_NEGATIVE, doc="first N images drawn in infer_predictions.png; 0 = none"),
-        "output": Key((str, NONE), None, doc="folder of infer.json and the grid; null = the run folder"),
+        "output": PathKey(doc="folder of infer.json and the grid; null = the run folder"),
         "backend": Key(str, "auto", choices=BACKENDS, doc="inference backend; auto = the fastest one export verified"),
     },
     "Explain": {
         "indices": Key((int, list), [0], doc="test-set images to explain (when Explain.images is null)"),
-        "images": Key((str, list, NONE), None, doc="image files and/or folders to explain instead of test images"),
+        "images": PathKey((str, list, NONE), doc="image files and/or folders to explain instead of test images"),
         "top_k": Key(int, 1, check=POSITIVE,
                      doc="most probable classes explained (plus the true class of test images)"),
         "num_samples": Key(int, 1000, check=(lambda v: v >= 2, ">= 2"), doc="perturbed images per explanation"),
         "batch_size": Key(int, 50, check=POSITIVE, doc="perturbed images per forward pass"),
-        "model": Key((str, NONE), None,
-                     doc="run LIME through this exported model (its verified backend: Explain.backend)"),
+        "model": PathKey(doc="run LIME through this exported model (its verified backend: Explain.backend)"),
         "use_predictor": Key(bool, False,
                              doc="export Global.pretrained_model to a temp folder and run LIME through it"),
         "backend": Key(str, "auto", choices=BACKENDS, only_when=When(
@@ -276,7 +296,7 @@ SCHEMA = {
             lambda cfg: "Explain.model unset and Explain.use_predictor=false (the weights run in Paddle dygraph)",
             PREDICTOR.replace("Eval.", "Explain.")),
                        doc="inference backend of Explain.model/use_predictor; auto = the fastest one export verified"),
-        "output": Key((str, NONE), None, doc="folder of the figures and explain.json; null = <run folder>/explain"),
+        "output": PathKey(doc="folder of the figures and explain.json; null = <run folder>/explain"),
         "kernel_size": Key((float, NONE), None, check=POSITIVE,
                            doc="quickshift's kernel_size (null = scaled to the image: interpretdl's 5 from 60 px up, "
                                "side/12 below); smaller = more superpixels"),
@@ -289,9 +309,8 @@ SCHEMA = {
                       doc="lime, gradcam (needs the dygraph weights, also with Explain.model) or both"),
     },
     "App": {
-        "model": Key((str, NONE), None,
-                     doc="exported model served: prefix, one of its files or its folder; null = "
-                         "<run folder>/inference"),
+        "model": PathKey(doc="exported model served: prefix, one of its files or its folder; null = "
+                             "<run folder>/inference"),
         "backend": Key(str, "auto", choices=BACKENDS, doc="inference backend; auto = the fastest one export verified"),
         "host": Key(str, "127.0.0.1",
                     doc="interface the app listens on; 127.0.0.1 = this machine only, 0.0.0.0 = every interface"),
@@ -299,7 +318,7 @@ SCHEMA = {
                     doc="TCP port of the app (http://App.host:App.port)"),
         "top_k": Key(int, 5, check=POSITIVE, doc="classes shown per image"),
         "num_samples": Key(int, 300, check=(lambda v: v >= 2, ">= 2"), doc="LIME's perturbed images per explanation"),
-        "images": Key((str, list, NONE), None,
+        "images": PathKey((str, list, NONE),
                       doc="example images to pick from (files and/or folders); null = App.examples test images"),
         "examples": Key(int, 8, check=NON_NEGATIVE,
                         doc="test images offered as examples when App.images is null; 0 = none"),
@@ -371,6 +390,10 @@ def _coerce(section, key, spec, value):
                           + _suggest(value, spec.choices))
     if spec.check is not None and value is not None and not spec.check[0](value):
         raise ConfigError(f"{name} must be {spec.check[1]}, got {value!r}")
+    if spec.path and isinstance(value, str):
+        value = expand_path(value, name)
+    elif spec.path and isinstance(value, list):
+        value = [expand_path(v, name) if isinstance(v, str) else v for v in value]
     return value
 
 
@@ -407,6 +430,7 @@ def validate(cfg):
             if key not in keys:
                 out[section][key] = value
     _check_model(out["Arch"])
+    _check_channels(out["Arch"])
     _fill_input_size(out)
     check_no_effect(cfg, out)
     _check_loss(out["Loss"])
@@ -471,6 +495,18 @@ def _fill_input_size(cfg):
     if arch["img_size"] is None:
         _, h, w = get_model_cfg(arch["name"]).input_size  # every registered default is square
         arch["img_size"] = h
+
+
+def _check_channels(arch):
+    """Configs train, evaluate, export and serve 3-channel RGB images (a grayscale file is read as three equal
+    channels), so a model taking another channel count could never be fed: refused here, in one line, rather
+    than by Paddle's convolution at the first batch."""
+    chans = arch.get("in_chans", 3)
+    if chans != 3:
+        raise ConfigError(f"Arch.in_chans={chans!r}: ppvit's data pipelines, export and inference give the model "
+                          "3-channel RGB images (grayscale images are read as three equal channels and train as "
+                          "they are), so configs need in_chans=3; remove Arch.in_chans. A model of another channel "
+                          "count is for the Python API (ppvit.create_model(..., in_chans=1))")
 
 
 def _check_model(arch):
@@ -538,11 +574,14 @@ def read_yaml(path):
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}{_config_near_miss(path)}")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # UTF-8, with or without a byte-order mark
             cfg = yaml.safe_load(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {_one_line(e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}): save it as UTF-8") from None
+    except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     return {} if cfg is None else cfg
 
@@ -576,6 +615,8 @@ def load_config(path=None, overrides=(), base=None):
     The result carries the run name (the config file's stem) in ``Global.run_name``, which decides the run
     folder ``Global.output_dir/<run_name>``.
     """
+    if path is not None:
+        path = expand_path(path, "-c")
     run = saved_run(path) if path is not None else None
     if run is not None:
         saved = os.path.join(run, SAVED_CONFIG)

@@ -24,7 +24,9 @@ def rank():
 
 def init_distributed():
     if world_size() > 1 and not dist.is_initialized():
-        dist.init_parallel_env()
+        from ..utils.quiet import without_paddle_notices
+
+        without_paddle_notices(dist.init_parallel_env)  # without its "Modified FLAGS detected" block
 
 
 def all_reduce_sum(values):

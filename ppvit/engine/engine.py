@@ -62,7 +62,10 @@ class Engine:
         # 4. model (+ Global.pretrained_model, else in eval the run's best model; an exported model given as
         # Eval.model brings its own weights); strict outside training: the head must fit too (only fine-tuning
         # re-initialises it); an Arch/Data size mismatch stops here, before any file is written
-        self.model = build_model(cfg, training=mode == "train", input_shape=self.eval_set[0][0].shape,
+        from ..data.loader import first_readable
+
+        sample = first_readable(self.eval_set, 1, cfg["Data"].get("skip_bad_images", False))
+        self.model = build_model(cfg, training=mode == "train", input_shape=tuple(sample[0][0].shape),
                                  weights=not cfg.get("Eval", {}).get("model"))
 
         # 5. loss
@@ -171,10 +174,9 @@ class Engine:
         return self.state.history
 
     def _check_class_count(self):
-        n = self.cfg["Arch"]["num_classes"]
-        if len(self.class_names) > n:
-            raise ConfigError(f"Arch.num_classes is {n}, but Data.dataset {self.cfg['Data']['dataset']} has "
-                              f"{len(self.class_names)} classes")
+        from ..data.folder import check_class_count
+
+        check_class_count(self.cfg, self.class_names)
 
     def train(self, until_epoch=None):
         """Train to ``Global.epochs`` (or stop after ``until_epoch``); returns the history dict."""

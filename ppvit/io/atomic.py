@@ -6,7 +6,7 @@ import math
 import os
 import tempfile
 
-__all__ = ["atomic_path", "finite_or_null", "strict_json", "write_text", "write_json"]
+__all__ = ["atomic_path", "current_umask", "finite_or_null", "strict_json", "write_text", "write_json"]
 
 
 @contextlib.contextmanager
@@ -17,18 +17,32 @@ def atomic_path(path):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     os.close(fd)
-    # mkstemp creates 0600 files; give the result the usual permissions (0666 minus the umask)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
+        # mkstemp creates 0600 files, and some writers (safetensors) replace the file with one of their own:
+        # the result gets the usual permissions, 0666 minus the umask, whoever made it
+        os.chmod(tmp, 0o666 & ~current_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def current_umask():
+    """The process's umask: from /proc/self/status on Linux (no change, so no race with other threads), else
+    by setting it and setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def write_text(path, text):

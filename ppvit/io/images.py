@@ -5,7 +5,7 @@ import numpy as np
 
 from ..errors import PpvitError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image", "walk_files"]
 
 # what counts as an image when a folder is listed (inference inputs, Data.dataset: folder)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
@@ -31,3 +31,20 @@ def read_image(path, color="BGR"):
     if image is None:
         raise ImageReadError(f"cannot read {path} as an image: not an image file, or an unsupported format")
     return np.ascontiguousarray(image[:, :, ::-1]) if color == "RGB" else image
+
+
+def walk_files(folder):
+    """Every file under ``folder``, recursively, hidden files and folders left out. Symbolic links to files
+    and folders are followed (as timm's and torchvision's folder datasets do); a folder reached again through a
+    link (a loop, or two links to one folder) is walked once."""
+    seen, files = set(), []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link back up the tree, or a second link to the same folder
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) not in seen)
+        files += [os.path.join(dirpath, f) for f in filenames if not f.startswith(".")]
+    return files

@@ -8,6 +8,10 @@
 
 - ``drop_stderr_lines``: a block during which given lines written to the process's stderr, by C++ (glog) too,
   are dropped and the others passed on.
+- ``without_paddle_notices``: a call whose Python-level stderr notices (Paddle's "Modified FLAGS detected"
+  block of every distributed start) are dropped.
+- ``paddle_error_summary``: one short clause for an exception Paddle's C++ raised (``(InvalidArgument) ...
+  [Hint: ...] (at /paddle/...)``), for messages that report it rather than show it.
 """
 import contextlib
 import io
@@ -16,13 +20,20 @@ import sys
 import tempfile
 import warnings
 
-__all__ = ["quiet_paddle_import", "drop_stderr_lines", "PADDLE_IMPORT_NOTICES", "PADDLE_EXPORT_NOTICES"]
+__all__ = ["quiet_paddle_import", "drop_stderr_lines", "without_paddle_notices", "paddle_error_summary",
+           "PADDLE_IMPORT_NOTICES", "PADDLE_EXPORT_NOTICES", "PADDLE_LOG_LEVEL"]
 
 # Paddle's import prints two notices that would greet every run: a ccache hint meant for building C++
 # extensions, and a caution against OMP_NUM_THREADS > 1 aimed at data-parallel OpenBLAS builds (this wheel
 # uses MKL, and the thread count set here is what makes its CPU kernels fast).
 PADDLE_IMPORT_NOTICES = ("No ccache found", "OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY",
                          "warnings.warn(")
+
+
+# glog's minimum level for Paddle's C++ log lines: 1 drops the INFO lines (``I1206 ... Hardware support for
+# BFLOAT16 is enabled`` on every bf16 run, the tcp_store/tcp_utils lines of every distributed start, oneDNN
+# kernel notes) and keeps warnings and errors. A GLOG_minloglevel the user set is kept.
+PADDLE_LOG_LEVEL = "1"
 
 
 def quiet_paddle_import(set_threads=True):
@@ -33,8 +44,12 @@ def quiet_paddle_import(set_threads=True):
       otherwise; it only has an effect before Paddle is first imported.
     - Anything else Paddle writes to stderr while importing is passed through. When Paddle is already
       imported, nothing happens (its notices, if any, were printed then).
+    - Paddle's C++ INFO log lines are dropped (``GLOG_minloglevel``, ``PADDLE_LOG_LEVEL``) unless the user set
+      ``GLOG_minloglevel``; like the thread count, this only has an effect before Paddle is first imported (the
+      processes ``paddle.distributed.launch`` starts import it through the tools, so they are quiet too).
     - Also silences paddle.nn.BatchNorm's note, on every training step, that it tracks running statistics.
     """
+    os.environ.setdefault("GLOG_minloglevel", PADDLE_LOG_LEVEL)
     if set_threads and "OMP_NUM_THREADS" not in os.environ:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         os.environ["OMP_NUM_THREADS"] = str(cores or 1)
@@ -85,3 +100,36 @@ def drop_stderr_lines(*patterns):
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+# printed by paddle.distributed.init_parallel_env to sys.stderr on every start: Paddle's own flags, set by Paddle
+PADDLE_FLAGS_NOTICE = ("Modified FLAGS detected", "FLAGS(name=")
+
+
+def without_paddle_notices(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the lines it writes to ``sys.stderr`` (Python level) passed on, except
+    Paddle's "Modified FLAGS detected" block (its banner, ``FLAGS(name=...)`` lines and closing rule)."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            return fn(*args, **kwargs)
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if not (any(n in line for n in PADDLE_FLAGS_NOTICE) or (line and set(line) == {"="})):
+                print(line, file=sys.stderr)
+
+
+def paddle_error_summary(err, limit=200):
+    """``Kind: message`` for an exception from Paddle's C++ (``(InvalidArgument) The type ... [Hint: ...] (at
+    /paddle/...)`` -> ``InvalidArgument: The type ...``): its first line without the hint and the source location,
+    at most ``limit`` characters; any other exception as ``TypeName: first line``."""
+    import re
+
+    text = str(err).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    match = re.match(r"^\((\w+)\)\s*(.*)$", first)
+    kind, message = (match.group(1), match.group(2)) if match else (type(err).__name__, first)
+    message = re.sub(r"\s*\[Hint:.*$", "", message)
+    message = re.sub(r"\s*\(at /\S+\)$", "", message).strip()
+    summary = f"{kind}: {message}" if message else kind
+    return summary if len(summary) <= limit else summary[:limit - 3].rstrip() + "..."
