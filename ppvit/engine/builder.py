@@ -52,7 +52,8 @@ def build_loaders(data_cfg, seed, mode="train"):
     if mode != "train":
         return None, eval_loader, None, eval_set
     train_set = SeededSamples(build_dataset(data_cfg, "train"), seed)
-    sampler = EpochBatchSampler(train_set, data_cfg["batch_size"], seed, data_cfg["drop_last"])
+    sampler = EpochBatchSampler(train_set, data_cfg["batch_size"], seed, data_cfg["drop_last"],
+                                data_cfg.get("repeated_aug") or 1)
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
                                         persistent_workers=False)
     return train_loader, eval_loader, train_set, eval_set

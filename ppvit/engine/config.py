@@ -134,7 +134,20 @@ SCHEMA = {
         "val_list": Key((str, NONE), None),
         "class_id_map_file": Key((str, NONE), None),
         "skip_bad_images": Key(bool, False),  # drop unreadable images (logged) instead of stopping
-        "transform": Key(str, "conv2former_cifar"),
+        "transform": Key(str, "conv2former_cifar",
+                         doc="preset pipeline (conv2former_cifar, convit, dilateformer, basic: the notebooks'); "
+                             "Data.train_ops / eval_ops / image_backend replace its parts"),
+        "train_ops": Key((list, NONE), None,
+                         doc="training ops, PaddleClas transform_ops style [{OpName: {args}}] (docs/data.md); "
+                             "null = the preset's"),
+        "eval_ops": Key((list, NONE), None,
+                        doc="evaluation ops, the same form; also what export, infer and explain apply; "
+                            "null = the preset's"),
+        "image_backend": Key((str, NONE), None, check=(lambda v: v in (None, "cv2", "pil"), "cv2, pil or null"),
+                             doc="image type the ops receive: cv2 (RGB uint8 array, OpenCV resizing) or pil; "
+                                 "null = the preset's"),
+        "repeated_aug": Key(int, 1, check=POSITIVE,
+                            doc="DeiT's repeated augmentation: copies of each image per epoch (1 = off)"),
         "batch_size": Key(int, REQUIRED, check=POSITIVE),
         "eval_batch_size": Key(int, REQUIRED, check=POSITIVE, resume="free"),
         "num_workers": Key(int, 0, check=NON_NEGATIVE, resume="free"),
@@ -144,6 +157,10 @@ SCHEMA = {
         "cutmix_alpha": Key(float, 0.0, check=NON_NEGATIVE),
         "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]")),
         "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]")),
+        "cutmix_minmax": Key((list, NONE), None,
+                             doc="CutMix box sides as [min, max] fractions of the image (timm); null = from lambda"),
+        "mix_mode": Key(str, "batch", choices=("batch", "pair", "elem"),
+                        doc="MixUp/CutMix lambda per batch, per mirrored pair or per image (timm's mode)"),
     },
     # tools/eval.py, export.py, infer.py, explain.py (ppvit/commands/)
     "Eval": {
@@ -190,7 +207,7 @@ SCHEMA = {
 OPEN_SECTIONS = ("Arch",)  # sections whose extra keys are model kwargs
 FREE_SECTIONS = ("Eval", "Export", "Infer", "Explain")  # the verbs' settings: a resume may change any of them
 # keys of the validated config that no user sets: derived from others by ``validate``
-DERIVED = {("Data", "image_size"): "Arch.img_size"}
+DERIVED = {("Data", "image_size"): "Arch.img_size", ("Data", "arch"): "Arch.name"}
 
 
 def _closest(word, options):
@@ -280,6 +297,7 @@ def validate(cfg):
     _check_model(out["Arch"])
     _fill_input_size(out)
     _check_loss(out["Loss"])
+    _check_transform(out["Data"])
     return out
 
 
@@ -294,6 +312,18 @@ def _check_loss(loss):
         raise ConfigError(f"Loss.smoothing={smoothing} has no effect with Loss.name={loss['name']} (plain "
                           "cross-entropy): set Loss.name=LabelSmoothingCrossEntropy to smooth the labels, or "
                           "remove Loss.smoothing")
+
+
+def _check_transform(data):
+    """The preset exists and every op list resolves (known ops and arguments), before anything is built."""
+    from ..data.errors import DataError
+    from ..data.transforms import pipeline_spec
+
+    for mode in ("train", "test"):
+        try:
+            pipeline_spec(data, mode)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _check_size_keys(cfg):
@@ -325,6 +355,7 @@ def _fill_input_size(cfg):
         _, h, w = get_model_cfg(arch["name"]).input_size  # every registered default is square
         arch["img_size"] = h
     cfg["Data"]["image_size"] = arch["img_size"]
+    cfg["Data"]["arch"] = arch["name"]  # whose pretrained_cfg gives the mean/std/crop_pct ops do not write
 
 
 def _check_model(arch):
