@@ -4,6 +4,10 @@ Run with a Python that has torch, torchvision and timm (the project itself never
 
     python scripts/make_fixtures_augment.py            # writes tests/fixtures/augment.npz
 
+Resampling (resize, affine) differs between Pillow major versions, so run it with the Pillow the project
+installs (pyproject.toml pins it: 12.x), e.g. a Pillow 12 put first on PYTHONPATH
+(``pip install --target DIR pillow==12.3.0``, then ``PYTHONPATH=DIR python scripts/...``).
+
 Every case seeds python's ``random`` and numpy's global RNG with its seed, then runs timm's op. timm draws some
 values from torch's RNG; ppvit draws those from numpy instead (documented on each ppvit op), and this script
 gives timm the same numpy draws by replacing exactly those calls:
@@ -21,6 +25,7 @@ import os
 import random
 
 import numpy as np
+import PIL
 import timm
 import torch
 import torchvision
@@ -198,8 +203,7 @@ def main():
             xm, ym = m(torch.from_numpy(x.copy()), torch.from_numpy(y))
             data[f"mix/{name}/s{s}/x"], data[f"mix/{name}/s{s}/y"] = xm.numpy(), ym.numpy()
 
-    data["versions"] = np.array([timm.__version__, torch.__version__, torchvision.__version__,
-                                 Image.__version__ if hasattr(Image, "__version__") else ""])
+    data["versions"] = np.array([timm.__version__, torch.__version__, torchvision.__version__, PIL.__version__])
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     np.savez_compressed(args.out, **data)
     print(f"wrote {len(data)} arrays to {args.out} ({os.path.getsize(args.out) / 1024:.0f} KiB)")
