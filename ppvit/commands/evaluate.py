@@ -282,7 +282,7 @@ def save_eval_grid(engine):
     os.makedirs(os.path.dirname(paths["grid"]) or ".", exist_ok=True)
     png = save_prediction_grid(
         paths["grid"],
-        denormalize(np.stack(images), engine.cfg["Data"]["transform"]), pred,
+        denormalize(np.stack(images), engine.cfg["Data"]), pred,
         true=[int(np.ravel(y)[0]) for y in labels], class_names=engine.class_names,
         probs=probs[np.arange(n), pred], title=f"{engine.cfg['Arch']['name']}: first {n} test images",
         metadata=source_metadata(getattr(engine, "source_weights", None)))

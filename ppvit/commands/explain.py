@@ -15,9 +15,10 @@ from .common import (_as_list, _name, _unique, class_names, image_files, input_s
                      open_predictor, predictor_of, preprocess_of, rgb_file)
 
 
-def _explain_items(cfg, size, files=None):
+def _explain_items(cfg, size, files=None, preprocess=None):
     """[(file stem, RGB uint8 image at the model's size, true label or None, title)]: of ``files`` (Explain.images,
-    listed by ``image_files``), else of the test images Explain.indices names."""
+    listed by ``image_files``; made by the ``preprocess`` record's eval ops when it holds them), else of the test
+    images Explain.indices names."""
     ex = cfg["Explain"]
     if files:
         from ..io.images import ImageReadError
@@ -26,7 +27,7 @@ def _explain_items(cfg, size, files=None):
         for path in files:
             stem = os.path.splitext(os.path.basename(path))[0]
             try:
-                image = rgb_file(path, (size, size))
+                image = rgb_file(path, (size, size), preprocess)
             except ImageReadError as e:  # a file that is not an image
                 raise ConfigError(f"Explain.images: {e}") from None
             items.append((f"lime_{stem}", image, None, os.path.basename(path)))
@@ -44,7 +45,7 @@ def _explain_items(cfg, size, files=None):
     items = []
     for i in indices:
         chw, label = dataset[i]
-        image = np.rint(denormalize(chw, cfg["Data"]["transform"]) * 255.0).astype(np.uint8)
+        image = np.rint(denormalize(chw, cfg["Data"]) * 255.0).astype(np.uint8)
         items.append((f"lime_test{i}", image, int(np.ravel(label)[0]), f"test image {i}"))
     return items
 
@@ -82,12 +83,14 @@ def run(cfg):
                 raise ConfigError(f"Explain.model: {predictor.prefix} has no .meta.json (preprocessing unknown)")
             size = predictor.input_shape[1]
             names = predictor.labels or names
-            predict_fn = predictor_predict_fn(predictor, *lime_mean_std(predictor.meta["preprocess"]))
+            preprocess = predictor.meta["preprocess"]
+            predict_fn = predictor_predict_fn(predictor, *lime_mean_std(preprocess))
             how = f"{predictor.backend_label} ({predictor.prefix})"
             source, exported = predictor.meta.get("source_weights"), predictor.prefix
         else:
             model, size = load_model(cfg), input_size(cfg)
-            mean, std = lime_mean_std(preprocess_of(cfg))
+            preprocess = preprocess_of(cfg)
+            mean, std = lime_mean_std(preprocess)
             source, exported = weights_record(g["pretrained_model"]), None
             if ex["use_predictor"]:  # thousands of forward passes: worth the export
                 predictor = predictor_of(model, tmp, cfg, g["device"], ex["batch_size"], ex["backend"],
@@ -98,7 +101,7 @@ def run(cfg):
                 predict_fn = paddle_predict_fn(model, mean, std)
                 how = "Paddle dygraph"
 
-        items = _explain_items(cfg, size, files)
+        items = _explain_items(cfg, size, files, preprocess)
         out = ex["output"] or os.path.join(run_dir(cfg), "explain")
         log.info(f"LIME on {len(items)} image(s), {ex['num_samples']} samples each, through {how}")
         written = []

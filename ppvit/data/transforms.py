@@ -368,3 +368,33 @@ def denormalize(images, name):
     x = x * np.reshape(stats.std, shape) + np.reshape(stats.mean, shape)
     x = np.clip(x / stats.pixel_scale, 0.0, 1.0)
     return np.moveaxis(x, axis, -1)  # ... C, H, W -> ... H, W, C
+
+
+# ------------------------------------------------------------------------------- one preprocessing for all
+_COMPOSED = {}
+
+
+def apply_eval_ops(image, ops, backend, normalize=True):
+    """The resolved eval ``ops`` on one RGB HWC uint8 image (what the datasets hand the pipeline: the image is
+    made a PIL image for the ``pil`` backend): a CHW float32 model input, or with ``normalize=False`` the
+    model-size RGB HWC uint8 image before the normalisation (what LIME perturbs). Export records these ops,
+    and infer, explain and the predictor apply them through this function, so they see the evaluation's
+    inputs: same library, same filter. Raises ``DataError`` for an image that is not HWC RGB."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DataError(f"expected an RGB HWC uint8 image, got {image.dtype} of shape {image.shape}")
+    if not normalize:
+        ops = split_normalization(ops, "preprocess ops")[0]
+        if not ops:
+            return image.copy()
+    key = (repr(ops), backend)
+    if key not in _COMPOSED:
+        _COMPOSED[key] = compose(copy.deepcopy(ops), backend, "preprocess ops")
+    if backend == "pil":
+        from PIL import Image
+
+        image = Image.fromarray(np.ascontiguousarray(image))
+    out = _COMPOSED[key](np.ascontiguousarray(image) if backend == "cv2" else image)
+    if hasattr(out, "numpy"):
+        out = out.numpy()
+    return np.asarray(out, dtype=np.float32 if normalize else np.uint8)
