@@ -42,20 +42,22 @@ def build_loaders(data_cfg, seed, mode="train"):
     so the reduced metrics count every sample exactly once.
     """
     from ..data import build_dataset
+    from ..data.loader import use_shared_memory
 
     workers = data_cfg["num_workers"]
+    shm = use_shared_memory(data_cfg)  # False (logged) when /dev/shm is too small for the workers
     eval_set = build_dataset(data_cfg, "test")
     shard = paddle.io.Subset(eval_set, list(range(rank(), len(eval_set), world_size())))
     eval_loader = paddle.io.DataLoader(
         shard, batch_sampler=paddle.io.BatchSampler(shard, batch_size=data_cfg["eval_batch_size"]),
-        num_workers=workers)
+        num_workers=workers, use_shared_memory=shm)
     if mode != "train":
         return None, eval_loader, None, eval_set
     train_set = SeededSamples(build_dataset(data_cfg, "train"), seed)
     sampler = EpochBatchSampler(train_set, data_cfg["batch_size"], seed, data_cfg["drop_last"],
                                 data_cfg.get("repeated_aug") or 1)
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
-                                        persistent_workers=False)
+                                        persistent_workers=False, use_shared_memory=shm)
     return train_loader, eval_loader, train_set, eval_set
 
 
