@@ -230,11 +230,17 @@ class ToNormalizedArray:
     def __init__(self, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
         self.mean = np.asarray(mean, np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(std, np.float32).reshape(-1, 1, 1)
+        # uint8 pixels take 256 values: the float32 result of each, per channel, computed once with the same
+        # float32 operations (so a lookup gives the very numbers the arithmetic would)
+        levels = np.arange(256, dtype=np.float32)[None, :] / np.float32(255.0)
+        self.lut = np.ascontiguousarray((levels - self.mean[:, :, 0]) / self.std[:, :, 0])  # [C, 256]
 
     def __call__(self, img):
         x = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) and img.mode != "RGB" else img)
-        if x.ndim != 3:
-            raise DataError(f"ToNormalizedArray takes an HWC image, got shape {x.shape}")
+        if x.ndim != 3 or x.shape[2] != len(self.lut):
+            raise DataError(f"ToNormalizedArray takes an HWC image with {len(self.lut)} channels, got shape {x.shape}")
+        if x.dtype == np.uint8:
+            return np.stack([self.lut[c][x[:, :, c]] for c in range(len(self.lut))])
         x = x.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
         return np.ascontiguousarray((x - self.mean) / self.std)
 
