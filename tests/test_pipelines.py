@@ -94,3 +94,19 @@ def test_bad_lists_are_refused_with_the_fix():
            "Optimizer": {"lr": 0.1}, "Data": {"batch_size": 2, "eval_batch_size": 2, "eval_ops": [{"Nope": None}]}}
     with pytest.raises(ConfigError, match="Data.eval_ops: unknown op 'Nope'"):
         validate(cfg)
+
+
+def test_repeated_augmentation_sampler_deals_copies_to_ranks():
+    """DeiT's RASampler: each index 3 times in a row, dealt round-robin, an epoch as long as a plain one."""
+    from ppvit.engine.sampler import RepeatedAugIndices
+
+    ranks = [RepeatedAugIndices(10, 3, num_replicas=2, rank=r) for r in range(2)]
+    epoch = [r.indices(7) for r in ranks]
+    assert [len(e) for e in epoch] == [5, 5]  # 10 images / 2 ranks: as many samples as a plain epoch
+    full = RepeatedAugIndices(10, 3).indices(7)
+    order = full[::3][:10]
+    assert sorted(set(full)) == sorted(set(order)) and all(full[i] == full[i // 3 * 3] for i in range(len(full)))
+    # copies of one image land on different ranks (consecutive positions alternate between the 2 ranks)
+    assert epoch[0][0] == epoch[1][0] == full[0] and epoch[0][1] == full[2] and epoch[1][1] == full[3]
+    assert RepeatedAugIndices(10, 3).indices(8) != full  # reshuffled every epoch
+    assert len(RepeatedAugIndices(600, 3, num_replicas=2)) == 256  # DeiT's rounding: 600 // 256 * 256 / 2

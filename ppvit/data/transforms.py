@@ -137,13 +137,12 @@ class RunDefaults:
 
     @classmethod
     def of_model(cls, name, img_size):
-        """From ``get_model_cfg(name)`` (any unknown name: ImageNet's values)."""
-        try:
-            from ..models import get_model_cfg
-
-            mc = get_model_cfg(name)
-        except Exception:  # noqa: BLE001 - a name the registry does not know keeps the defaults
+        """From ``get_model_cfg(name)``; no name (a bare ``Data`` section): ImageNet's values."""
+        if not name:
             return cls(int(img_size))
+        from ..models import get_model_cfg
+
+        mc = get_model_cfg(name)
         return cls(int(img_size), tuple(mc.mean), tuple(mc.std), mc.interpolation or "bilinear",
                    mc.crop_pct or 0.875)
 
