@@ -88,11 +88,16 @@ def test_bad_lists_are_refused_with_the_fix():
         pipeline_spec(_data(train_ops=[{"Resise": {}}]), "train")
     with pytest.raises(DataError, match="Resize takes no argument sise"):
         pipeline_spec(_data(train_ops=[{"Resize": {"sise": 3}}]), "train")
-    with pytest.raises(DataError, match="TimmHorizontalFlip works on PIL images; set Data.image_backend: pil"):
-        build_transform(_data(train_ops=[{"TimmHorizontalFlip": {}}, {"TimmNormalize": {}}]), "train")
+    with pytest.raises(DataError, match="TimmHorizontalFlip work on PIL images; set Data.image_backend: pil"):
+        pipeline_spec(_data(train_ops=[{"TimmHorizontalFlip": {}}, {"TimmNormalize": {}}]), "train")
+    with pytest.raises(DataError, match="Data.eval_ops must be a non-empty list"):
+        pipeline_spec(_data(eval_ops=[]), "test")
     cfg = {"Global": {"epochs": 1}, "Arch": {"name": "convmixer_256_8", "num_classes": 10},
            "Optimizer": {"lr": 0.1}, "Data": {"batch_size": 2, "eval_batch_size": 2, "eval_ops": [{"Nope": None}]}}
     with pytest.raises(ConfigError, match="Data.eval_ops: unknown op 'Nope'"):
+        validate(cfg)
+    cfg["Data"]["eval_ops"] = [{"Resize": {}}]
+    with pytest.raises(ConfigError, match="Data.eval_ops must end with its normalisation"):
         validate(cfg)
 
 

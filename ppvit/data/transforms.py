@@ -280,8 +280,14 @@ def pipeline_spec(data_cfg, mode, arch_name=None):
         raise DataError(f"mode must be 'train' or 'test', got '{mode}'")
     preset = get_pipeline(data_cfg.get("transform") or "conv2former_cifar")
     key = "train_ops" if mode == "train" else "eval_ops"
-    ops = data_cfg.get(key) or preset.ops(mode)
+    ops = preset.ops(mode) if data_cfg.get(key) is None else data_cfg[key]
     backend = data_cfg.get("image_backend") or preset.backend
+    if backend not in BACKENDS:
+        raise DataError(f"Data.image_backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    pil_only = sorted({n for op in (ops if isinstance(ops, list) else []) if isinstance(op, dict)
+                       for n in op if n in TIMM_OPS and n not in ("TimmNormalize", "TimmRandomErasing")})
+    if pil_only and backend != "pil":
+        raise DataError(f"Data.{key}: {', '.join(pil_only)} work on PIL images; set Data.image_backend: pil")
     size = data_cfg.get("image_size") or preset.default_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise DataError(f"Arch.img_size must be a positive integer, got {size!r}")

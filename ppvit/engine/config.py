@@ -315,15 +315,17 @@ def _check_loss(loss):
 
 
 def _check_transform(data):
-    """The preset exists and every op list resolves (known ops and arguments), before anything is built."""
+    """The preset exists, every op list resolves (known ops and arguments, PIL ops on the PIL backend) and the
+    eval list ends in its normalisation, before anything is built."""
     from ..data.errors import DataError
-    from ..data.transforms import pipeline_spec
+    from ..data.transforms import pipeline_spec, split_normalization
 
-    for mode in ("train", "test"):
-        try:
-            pipeline_spec(data, mode)
-        except DataError as e:
-            raise ConfigError(str(e)) from None
+    try:
+        pipeline_spec(data, "train")
+        # the eval list ends in its normalisation: export, LIME and the figures read scale/mean/std from it
+        split_normalization(pipeline_spec(data, "test")[1])
+    except DataError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_size_keys(cfg):
