@@ -1,7 +1,8 @@
 """Data: CIFAR-10 through ``paddle.vision.datasets.Cifar10``, image pipelines as data (the notebooks' presets
 and timm's augmentation without torch: ``create_transform``, ``rand_augment_transform``,
-``auto_augment_transform``, ``RandomErasing``), timm's batch-level ``Mixup``/CutMix, the embedded offline ``digits`` dataset (scikit-learn's digits in CIFAR-10 format) and your
-own images as a class-per-subfolder tree or PaddleClas file lists (``ppvit.data.folder``).
+``auto_augment_transform``, ``RandomErasing``), timm's batch-level ``Mixup``/CutMix, the embedded offline
+``digits`` dataset (scikit-learn's digits in CIFAR-10 format) and your own images as a class-per-subfolder
+tree or PaddleClas file lists (``ppvit.data.folder``).
 
 The names below load their module on first use (as ``ppvit`` does its subpackages), so that Paddle-free parts
 such as ``python -m ppvit.data.demo`` (the offline photo demo) do not import Paddle.
