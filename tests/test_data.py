@@ -381,7 +381,7 @@ def test_mixer_switch_prob_reproducibility_and_mix_prob():
     mixed, targets = never(x, y)
     np.testing.assert_array_equal(mixed.numpy(), x.numpy())
     np.testing.assert_array_equal(targets.numpy(), np.eye(10, dtype=np.float32)[y.numpy()])
-    smooth = D.BatchMixer(10, mixup_alpha=0.8, smoothing=0.1)
+    smooth = D.Mixup(mixup_alpha=0.8, label_smoothing=0.1, num_classes=10)
     _, targets = smooth(x, y)
     np.testing.assert_allclose(targets.numpy().sum(1), 1.0, atol=1e-6)
     assert targets.numpy().min() >= 0.01 - 1e-7

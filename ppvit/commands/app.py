@@ -64,10 +64,10 @@ def example_images(cfg, folder):
         return image_files(app["images"], "App.images")
     if not app["examples"]:
         return []
-    from ..data import build_dataset, denormalize
+    from ..data import build_dataset, data_config, denormalize
 
     try:
-        dataset = build_dataset(cfg["Data"], "test")
+        dataset = build_dataset(data_config(cfg), "test", cfg["Arch"]["img_size"])
     except PpvitError as e:
         get_logger().warning(f"no example images: {e}")
         return []

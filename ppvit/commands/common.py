@@ -48,13 +48,23 @@ def load_model(cfg):
 
 
 def preprocess_of(cfg):
-    """The eval transform as ``export_model``'s preprocessing: resize, ``pixel * scale``, mean/std."""
-    from ..data import mean_std
+    """The eval pipeline as ``export_model``'s preprocessing: its resolved ops and image backend (``ops``,
+    ``backend``: what the predictor, infer and explain apply, ``ppvit.data.transforms.apply_eval_ops``) and
+    their summary (size, ``pixel * scale``, mean/std: what LIME and the export's verification use). An eval
+    list that does not end in its normalisation is a ``ConfigError``."""
+    from ..data import DataError
+    from ..data.transforms import data_config, pipeline_spec, split_normalization
 
-    stats = mean_std(cfg["Data"]["transform"])
+    try:
+        backend, ops = pipeline_spec(data_config(cfg), "test")
+        _, stats = split_normalization(ops)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
     size = input_size(cfg)
-    return {"resize": [size, size], "interpolation": "bilinear", "channel_order": "RGB",
-            "scale": stats.pixel_scale / 255.0, "mean": list(stats.mean), "std": list(stats.std)}
+    filters = [a["interpolation"] for op in ops for a in op.values() if isinstance(a.get("interpolation"), str)]
+    return {"resize": [size, size], "interpolation": filters[0] if filters else "bilinear", "channel_order": "RGB",
+            "scale": stats.pixel_scale / 255.0, "mean": list(stats.mean), "std": list(stats.std),
+            "backend": backend, "ops": ops}
 
 
 def lime_mean_std(preprocess):
@@ -136,13 +146,18 @@ def image_files(value, key):
         raise ConfigError(f"{key}: {e}; {fix}") from None
 
 
-def rgb_file(path, size=None):
-    """An image file as RGB uint8 HWC, resized (cv2 bilinear, as the eval transforms) to ``size``."""
+def rgb_file(path, size=None, preprocess=None):
+    """An image file as RGB uint8 HWC; with an export's ``preprocess`` record holding ``ops``, the model-size
+    image its eval pipeline makes (before normalisation); else resized (cv2 bilinear) to ``size`` when given."""
     import cv2
 
     from ..io.images import read_image
 
     image = read_image(path, "RGB")
+    if preprocess and preprocess.get("ops"):
+        from ..data.transforms import apply_eval_ops
+
+        return apply_eval_ops(image, preprocess["ops"], preprocess["backend"], normalize=False)
     if size is not None and tuple(image.shape[:2]) != tuple(size):
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     return image

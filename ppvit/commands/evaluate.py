@@ -340,7 +340,7 @@ def save_eval_grid(engine, metrics=None, forward=None):
     """``ppvit eval``: the first ``Eval.grid_images`` test images with predicted vs true labels (wrong ones
     red), ``predictions.png`` beside ``eval.json`` (named as it is: ``metrics["paths"]`` of ``evaluate_run``,
     else chosen here), like notebook 004's ``show_images``; through ``forward`` (else a new ``eval_forward``)."""
-    from ..data import denormalize
+    from ..data import data_config, denormalize
     from ..explain.grid import save_prediction_grid  # the grid of predictions lives with the other figures
 
     n = min(engine.cfg["Eval"]["grid_images"], len(engine.eval_set))
@@ -360,7 +360,7 @@ def save_eval_grid(engine, metrics=None, forward=None):
     os.makedirs(os.path.dirname(paths["grid"]) or ".", exist_ok=True)
     png = save_prediction_grid(
         paths["grid"],
-        denormalize(np.stack(images), engine.cfg["Data"]["transform"]), pred,
+        denormalize(np.stack(images), data_config(engine.cfg)), pred,
         true=[int(np.ravel(y)[0]) for y in labels], class_names=engine.class_names,
         probs=probs[np.arange(n), pred], title=f"{engine.cfg['Arch']['name']}: first {n} test images",
         metadata=source_metadata(source))

@@ -20,9 +20,10 @@ from .common import (_as_list, _name, _unique, class_names, image_files, input_s
 EXPLAIN_FOLDER = run_folder("explain")  # Explain.output's default, in the run folder
 
 
-def _explain_items(cfg, size, files=None):
+def _explain_items(cfg, size, files=None, preprocess=None):
     """[(name stem, RGB uint8 image at the model's size, true label or None, title)]: of ``files`` (Explain.images,
-    listed by ``image_files``), else of the test images Explain.indices names."""
+    listed by ``image_files``; made by the ``preprocess`` record's eval ops when it holds them), else of the test
+    images Explain.indices names."""
     ex = cfg["Explain"]
     if files:
         from ..io.images import ImageReadError
@@ -31,25 +32,25 @@ def _explain_items(cfg, size, files=None):
         for path in files:
             stem = os.path.splitext(os.path.basename(path))[0]
             try:
-                image = rgb_file(path, (size, size))
+                image = rgb_file(path, (size, size), preprocess)
             except ImageReadError as e:  # a file that is not an image
                 raise ConfigError(f"Explain.images: {e}") from None
             items.append((stem, image, None, os.path.basename(path)))
         return items
 
-    from ..data import build_dataset, denormalize
+    from ..data import build_dataset, data_config, denormalize
 
     indices = _as_list(ex["indices"], "Explain.indices")
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
         raise ConfigError(f"Explain.indices must be test-image indices (ints), got {ex['indices']!r}")
-    dataset = build_dataset(cfg["Data"], "test", cfg["Arch"]["img_size"])
+    dataset = build_dataset(data_config(cfg), "test", cfg["Arch"]["img_size"])
     bad = [i for i in indices if not 0 <= i < len(dataset)]
     if bad:
         raise ConfigError(f"Explain.indices {bad} out of range: the test split has {len(dataset)} images")
     items = []
     for i in indices:
         chw, label = dataset[i]
-        image = np.rint(denormalize(chw, cfg["Data"]["transform"]) * 255.0).astype(np.uint8)
+        image = np.rint(denormalize(chw, data_config(cfg)) * 255.0).astype(np.uint8)
         items.append((f"test{i}", image, int(np.ravel(label)[0]), f"test image {i}"))
     return items
 
@@ -140,14 +141,16 @@ def run(cfg):
                 raise ConfigError(f"Explain.model: {predictor.prefix} has no .meta.json (preprocessing unknown)")
             size = predictor.input_shape[1]
             names = predictor.labels or names
-            predict_fn = predictor_predict_fn(predictor, *lime_mean_std(predictor.meta["preprocess"]))
+            preprocess = predictor.meta["preprocess"]
+            predict_fn = predictor_predict_fn(predictor, *lime_mean_std(preprocess))
             how = f"{predictor.backend_label} ({predictor.prefix})"
             source, exported = predictor.meta.get("source_weights"), predictor.prefix
             if use_cam:
                 model = model_for_export(cfg, predictor)
         else:
             model, size = load_model(cfg), input_size(cfg)
-            mean, std = lime_mean_std(preprocess_of(cfg))
+            preprocess = preprocess_of(cfg)
+            mean, std = lime_mean_std(preprocess)
             source, exported = weights_record(g["pretrained_model"]), None
             if ex["use_predictor"]:  # thousands of forward passes: worth the export
                 predictor = predictor_of(model, tmp, cfg, g["device"], ex["batch_size"], ex["backend"],
@@ -159,7 +162,7 @@ def run(cfg):
                 how = "Paddle dygraph"
         cam = GradCAM(model) if use_cam else None
 
-        items = _explain_items(cfg, size, files)
+        items = _explain_items(cfg, size, files, preprocess)
         out = ex["output"] or os.path.join(run_dir(cfg), EXPLAIN_FOLDER)
         what = " and ".join(w for w, on in ((f"LIME ({ex['num_samples']} samples each)", use_lime),
                                             (f"Grad-CAM (layer {cam.layer_name})" if cam else "", use_cam)) if on)

@@ -18,10 +18,10 @@ def _check_images(cfg, log):
     n = cfg["Export"]["check_images"]
     if not n:
         return None
-    from ..data import DataError, build_dataset
+    from ..data import DataError, build_dataset, data_config
 
     try:
-        dataset = build_dataset(dict(cfg["Data"], limit=None), "test", cfg["Arch"]["img_size"])
+        dataset = build_dataset(dict(data_config(cfg), limit=None), "test", cfg["Arch"]["img_size"])
     except DataError as e:  # e.g. no CIFAR archive on this machine: verification keeps its fixed batch
         log.info(f"export: no test images to verify the backends on ({e}); using the fixed check batch only")
         return None

@@ -13,7 +13,7 @@ from paddle.vision.datasets import Cifar10
 from .archive import CIFAR10_CLASSES, inspect_cifar_archive
 from .digits import DIGITS_CLASSES, ensure_digits_archive
 from .errors import DataError
-from .transforms import build_transform, get_pipeline
+from .transforms import build_transform, image_backend
 
 CIFAR10_FILENAME = "cifar-10-python.tar.gz"
 CIFAR10_URL = "https://dataset.bj.bcebos.com/cifar/cifar-10-python.tar.gz"  # Paddle's mirror
@@ -137,12 +137,10 @@ def build_dataset(data_cfg, mode, image_size=None):
     name = data_cfg.get("dataset", "cifar10")
     if name not in DATASETS:
         raise DataError(f"unknown Data.dataset '{name}'; accepted: {', '.join(DATASETS)}")
-    # the one spot that picks the preprocessing (the same for every dataset): Data.transform's pipeline at
-    # Arch.img_size. TODO(model cfg): default to ppvit.get_model_cfg(Arch.name)'s input_size/mean/std/
-    # interpolation once that metadata exists, for folder/filelist datasets first.
-    transform_name = data_cfg.get("transform", "conv2former_cifar")
-    pipeline = get_pipeline(transform_name)
-    transform = build_transform(transform_name, mode, image_size)
+    # the one spot that picks the preprocessing (the same for every dataset): Data.transform's preset, its
+    # lists replaced by Data.train_ops / Data.eval_ops, at image_size (a config's Arch.img_size)
+    transform = build_transform(data_cfg, mode, image_size)
+    backend = image_backend(data_cfg)
     limit = data_cfg.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DataError(f"Data.limit must be a positive integer or null, got {limit!r}")
@@ -150,10 +148,10 @@ def build_dataset(data_cfg, mode, image_size=None):
     if name in ("folder", "filelist"):
         from .folder import build_image_dataset
 
-        dataset = build_image_dataset(data_cfg, mode, transform, pipeline.backend)
+        dataset = build_image_dataset(data_cfg, mode, transform, backend)
     elif name == "digits":
         dataset = CifarDataset(ensure_digits_archive(data_cfg.get("data_file")), mode, transform,
-                               pipeline.backend, class_names=DIGITS_CLASSES)
+                               backend, class_names=DIGITS_CLASSES)
     else:
-        dataset = CifarDataset(resolve_cifar_file(data_cfg.get("data_file")), mode, transform, pipeline.backend)
+        dataset = CifarDataset(resolve_cifar_file(data_cfg.get("data_file")), mode, transform, backend)
     return LimitedDataset(dataset, limit) if limit is not None else dataset

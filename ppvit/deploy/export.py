@@ -54,7 +54,7 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
 
 # What the notebooks' eval transforms do: cv2 backend (RGB arrays from the CIFAR loader), Resize((H, W)),
 # ToTensor (/255), Normalize(ImageNet mean/std).
-PREPROCESS_KEYS = ("resize", "crop", "interpolation", "channel_order", "scale", "mean", "std")
+PREPROCESS_KEYS = ("resize", "crop", "interpolation", "channel_order", "scale", "mean", "std", "backend", "ops")
 
 
 def _hw(size):
@@ -67,11 +67,16 @@ def _hw(size):
 
 
 def default_preprocess(input_size, model_cfg=None):
-    """The notebooks' evaluation preprocessing at ``input_size``: resize to it, /255, then the model's
-    ``pretrained_cfg`` mean/std and interpolation (``model_cfg``, a dict), or ImageNet's without one."""
+    """The evaluation preprocessing at ``input_size`` when no data config gives one.
+
+    With a model ``pretrained_cfg`` holding ``crop_pct`` (``model_cfg``, a dict; every ``ppvit.create_model``
+    model): timm's eval transform as ``ops`` on PIL images (shorter side to ``floor(size / crop_pct)`` with the
+    cfg's interpolation, centre crop, /255, the cfg's mean/std), which the predictor applies as evaluation does
+    (``ppvit.data.transforms.apply_eval_ops``). Without one (a bare ``paddle.nn.Layer``): the notebooks' squash,
+    resize to ``input_size`` (cv2), /255, ImageNet's mean/std."""
     model_cfg = model_cfg or {}
     interpolation = model_cfg.get("interpolation", "bilinear")
-    return {
+    pp = {
         "resize": _hw(input_size),  # [H, W]: squash to this size; an int: resize the short side to it
         "crop": None,  # [H, W] centre crop after the resize, or None
         "interpolation": interpolation if interpolation in INTERPOLATIONS else "bilinear",
@@ -80,6 +85,13 @@ def default_preprocess(input_size, model_cfg=None):
         "mean": list(model_cfg.get("mean", IMAGENET_DEFAULT_MEAN)),
         "std": list(model_cfg.get("std", IMAGENET_DEFAULT_STD)),
     }
+    h, w = _hw(input_size)
+    if model_cfg.get("crop_pct") and h == w:
+        short = int(h / float(model_cfg["crop_pct"]) // 1)  # floor, as timm
+        pp.update(resize=short, crop=[h, w], backend="pil", ops=[
+            {"TimmResizeShorter": {"size": short, "interpolation": pp["interpolation"]}},
+            {"TimmCenterCrop": {"size": h}}, {"TimmNormalize": {"mean": pp["mean"], "std": pp["std"]}}])
+    return pp
 
 
 def make_preprocess(input_size, overrides=None, model_cfg=None):
@@ -89,7 +101,11 @@ def make_preprocess(input_size, overrides=None, model_cfg=None):
     unknown = sorted(set(overrides) - set(PREPROCESS_KEYS))
     if unknown:
         raise ValueError(f"unknown preprocess keys {unknown}; known: {list(PREPROCESS_KEYS)}")
+    if "ops" not in overrides and set(overrides) & {"resize", "crop", "interpolation", "scale", "mean", "std"}:
+        pp.pop("ops", None), pp.pop("backend", None)  # described by the summary keys alone (cv2 path)
     pp.update(overrides)
+    if pp.get("ops") is not None and pp.get("backend") not in ("cv2", "pil"):
+        raise ValueError(f"preprocess ops need their image backend 'cv2' or 'pil', got {pp.get('backend')!r}")
     if pp["channel_order"] not in ("RGB", "BGR"):
         raise ValueError(f"preprocess channel_order must be 'RGB' or 'BGR', got {pp['channel_order']!r}")
     if pp["interpolation"] not in INTERPOLATIONS:

@@ -259,14 +259,20 @@ _CV2_INTERPOLATION = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "b
 def preprocess_image(image, preprocess, color="BGR"):
     """Apply the exported preprocessing to one HWC uint8 image -> CHW float32.
 
-    Order as in the notebooks' eval transforms: channel order, resize (cv2), optional centre crop,
-    then ``(pixel * scale - mean) / std`` per channel.
+    With ``ops`` (a run's resolved eval pipeline, recorded at export) and its ``backend``: exactly those ops
+    (``ppvit.data.transforms.apply_eval_ops``). Without (exports of bare models): channel order, resize (cv2),
+    optional centre crop, then ``(pixel * scale - mean) / std`` per channel.
     """
     import cv2
 
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HWC image with 3 channels, got shape {image.shape}")
+    if preprocess.get("ops"):  # the run's eval pipeline, recorded as data: applied as evaluation applied it
+        from ..data.transforms import apply_eval_ops
+
+        rgb = image if color == "RGB" else image[:, :, ::-1]
+        return apply_eval_ops(np.ascontiguousarray(rgb, dtype=np.uint8), preprocess["ops"], preprocess["backend"])
     if color != preprocess["channel_order"]:
         image = image[:, :, ::-1]
     interp = getattr(cv2, _CV2_INTERPOLATION[preprocess.get("interpolation", "bilinear")])

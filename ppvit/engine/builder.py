@@ -44,19 +44,22 @@ def build_loaders(data_cfg, seed, mode="train", image_size=None):
     so the reduced metrics count every sample exactly once.
     """
     from ..data import build_dataset
-    from ..data.loader import safe_loader
+    from ..data.loader import safe_loader, use_shared_memory
 
     workers, skip = data_cfg["num_workers"], data_cfg.get("skip_bad_images", False)
+    shm = use_shared_memory(data_cfg)  # False (logged) when /dev/shm is too small for the workers
     eval_set = build_dataset(data_cfg, "test", image_size)
     shard = paddle.io.Subset(eval_set, list(range(rank(), len(eval_set), world_size())))
     # a sample that cannot be loaded stops every rank with one DataError (or is skipped), never a hang
     eval_loader = safe_loader(shard, paddle.io.BatchSampler(shard, batch_size=data_cfg["eval_batch_size"]),
-                              workers, skip=skip)
+                              workers, skip=skip, use_shared_memory=shm)
     if mode != "train":
         return None, eval_loader, None, eval_set
     train_set = SeededSamples(build_dataset(data_cfg, "train", image_size), seed)
-    sampler = EpochBatchSampler(train_set, data_cfg["batch_size"], seed, data_cfg["drop_last"])
-    train_loader = safe_loader(train_set, sampler, workers, skip=skip, train=True, persistent_workers=False)
+    sampler = EpochBatchSampler(train_set, data_cfg["batch_size"], seed, data_cfg["drop_last"],
+                                data_cfg.get("repeated_aug") or 1)
+    train_loader = safe_loader(train_set, sampler, workers, skip=skip, train=True, persistent_workers=False,
+                               use_shared_memory=shm)
     return train_loader, eval_loader, train_set, eval_set
 
 

@@ -229,8 +229,19 @@ SCHEMA = {
                                doc="skip unreadable images (found up front, or damaged/deleted mid-run; logged and "
                                    "counted) instead of stopping with one error"),
         "transform": Key(str, "conv2former_cifar",
-                         doc="preprocessing/augmentation pipeline: conv2former_cifar (000), convit (002), "
-                             "dilateformer (004) or basic (resize + normalise)"),
+                         doc="preset pipeline (conv2former_cifar, convit, dilateformer, basic: the notebooks'); "
+                             "Data.train_ops / eval_ops / image_backend replace its parts"),
+        "train_ops": Key((list, NONE), None,
+                         doc="training ops, PaddleClas transform_ops style [{OpName: {args}}] (docs/data.md); "
+                             "null = the preset's"),
+        "eval_ops": Key((list, NONE), None,
+                        doc="evaluation ops, the same form; also what export, infer and explain apply; "
+                            "null = the preset's"),
+        "image_backend": Key((str, NONE), None, check=(lambda v: v in (None, "cv2", "pil"), "cv2, pil or null"),
+                             doc="image type the ops receive: cv2 (RGB uint8 array, OpenCV resizing) or pil; "
+                                 "null = the preset's"),
+        "repeated_aug": Key(int, 1, check=POSITIVE,
+                            doc="DeiT's repeated augmentation: copies of each image per epoch (1 = off)"),
         "batch_size": Key(int, REQUIRED, check=POSITIVE, doc="training images per step (per device)"),
         "eval_batch_size": Key(int, REQUIRED, check=POSITIVE, resume="free", doc="images per step when evaluating"),
         "num_workers": Key(int, 0, check=NON_NEGATIVE, resume="free",
@@ -243,6 +254,10 @@ SCHEMA = {
         "mix_prob": Key(float, 1.0, check=(_prob, "in [0, 1]"), only_when=MIXING, doc="probability of mixing a batch"),
         "switch_prob": Key(float, 0.5, check=(_prob, "in [0, 1]"), only_when=BOTH_MIXES,
                            doc="probability of CutMix instead of MixUp when both are on"),
+        "cutmix_minmax": Key((list, NONE), None,
+                             doc="CutMix box sides as [min, max] fractions of the image (timm); null = from lambda"),
+        "mix_mode": Key(str, "batch", choices=("batch", "pair", "elem"),
+                        doc="MixUp/CutMix lambda per batch, per mirrored pair or per image (timm's mode)"),
     },
     "Eval": {
         "grid_images": Key(int, 18, check=NON_NEGATIVE, doc="first N test images drawn in predictions.png; 0 = none"),
@@ -434,6 +449,7 @@ def validate(cfg):
     _fill_input_size(out)
     check_no_effect(cfg, out)
     _check_loss(out["Loss"])
+    _check_transform(out)
     return out
 
 
@@ -466,6 +482,21 @@ def _check_loss(loss):
         loss["smoothing"] = 0.1 if loss["smoothing"] is None else loss["smoothing"]
         return
     loss.pop("smoothing")
+
+
+def _check_transform(cfg):
+    """The preset exists, every op list resolves (known ops and arguments, PIL ops on the PIL backend) and the
+    eval list ends in its normalisation, before anything is built."""
+    from ..data.errors import DataError
+    from ..data.transforms import data_config, pipeline_spec, split_normalization
+
+    data = data_config(cfg)
+    try:
+        pipeline_spec(data, "train")
+        # the eval list ends in its normalisation: export, LIME and the figures read scale/mean/std from it
+        split_normalization(pipeline_spec(data, "test")[1])
+    except DataError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_size_keys(cfg):

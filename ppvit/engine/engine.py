@@ -53,8 +53,10 @@ class Engine:
         seed_everything(g["seed"])
 
         # 3. data
+        from ..data import data_config
+
         self.train_loader, self.eval_loader, self.train_set, self.eval_set = build_loaders(
-            cfg["Data"], g["seed"], mode, cfg["Arch"]["img_size"])
+            data_config(cfg), g["seed"], mode, cfg["Arch"]["img_size"])
         self.class_names = list(getattr(self.eval_set, "class_names", None)
                                 or [str(i) for i in range(cfg["Arch"]["num_classes"])])
         self._check_class_count()
