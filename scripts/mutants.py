@@ -69,8 +69,8 @@ MUTANTS = {
         [f"{GUARDS}::test_auto_serves_the_other_backend_when_the_chosen_ones_file_is_tampered"]),
     "best-every-epoch": (
         "ppvit/engine/trainer.py",
-        "        if improved:\n            ckpt.save_weights(eval_model",
-        "        if True:\n            ckpt.save_weights(eval_model",
+        '        if state.best["epoch"] == state.epoch:\n            ckpt.save_weights(eval_model',
+        '        if True:\n            ckpt.save_weights(eval_model',
         [f"{GUARDS}::test_best_model_keeps_the_best_epoch_when_validation_drops_later"]),
     "bn-from-rank0": (
         "ppvit/engine/distributed.py",
@@ -92,6 +92,21 @@ MUTANTS = {
         '"scaler": scaler.state_dict() if scaler is not None else None,',
         '"scaler": None,',
         [f"{GUARDS}::test_amp_grad_scaler_state_round_trips_through_the_checkpoint"]),
+    "solarize-off": (
+        "ppvit/data/auto_augment.py",
+        "    return ImageOps.solarize(img, thresh)",
+        "    return img",
+        ["tests/test_augment.py::test_every_op_equals_timm"]),
+    "bad-image-swallowed": (
+        "ppvit/data/loader.py",
+        '                problems.append({"kind": "skipped" if self.skip else "user", "message": str(e), "path": e.path})',
+        '                problems.append({"kind": "skipped", "message": str(e), "path": e.path})',
+        ["tests/test_data_errors.py::test_a_damaged_training_image_stops_with_one_line"]),
+    "gradcam-wrong-target": (
+        "ppvit/explain/gradcam.py",
+        "                score = (logits * onehot).sum()",
+        "                score = logits.max(axis=-1).sum()",
+        ["tests/test_gradcam.py::test_gradcam_per_family_shape_range_and_class"]),
 }
 
 COPIED = ("ppvit", "tests", "tools", "configs", "pyproject.toml")

@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -106,32 +105,22 @@ def _env():
 
 
 def test_sigkill_mid_run_then_resume(tmp_path):
-    """Kill the CLI with SIGKILL while it trains (checkpointing every step); the latest checkpoint must still
-    load, and resuming from it must finish with the weights of an uninterrupted run."""
+    """SIGKILL the CLI right after the checkpoint of step 4 is committed (checkpointing every step; the kill comes
+    from inside the process, so no timing decides where it lands): the checkpoint loads, and resuming from it
+    finishes with the weights of an uninterrupted run."""
     epochs = ["Global.epochs=4", "Global.save_interval=1"]
     ref = subprocess.run(_train_cmd(tmp_path / "ref", *epochs), env=_env(), capture_output=True, text=True,
                          timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
     run = os.path.join(tmp_path, "killed", "tiny")
-    proc = subprocess.Popen(_train_cmd(tmp_path / "killed", *epochs), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    latest = os.path.join(run, "latest.pdstate")
-    deadline = time.time() + 240
-    try:
-        # wait for a few checkpoints (then the kill lands during training or while a checkpoint is written)
-        while time.time() < deadline and proc.poll() is None:
-            if os.path.exists(latest) and load_latest(run)["meta"]["global_step"] >= 4:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    killed = _train_cmd(tmp_path / "killed", *epochs)
+    killed[1:2] = [os.path.join(ROOT, "tests", "workers", "train_killed_at_step.py"), "4"]
+    proc = subprocess.run(killed, env=dict(_env(), PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     state = load_latest(run)  # whole, whatever the moment of the kill
     step = state["meta"]["global_step"]
-    assert 4 <= step < 12
+    assert step == 4
     assert not os.path.exists(os.path.join(run, "final_model.pdparams"))
 
     res = subprocess.run(_train_cmd(tmp_path / "killed", *epochs, f"Global.checkpoints={run}"), env=_env(),
