@@ -89,7 +89,8 @@ def run(verb, args):
 
         setup_logging(console=rank() == 0)  # messages while the engine is built (e.g. weights loaded)
         cfg = load_config(args.config, args.override)
-        key = check_output_folder(verb, cfg)  # a read-only or unwritable output folder: before any work
+        # a read-only or unwritable output folder: before any work (the app serves and writes nothing)
+        key = check_output_folder(verb, cfg) if verb in OUTPUT_KEYS else None
         if verb == "train":
             from ..engine import Engine
 
