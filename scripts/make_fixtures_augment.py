@@ -21,6 +21,7 @@ Where Pillow refuses what timm asks (``ImageOps.posterize(img, 0)`` raises on Pi
 older Pillow result, a black image, as ppvit does.
 """
 import argparse
+import json
 import os
 import random
 
@@ -195,6 +196,7 @@ def main():
         "elem": dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", prob=0.7),
         "prob": dict(mixup_alpha=0.8, prob=0.5),
     }
+    data["mix/configs"] = np.array(json.dumps(mixes))  # the test builds its Mixups from these
     for name, kw in mixes.items():
         kw.setdefault("label_smoothing", 0.0)
         m = Mixup(num_classes=5, **kw)

@@ -1,6 +1,7 @@
 """timm's augmentation in ppvit (no torch) against timm's own outputs: tests/fixtures/augment.npz, written by
 scripts/make_fixtures_augment.py (which gives timm numpy's draws where timm calls torch's RNG, as documented
 on the ppvit ops). PIL ops must be equal pixel for pixel, the float pipelines within 1e-5."""
+import json
 import os
 import random
 
@@ -156,15 +157,7 @@ def test_create_transform_equals_timm(fx):
 def test_mixup_equals_timm(fx):
     import paddle
 
-    mixes = {
-        "mixup": dict(mixup_alpha=0.8),
-        "cutmix": dict(mixup_alpha=0.0, cutmix_alpha=1.0),
-        "both": dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, label_smoothing=0.1),
-        "minmax": dict(mixup_alpha=0.0, cutmix_minmax=(0.2, 0.8)),
-        "pair": dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="pair"),
-        "elem": dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", prob=0.7),
-        "prob": dict(mixup_alpha=0.8, prob=0.5),
-    }
+    mixes = json.loads(str(fx["mix/configs"]))  # as the fixture script made them
     x, y = fx["mix/x"], fx["mix/y"]
     for name, kw in mixes.items():
         kw.setdefault("label_smoothing", 0.0)

@@ -208,13 +208,16 @@ class ConViT(nn.Layer):
         if num_classes > 0:
             init_vit_weights(self.head)
 
-    def forward_features(self, x):
+    def _embed(self, x):
+        """[B, C, H, W] -> (patch tokens [B, N, C] with the position embedding, cls token [B, 1, C])."""
         B = x.shape[0]
         x = self.patch_embed(x)  # B, N, C
         if self.use_pos_embed:
             x = x + self.pos_embed
-        x = self.pos_drop(x)
-        cls_tokens = self.cls_token.expand([B, -1, -1])
+        return self.pos_drop(x), self.cls_token.expand([B, -1, -1])
+
+    def forward_features(self, x):
+        x, cls_tokens = self._embed(x)
         for i, blk in enumerate(self.blocks):
             if i == self.local_up_to_layer:
                 x = paddle.concat([cls_tokens, x], axis=1)  # B, 1 + N, C
@@ -245,12 +248,7 @@ class ConViT(nn.Layer):
         token once it has joined, as ``forward_features``)."""
         take, last = feature_take_indices(len(self.blocks), indices)
         gh, gw = self.patch_embed.grid_size
-        B = x.shape[0]
-        x = self.patch_embed(x)  # B, N, C
-        if self.use_pos_embed:
-            x = x + self.pos_embed
-        x = self.pos_drop(x)
-        cls_tokens = self.cls_token.expand([B, -1, -1])
+        x, cls_tokens = self._embed(x)
         intermediates = []
         for i, blk in enumerate(self.blocks):
             if stop_early and i > last:
