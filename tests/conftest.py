@@ -2,7 +2,11 @@ import contextlib
 import os
 
 import numpy as np
-import paddle
+
+from ppvit.utils.quiet import tune_cpu_math
+
+tune_cpu_math()  # as the tools do, before Paddle is imported (MKL's AVX2 kernels on AMD CPUs)
+import paddle  # noqa: E402
 import pytest
 
 # the repository root is on sys.path through pyproject.toml's [tool.pytest.ini_options] pythonpath

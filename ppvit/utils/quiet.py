@@ -36,6 +36,29 @@ PADDLE_IMPORT_NOTICES = ("No ccache found", "OMP_NUM_THREADS set to", "PLEASE US
 PADDLE_LOG_LEVEL = "1"
 
 
+def cpu_vendor():
+    """The CPU's vendor string from /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``, ...), or "" elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def tune_cpu_math():
+    """Environment for Paddle's CPU math, set before Paddle is imported; a value the user set is kept.
+
+    On AMD CPUs, the MKL that Paddle's CPU wheel bundles picks its slow generic code path unless
+    ``MKL_DEBUG_CPU_TYPE=5`` asks for its AVX2 kernels (measured on a 2-core AMD EPYC: a 1576x192x576 sgemm
+    35 -> 11 ms, a ConViT-Ti training step 6.2 -> 3.6 s of CPU). Intel CPUs get MKL's own choice (the variable
+    would cap them at AVX2), and MKL builds that no longer read it ignore it."""
+    if cpu_vendor() == "AuthenticAMD":
+        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+
+
 def quiet_paddle_import(set_threads=True):
     """Import Paddle once with its import-time notices filtered out; returns the ``paddle`` module.
 
@@ -47,9 +70,11 @@ def quiet_paddle_import(set_threads=True):
     - Paddle's C++ INFO log lines are dropped (``GLOG_minloglevel``, ``PADDLE_LOG_LEVEL``) unless the user set
       ``GLOG_minloglevel``; like the thread count, this only has an effect before Paddle is first imported (the
       processes ``paddle.distributed.launch`` starts import it through the tools, so they are quiet too).
+    - ``tune_cpu_math``: MKL's AVX2 kernels on AMD CPUs (``MKL_DEBUG_CPU_TYPE``), before Paddle is imported.
     - Also silences paddle.nn.BatchNorm's note, on every training step, that it tracks running statistics.
     """
     os.environ.setdefault("GLOG_minloglevel", PADDLE_LOG_LEVEL)
+    tune_cpu_math()
     if set_threads and "OMP_NUM_THREADS" not in os.environ:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         os.environ["OMP_NUM_THREADS"] = str(cores or 1)
