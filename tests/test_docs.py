@@ -192,9 +192,10 @@ FAST = {
     QS_EXPORT: ["-o", "Export.onnx=false"],
     "python tools/explain.py -c configs/quickstart.yaml -o Explain.model=output/quickstart/inference "
     "-o 'Explain.indices=[0,3]'": ["-o", "Explain.num_samples=50"],
-    "python tools/explain.py -c configs/quickstart.yaml "
-    "-o Global.pretrained_model=output/quickstart/best_model.pdparams "
-    "-o 'Explain.indices=[0,3]' -o Explain.kernel_size=2 -o Explain.max_dist=4": ["-o", "Explain.num_samples=50"],
+    "python tools/explain.py -c configs/quickstart.yaml -o Explain.method=both -o 'Explain.indices=[0,3]'":
+        ["-o", "Explain.num_samples=50"],
+    "python tools/train.py -c configs/folder_demo.yaml -o Arch.name=convit_tiny -o '~Arch.dim' -o '~Arch.depth' "
+    "-o Global.run_name=folder_demo_convit -o Global.epochs=1": ["-o", "Data.limit=16"],
     "python scripts/model_zoo.py --markdown": ["--models", "convmixer_256_8"],
     "python tools/train.py -c configs/convit_tiny_ft.yaml": FT_SMOKE,
     "python tools/train.py -c configs/dilateformer_t_ft.yaml": FT_SMOKE,
