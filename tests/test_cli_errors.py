@@ -64,7 +64,7 @@ def _cases(d):
          ["cannot read weight file", "truncated"]),
         ("mismatched-pretrained", "eval.py", QUICKSTART,
          base + ["Arch.depth=2", f"Global.pretrained_model={run}/best_model.pdparams"],
-         ["does not hold convmixer_256_8 weights for this config", "unexpected", "check Arch.name"]),
+         ["does not hold convmixer_256_8 weights for this config", "unexpected", "give the run folder as the config"]),
         # one key for the input size: the model's Arch.img_size, which the data pipeline follows
         ("data-image-size", "train.py", QUICKSTART, base + ["Data.image_size=32"],
          ["Data.image_size", "Arch.img_size", "-o Arch.img_size=32"]),

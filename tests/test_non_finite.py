@@ -65,9 +65,12 @@ def test_non_finite_validation_or_weights_stop_the_run(half, value, where):
     # what was kept and how to go on
     assert os.path.join(run, "latest.pdstate") in err and "Global.checkpoints" in err, err
     after = snapshot(run)
-    # nothing was committed: latest, best and history are the epoch-1 files; no final_model
-    for f in ("latest.pdstate", "latest.pdparams", "latest.pdopt", "best_model.pdparams", "history.json"):
-        assert after[f] == before[f], f
+    # nothing was committed: the checkpoint and history are the epoch-1 files; no final_model (latest.pdparams/.pdopt
+    # and best_model follow the committed checkpoint, which a resume writes them from first: here the test's
+    # corrupted copy of it)
+    assert after["latest.pdstate"] == before["latest.pdstate"]
+    with open(os.path.join(run, "history.json"), encoding="utf-8") as f:
+        assert json.load(f)["epochs"]["epoch"] == [1]  # the failing epoch 2 is not in it
     assert "final_model.pdparams" not in after
     strict_json(os.path.join(run, "history.json"))
     with open(os.path.join(run, "train.log"), encoding="utf-8") as f:

@@ -51,7 +51,7 @@ def test_every_path_key_is_a_path_key():
     named = {"Global.output_dir", "Global.pretrained_model", "Global.checkpoints", "Data.data_file",
              "Data.train_dir", "Data.val_dir", "Data.train_list", "Data.val_list", "Data.class_id_map_file",
              "Eval.model", "Eval.output", "Export.output", "Infer.model", "Infer.images", "Infer.output",
-             "Explain.images", "Explain.model", "Explain.output"}
+             "Explain.images", "Explain.model", "Explain.output", "App.model", "App.images"}
     assert {f"{s}.{k}" for s, k in PATH_KEYS} == named
 
 

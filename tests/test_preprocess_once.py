@@ -7,7 +7,7 @@ import pytest
 
 import ppvit
 from ppvit.commands.common import preprocess_of, rgb_file
-from ppvit.data import build_dataset
+from ppvit.data import build_dataset, data_config
 from ppvit.data.demo import write_photo_demo
 from ppvit.deploy import Predictor, classify_files, export_model
 from ppvit.engine.config import validate
@@ -46,7 +46,7 @@ def test_infer_gives_the_eval_pipelines_probabilities(photos, tmp_path, case):
     prefix = str(tmp_path / "inference")
     export_model(model, prefix, 32, {"preprocess": preprocess_of(cfg)}, onnx=False, backends=["paddle"])
     predictor = Predictor(prefix, device="cpu", backend="paddle")
-    data = build_dataset(cfg["Data"], "test")
+    data = build_dataset(data_config(cfg), "test", cfg["Arch"]["img_size"])
     files = [path for path, _ in data.samples]
     x = np.stack([data[i][0] for i in range(len(files))])
     with paddle.no_grad():

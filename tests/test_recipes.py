@@ -61,7 +61,7 @@ def _train(path, overrides, tmp_path):
 def test_imagenet_recipe_trains_at_64px(path, photos, tmp_path):
     engine = _train(path, [f"Data.train_dir={photos / 'train'}", f"Data.val_dir={photos / 'val'}",
                            "Arch.num_classes=4", "Arch.img_size=64"], tmp_path)
-    x, _ = engine.train_loader.dataset[0]
+    x = engine.train_loader.dataset[0][0]
     assert x.shape == (3, 64, 64)  # every op took its size from Arch.img_size
     assert engine.mixer is not None or engine.cfg["Data"]["mixup_alpha"] == engine.cfg["Data"]["cutmix_alpha"] == 0
 

@@ -69,8 +69,10 @@ def _cases(d):
                                                      "Explain.num_samples=8"], [d["other"]]),
         # the same backbone at another depth: other keys differ than the head, so no class-count advice either
         ("eval-another-depth", "eval.py", o + [f"Global.pretrained_model={d['weights']}", "Arch.depth=1"],
+         # weights from a run folder: the run folder as the config is the fix (it has the settings they trained with)
          ["does not hold convmixer_256_8 weights for this config: 2 of 20 model keys missing, 14 unexpected "
-          "(e.g. missing 6.weight, 6.bias; unexpected 4.0.fn.0.weight); check Arch.name and the Arch.* sizes"]),
+          "(e.g. missing 6.weight, 6.bias; unexpected 4.0.fn.0.weight); these weights come from the run ",
+          "give the run folder as the config (-c "]),
     ]
 
 

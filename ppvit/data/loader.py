@@ -151,6 +151,7 @@ class SafeLoader:
         self.loader, self.sync = loader, sync
         self.batch_sampler = loader.batch_sampler
         self.dataset = getattr(loader, "dataset", None)
+        self.use_shared_memory = getattr(loader, "use_shared_memory", None)  # False after a small /dev/shm
         self.skipped = {}
 
     def __len__(self):
