@@ -33,15 +33,18 @@ import torch_python  # noqa: E402  benchmarks/ (this script's folder) is first o
 
 # family -> (ppvit model, input size, batch, the PyTorch model's spec for torch_train_worker.py)
 FAMILIES = {
-    "convmixer": ("convmixer_256_8", 32, 64, {"timm": "ConvMixer", "args": [256, 8], "kwargs": dict(
-        kernel_size=5, patch_size=2, num_classes=10)}),
+    "convmixer": ("convmixer_256_8", 32, 64, {
+        "timm": "ConvMixer", "args": [256, 8], "kwargs": dict(kernel_size=5, patch_size=2, num_classes=10)}),
     "convit": ("convit_tiny", 224, 8, {"timm": "convit_tiny", "kwargs": dict(num_classes=10)}),
-    "coatnet": ("coatnet_0", 224, 8, {"script": "make_fixtures_coatnet_convmixer", "cls": "CoAtNet", "kwargs": dict(
-        image_size=[224, 224], num_blocks=[2, 2, 3, 5, 2], channels=[64, 96, 192, 384, 768], num_classes=10)}),
-    "dilateformer": ("dilateformer_t", 224, 4, {"script": "make_fixtures_convert", "cls": "Dilateformer", "kwargs": dict(
-        img_size=224, embed_dim=72, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], num_classes=10)}),
-    "conv2former": ("conv2former_n", 224, 8, {"script": "make_fixtures_conv2former", "cls": "Conv2Former", "kwargs": dict(
-        kernel_size=7, dims=[64, 128, 256, 512], depths=[2, 2, 8, 2], num_classes=10)}),
+    "coatnet": ("coatnet_0", 224, 8, {
+        "script": "make_fixtures_coatnet_convmixer", "cls": "CoAtNet", "kwargs": dict(
+            image_size=[224, 224], num_blocks=[2, 2, 3, 5, 2], channels=[64, 96, 192, 384, 768], num_classes=10)}),
+    "dilateformer": ("dilateformer_t", 224, 4, {
+        "script": "make_fixtures_convert", "cls": "Dilateformer", "kwargs": dict(
+            img_size=224, embed_dim=72, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], num_classes=10)}),
+    "conv2former": ("conv2former_n", 224, 8, {
+        "script": "make_fixtures_conv2former", "cls": "Conv2Former", "kwargs": dict(
+            kernel_size=7, dims=[64, 128, 256, 512], depths=[2, 2, 8, 2], num_classes=10)}),
 }
 
 

@@ -5,14 +5,15 @@ with ppvit's.
 
     python benchmarks/torch_train_worker.py SPEC_JSON     # started by bench_vs_pytorch.py, not by hand
 
-``SPEC_JSON`` is one JSON object: ``timm`` (a ``timm.create_model`` name) or ``script`` + ``cls`` (a
+``SPEC_JSON`` is one JSON object: ``timm`` (a ``timm.create_model`` name, or ``ConvMixer``: timm's class for
+a ConvMixer it has no name for) or ``script`` + ``cls`` (a
 constructor in scripts/<script>.py, e.g. ``make_fixtures_conv2former`` / ``Conv2Former``), ``args`` and
 ``kwargs`` (the constructor's), ``size`` and ``batch`` (the input), ``classes`` (the labels' range) and
-``threads`` (``torch.set_num_threads``). DilateFormer's attention writes its groups into a view of its input in place,
-which training cannot run: the worker stacks them instead (same math). Requests on stdin, one per line: ``step`` runs one training step
-(forward, cross-entropy, backward, AdamW step with lr 1e-4, zero_grad) on a fixed random batch and answers
-``WALL CPU``, its wall and this process's CPU seconds; ``quit`` ends. The first answer line, before any
-request, is ``ready PARAMS`` (the model's parameter count).
+``threads`` (``torch.set_num_threads``). DilateFormer's attention writes its groups into a view of its
+input in place, which training cannot run: the worker stacks them instead (same math). Requests on stdin,
+one per line: ``step`` runs one training step (forward, cross-entropy, backward, AdamW step with lr 1e-4,
+zero_grad) on a fixed random batch and answers ``WALL CPU``, its wall and this process's CPU seconds;
+``quit`` ends. The first answer line, before any request, is ``ready PARAMS`` (the model's parameter count).
 """
 import json
 import os
