@@ -114,7 +114,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per side (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each side (default 2)")
     parser.add_argument("--quick", action="store_true", help="2 timed steps per side: a smoke run")
-    torch_python.add_argument(parser)
+    torch_python.add_argument(parser, help=f"a Python with torch and timm, which runs the PyTorch side in a process "
+                              f"of its own (default: ${torch_python.ENV}; required)")
     args = parser.parse_args(argv)
     if not args.torch_python:
         print(f"error: no PyTorch to compare with; give --torch-python PYTHON or set {torch_python.ENV} "
