@@ -14,8 +14,8 @@ HELP = (f"a Python with torch and ppvit's dependencies for the PyTorch compariso
 MISSING = f"torch is not importable in this Python; give --torch-python PYTHON or set {ENV} (docs/benchmarks.md)"
 
 
-def add_argument(parser):
-    parser.add_argument("--torch-python", default=os.environ.get(ENV) or None, metavar="PYTHON", help=HELP)
+def add_argument(parser, help=HELP):
+    parser.add_argument("--torch-python", default=os.environ.get(ENV) or None, metavar="PYTHON", help=help)
 
 
 def run_under_torch_python(argv=None):

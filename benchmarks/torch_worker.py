@@ -21,12 +21,16 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build(spec):
-    path = os.path.join(ROOT, "scripts", spec["script"] + ".py")
-    module_spec = importlib.util.spec_from_file_location(spec["script"], path)
+def script_module(name):
+    """scripts/<name>.py as a module (scripts/ is not a package: by file path)."""
+    module_spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", name + ".py"))
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    ref = getattr(module, spec["cls"])(*spec.get("args", ()), **spec.get("kwargs", {}))
+    return module
+
+
+def build(spec):
+    ref = getattr(script_module(spec["script"]), spec["cls"])(*spec.get("args", ()), **spec.get("kwargs", {}))
     ref.load_state_dict(spec["state"])
     return ref.eval()
 
