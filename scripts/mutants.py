@@ -168,6 +168,17 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown mutants {unknown}; see --list")
     names = args.names or list(MUTANTS)
+    # the same tests must pass on the unchanged code, or a "killed" would mean nothing
+    tests = sorted({test for name in names for test in MUTANTS[name][3]})
+    with tempfile.TemporaryDirectory(prefix="mutant-none-") as dst:
+        copy_repo(dst)
+        res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=dst,
+                             env=dict(os.environ, PYTHONPATH=dst, PYTHONDONTWRITEBYTECODE="1"),
+                             capture_output=True, text=True, timeout=args.timeout * 2)
+    if res.returncode != 0:
+        print("the covering tests fail on the unchanged code:\n" + (res.stdout + res.stderr)[-3000:])
+        return 2
+    print(f"baseline: the {len(tests)} covering tests pass on the unchanged code", flush=True)
     results = {}
     for name in names:
         status, took, note = run_mutant(name, args.timeout)
