@@ -80,7 +80,14 @@ BOTH_MIXES = When(lambda cfg: cfg["Data"]["mixup_alpha"] > 0 and cfg["Data"]["cu
                               f"Data.cutmix_alpha={cfg['Data']['cutmix_alpha']} (it chooses between MixUp and "
                               "CutMix when both are on)",
                   "set both Data.mixup_alpha and Data.cutmix_alpha above 0")
-PREDICTOR = "set Eval.model (an exported model) or Eval.use_predictor=true"
+
+
+def through_predictor(section):
+    """``section.backend`` has an effect only when the verb runs an exported model (``model``/``use_predictor``)."""
+    return When(lambda cfg: bool(cfg[section]["model"] or cfg[section]["use_predictor"]),
+                lambda cfg: f"{section}.model unset and {section}.use_predictor=false (the weights run in Paddle "
+                            "dygraph)",
+                f"set {section}.model (an exported model) or {section}.use_predictor=true")
 
 
 def _positive(v):
@@ -264,10 +271,8 @@ SCHEMA = {
         "model": PathKey(doc="evaluate an exported model (prefix, file or folder) through its verified backend "
                              "(Eval.backend)"),
         "use_predictor": Key(bool, False, doc="export Global.pretrained_model to a temp folder and evaluate that"),
-        "backend": Key(str, "auto", choices=BACKENDS, only_when=When(
-            lambda cfg: bool(cfg["Eval"]["model"] or cfg["Eval"]["use_predictor"]),
-            lambda cfg: "Eval.model unset and Eval.use_predictor=false (the weights run in Paddle dygraph)",
-            PREDICTOR), doc="inference backend of Eval.model/use_predictor; auto = the fastest one export verified"),
+        "backend": Key(str, "auto", choices=BACKENDS, only_when=through_predictor("Eval"),
+                       doc="inference backend of Eval.model/use_predictor; auto = the fastest one export verified"),
         "output": PathKey(doc="folder of eval.json, confusion_matrix.png, reliability.png and predictions.png; null = "
                               "the run folder. An evaluation of other weights already there is kept: the new files "
                               "are named after the weights (eval_final_model.json, ...)"),
@@ -306,10 +311,7 @@ SCHEMA = {
         "model": PathKey(doc="run LIME through this exported model (its verified backend: Explain.backend)"),
         "use_predictor": Key(bool, False,
                              doc="export Global.pretrained_model to a temp folder and run LIME through it"),
-        "backend": Key(str, "auto", choices=BACKENDS, only_when=When(
-            lambda cfg: bool(cfg["Explain"]["model"] or cfg["Explain"]["use_predictor"]),
-            lambda cfg: "Explain.model unset and Explain.use_predictor=false (the weights run in Paddle dygraph)",
-            PREDICTOR.replace("Eval.", "Explain.")),
+        "backend": Key(str, "auto", choices=BACKENDS, only_when=through_predictor("Explain"),
                        doc="inference backend of Explain.model/use_predictor; auto = the fastest one export verified"),
         "output": PathKey(doc="folder of the figures and explain.json; null = <run folder>/explain"),
         "kernel_size": Key((float, NONE), None, check=POSITIVE,
