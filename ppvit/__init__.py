@@ -8,6 +8,12 @@ so that the ``ppvit`` command can set ``OMP_NUM_THREADS`` before Paddle is impor
 """
 import importlib
 
+from .utils.quiet import tune_cpu_math as _tune_cpu_math
+
+# before anything imports Paddle: its bundled MKL takes its generic (several times slower) matrix path on AMD
+# CPUs unless told otherwise; a no-op elsewhere, a value the user set is kept, and harmless once Paddle is in
+_tune_cpu_math()
+
 __version__ = "0.1.0"
 
 _MODEL_API = ("create_model", "list_models", "register_model", "get_model_cfg", "ModelCfg")

@@ -24,7 +24,8 @@ import paddle.nn as nn
 
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
-from .layers import Conv2D, DepthwiseConv2D, DropPath, check_input_size, drop_path_rates, to_2tuple
+from .layers import (Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, Linear, check_input_size, drop_path_rates,
+                     to_2tuple)
 from .pos_embed import resize_rel_pos_bias_table
 from .registry import ModelCfg, register_model
 
@@ -37,7 +38,7 @@ def conv_3x3_bn(in_c, out_c, image_size=None, downsample=False, drop_path=0.0):
     return nn.Sequential(
         nn.Conv2D(in_c, out_c, 3, stride, 1, bias_attr=False),
         nn.BatchNorm2D(out_c),
-        nn.GELU(),
+        GELU(),
     )
 
 
@@ -48,9 +49,9 @@ class SE(nn.Layer):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2D(1)
         self.fc = nn.Sequential(
-            nn.Linear(out_c, int(in_c * expansion), bias_attr=False),
-            nn.GELU(),
-            nn.Linear(int(in_c * expansion), out_c, bias_attr=False),
+            Linear(out_c, int(in_c * expansion), bias_attr=False),
+            GELU(),
+            Linear(int(in_c * expansion), out_c, bias_attr=False),
             nn.Sigmoid(),
         )
 
@@ -77,12 +78,12 @@ class MBConv(nn.Layer):
             ("expand_conv", nn.Sequential(
                 Conv2D(in_c, hidden_dim, 1, stride, 0, bias_attr=False),
                 nn.BatchNorm2D(hidden_dim),
-                nn.GELU(),
+                GELU(),
             )),
             ("dw_conv", nn.Sequential(
                 DepthwiseConv2D(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim, bias_attr=False),
                 nn.BatchNorm2D(hidden_dim),
-                nn.GELU(),
+                GELU(),
             )),
             ("se", SE(in_c, hidden_dim)),
             ("pro_conv", nn.Sequential(
@@ -124,8 +125,8 @@ class Attention(nn.Layer):
         self.register_buffer(
             "relative_index", paddle.to_tensor(relative_position_index(self.ih, self.iw)), persistable=False)
         self.attend = nn.Softmax(axis=-1)
-        self.qkv = nn.Linear(in_c, inner_dim * 3, bias_attr=False)
-        self.proj = (nn.Sequential(nn.Linear(inner_dim, out_c), nn.Dropout(dropout)) if project_out
+        self.qkv = Linear(in_c, inner_dim * 3, bias_attr=False)
+        self.proj = (nn.Sequential(Linear(inner_dim, out_c), nn.Dropout(dropout)) if project_out
                      else nn.Identity())
 
     def relative_bias(self):
@@ -148,10 +149,10 @@ class FFN(nn.Layer):
     def __init__(self, dim, hidden_dim, dropout=0.0):
         super().__init__()
         self.ffn = nn.Sequential(
-            nn.Linear(dim, hidden_dim),
-            nn.GELU(),
+            Linear(dim, hidden_dim),
+            GELU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden_dim, dim),
+            Linear(hidden_dim, dim),
             nn.Dropout(dropout),
         )
 
@@ -172,7 +173,7 @@ class Transformer(nn.Layer):
     and the (1x1-projected) shortcut."""
 
     def __init__(self, in_c, out_c, image_size, heads=8, dim_head=32, downsample=False, dropout=0.0,
-                 expansion=4, norm_layer=nn.LayerNorm, drop_path=0.0):
+                 expansion=4, norm_layer=LayerNorm, drop_path=0.0):
         super().__init__()
         self.downsample = downsample
         hidden_dim = int(in_c * expansion)
@@ -231,7 +232,7 @@ class CoAtNet(nn.Layer):
                                            dpr[i], **extra))
         self.s1, self.s2, self.s3, self.s4 = blocks
         self.pool = nn.AdaptiveAvgPool2D(1)  # 003's AvgPool2d(ih // 32, 1) on the square ih/32 map
-        self.fc = nn.Linear(channels[-1], num_classes, bias_attr=False) if num_classes > 0 else nn.Identity()
+        self.fc = Linear(channels[-1], num_classes, bias_attr=False) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 
     @staticmethod
@@ -263,7 +264,7 @@ class CoAtNet(nn.Layer):
 
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes, bias_attr=False) if num_classes > 0 else nn.Identity()
+        self.fc = Linear(self.num_features, num_classes, bias_attr=False) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             self._init_weights(self.fc)
 

@@ -19,8 +19,8 @@ import paddle.nn.functional as F
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
-from .layers import (Conv2D, DepthwiseConv2D, DropPath, LayerNorm2d, drop_path_rates, init_vit_weights, to_2tuple,
-                     trunc_normal_, zeros_)
+from .layers import (Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, LayerNorm2d, Linear, drop_path_rates,
+                     init_vit_weights, to_2tuple, trunc_normal_, zeros_)
 from .registry import ModelCfg, register_model
 
 __all__ = ["Conv2Former", "Conv2FormerCifar", "TORCH_KEY_MAP", "checkpoint_filter_fn"]
@@ -39,7 +39,7 @@ class MLP(nn.Layer):
         self.fc1 = Conv2D(dim, hidden, 1)
         self.pos = DepthwiseConv2D(hidden, hidden, 3, padding=1, groups=hidden)
         self.fc2 = Conv2D(hidden, dim, 1)
-        self.act = nn.GELU()
+        self.act = GELU()
 
     def forward(self, x):
         x = self.act(self.fc1(self.norm(x)))
@@ -58,7 +58,7 @@ class SpatialAttention(nn.Layer):
         self.norm = LayerNorm2d(dim, eps=1e-6)
         setattr(self, self.modulator_name, nn.Sequential(
             Conv2D(dim, dim, 1),
-            nn.GELU(),
+            GELU(),
             DepthwiseConv2D(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim),
         ))
         self.v = Conv2D(dim, dim, 1)
@@ -169,7 +169,7 @@ class Conv2FormerCifar(nn.Layer):
         self.fc1 = Conv2D(in_chans, dims[0], 1)
         self.norm = LayerNorm2d(dims[-1], eps=1e-6)
         self.avgpool = nn.AdaptiveAvgPool2D(1)
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(lambda m: init_vit_weights(m, conv=True))
 
     def no_weight_decay(self):
@@ -180,7 +180,7 @@ class Conv2FormerCifar(nn.Layer):
 
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             init_vit_weights(self.head)
 
@@ -254,10 +254,10 @@ class Conv2Former(nn.Layer):
         # stem: two 3x3 conv/GELU/BN at 1/2, then a 2x2 stride-2 conv -> 1/4 resolution
         stem = nn.Sequential(
             nn.Conv2D(in_chans, half, 3, stride=2, padding=1, bias_attr=False),
-            nn.GELU(),
+            GELU(),
             nn.BatchNorm2D(half),
             nn.Conv2D(half, half, 3, stride=1, padding=1, bias_attr=False),
-            nn.GELU(),
+            GELU(),
             nn.BatchNorm2D(half),
             nn.Conv2D(half, dims[0], 2, stride=2, bias_attr=False),
         )
@@ -271,11 +271,11 @@ class Conv2Former(nn.Layer):
             for i in range(len(dims))])
         self.head = nn.Sequential(
             Conv2D(dims[-1], head_dim, 1),
-            nn.GELU(),
+            GELU(),
             LayerNorm2d(head_dim, eps=1e-6),
         )
         self.head_drop = nn.Dropout(drop_rate)
-        self.pred = nn.Linear(head_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.pred = Linear(head_dim, num_classes) if num_classes > 0 else nn.Identity()
         # official init: trunc-normal(.02) for every conv and linear, zero biases; BatchNorm keeps defaults
         self.apply(self._init_weights)
 
@@ -295,7 +295,7 @@ class Conv2Former(nn.Layer):
 
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
-        self.pred = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.pred = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             self._init_weights(self.pred)
 

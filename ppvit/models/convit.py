@@ -24,9 +24,10 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .features import feature_take_indices, format_map
+from ..kernels import mix_heads
 from .helpers import apply_key_map
-from .layers import (Attention, Conv2D, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple,
-                     trunc_normal_)
+from .layers import (Attention, Conv2D, DropPath, GELU, LayerNorm, Linear, Mlp, check_input_size, drop_path_rates,
+                     init_vit_weights, to_2tuple, trunc_normal_)
 from .pos_embed import resample_abs_pos_embed
 from .registry import ModelCfg, register_model
 
@@ -74,11 +75,11 @@ class GPSA(nn.Layer):
         self.locality_strength = locality_strength
         self.gating_param = self.create_parameter(
             [num_heads], default_initializer=nn.initializer.Constant(1.0))
-        self.qk = nn.Linear(dim, dim * 2, bias_attr=qkv_bias)
-        self.v = nn.Linear(dim, dim, bias_attr=qkv_bias)
+        self.qk = Linear(dim, dim * 2, bias_attr=qkv_bias)
+        self.v = Linear(dim, dim, bias_attr=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.pos_proj = nn.Linear(3, num_heads)
+        self.proj = Linear(dim, dim)
+        self.pos_proj = Linear(3, num_heads)
         self.proj_drop = nn.Dropout(proj_drop)
         # built once for the fixed grid; not persistent, as the notebook's state_dict has no rel_indices
         self.register_buffer("rel_indices", relative_indices(grid_size), persistable=False)
@@ -110,8 +111,8 @@ class GPSA(nn.Layer):
         # the same for every sample: project the offsets once and broadcast over the batch
         pos_score = self.pos_proj(self.rel_indices).transpose([0, 3, 1, 2])  # 1, heads, N, N
         pos_score = F.softmax(pos_score, axis=-1)
-        gate = F.sigmoid(self.gating_param).reshape([1, -1, 1, 1])
-        attn = (1.0 - gate) * patch_score + gate * pos_score
+        gate = F.sigmoid(self.gating_param)  # heads
+        attn = mix_heads(patch_score, pos_score, gate)  # (1 - gate) * patch_score + gate * pos_score, per head
         # the notebook renormalises here; each row is a convex mix of two distributions and sums to 1
         # already (up to rounding), so that extra pass over B x heads x N x N is left out
         return self.attn_drop(attn)
@@ -130,7 +131,7 @@ class MHSA(Attention):
 
 class Block(nn.Layer):
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, use_gpsa=True, **attn_kwargs):
+                 drop_path=0.0, act_layer=GELU, norm_layer=LayerNorm, use_gpsa=True, **attn_kwargs):
         super().__init__()
         self.use_gpsa = use_gpsa
         self.norm1 = norm_layer(dim)
@@ -160,7 +161,7 @@ class ConViT(nn.Layer):
                  drop_path_rate=0.0, norm_layer=None, local_up_to_layer=10, locality_strength=1.0,
                  use_pos_embed=True):
         super().__init__()
-        norm_layer = norm_layer or partial(nn.LayerNorm, epsilon=1e-6)
+        norm_layer = norm_layer or partial(LayerNorm, epsilon=1e-6)
         embed_dim *= num_heads
         self.num_classes = num_classes
         self.local_up_to_layer = local_up_to_layer
@@ -189,7 +190,7 @@ class ConViT(nn.Layer):
             Block(drop_path=dpr[i], use_gpsa=False, **common)
             for i in range(depth)])
         self.norm = norm_layer(embed_dim)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
         self.apply(init_vit_weights)
         for blk in self.blocks:
@@ -204,7 +205,7 @@ class ConViT(nn.Layer):
 
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             init_vit_weights(self.head)
 

@@ -25,7 +25,7 @@ import paddle.nn.functional as F
 from ..io import unwrap_state_dict
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
-from .layers import BatchNorm2D, Conv2D, DepthwiseConv2D, DropPath, drop_path_rates, to_2tuple
+from .layers import BatchNorm2D, Conv2D, DepthwiseConv2D, DropPath, GELU, Linear, drop_path_rates, to_2tuple
 from .registry import ModelCfg, register_model
 
 __all__ = ["ConvMixer", "checkpoint_filter_fn", "torch_key_map"]
@@ -47,7 +47,7 @@ class ConvMixer(nn.Sequential):
     """Flat Sequential: [0] patch conv, [1] act, [2] BN, [3 .. depth+2] blocks, [depth+3] pool,
     [depth+4] flatten, [depth+5] classifier (``head_names``)."""
 
-    def __init__(self, dim, depth, kernel_size=9, patch_size=7, in_chans=3, num_classes=1000, act_layer=nn.GELU,
+    def __init__(self, dim, depth, kernel_size=9, patch_size=7, in_chans=3, num_classes=1000, act_layer=GELU,
                  drop_rate=0.0, drop_path_rate=0.0, img_size=224):
         dpr = drop_path_rates(drop_path_rate, [depth])[0]
         blocks = [
@@ -70,7 +70,7 @@ class ConvMixer(nn.Sequential):
             *blocks,
             nn.AdaptiveAvgPool2D(1),
             nn.Flatten(),
-            nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity(),
+            Linear(dim, num_classes) if num_classes > 0 else nn.Identity(),
         )
         self.num_features = dim
         self.num_classes = num_classes
@@ -101,7 +101,7 @@ class ConvMixer(nn.Sequential):
 
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
-        head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(head)
         self[str(self.head_index)] = head
 
@@ -209,11 +209,11 @@ def checkpoint_filter_fn(state_dict):
 # variants: constructor arguments per name, metadata per name, one short registered function each
 # --------------------------------------------------------------------------------------------------------
 _VARIANTS = {
-    "convmixer_1536_20": dict(dim=1536, depth=20, kernel_size=9, patch_size=7, act_layer=nn.GELU),
+    "convmixer_1536_20": dict(dim=1536, depth=20, kernel_size=9, patch_size=7, act_layer=GELU),
     "convmixer_768_32": dict(dim=768, depth=32, kernel_size=7, patch_size=7, act_layer=nn.ReLU),  # paper's ReLU
-    "convmixer_1024_20_ks9_p14": dict(dim=1024, depth=20, kernel_size=9, patch_size=14, act_layer=nn.GELU),
+    "convmixer_1024_20_ks9_p14": dict(dim=1024, depth=20, kernel_size=9, patch_size=14, act_layer=GELU),
     # locuslab/convmixer-cifar10's defaults (32x32 inputs, 10 classes)
-    "convmixer_256_8": dict(dim=256, depth=8, kernel_size=5, patch_size=2, act_layer=nn.GELU, num_classes=10,
+    "convmixer_256_8": dict(dim=256, depth=8, kernel_size=5, patch_size=2, act_layer=GELU, num_classes=10,
                             img_size=32),
 }
 

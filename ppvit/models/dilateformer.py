@@ -15,7 +15,8 @@ import paddle.nn.functional as F
 from ..kernels import leading_slice
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
-from .layers import Conv2D, DepthwiseConv2D, Attention, DropPath, Mlp, check_input_size, drop_path_rates, init_vit_weights, to_2tuple
+from .layers import (Attention, Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, Linear, Mlp, check_input_size,
+                     drop_path_rates, init_vit_weights, to_2tuple)
 from .registry import ModelCfg, register_model
 
 __all__ = ["DilateFormer", "dilate_attention"]
@@ -105,7 +106,7 @@ class MultiDilatelocalAttention(nn.Layer):
         self.qkv = Conv2D(dim, dim * 3, 1, bias_attr=qkv_bias)
         self.dilate_attention = nn.LayerList(
             [DilateAttention(head_dim, qk_scale, attn_drop, kernel_size, r) for r in self.dilation])
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x):
@@ -140,8 +141,8 @@ class Block(nn.Layer):
     """Conditional position encoding (3x3 depthwise conv), then pre-norm attention and MLP residuals on a
     [B, C, H, W] map; ``attn`` is the stage's attention (multi-scale dilated or global)."""
 
-    def __init__(self, dim, attn, mlp_ratio=4.0, drop=0.0, drop_path=0.0, act_layer=nn.GELU,
-                 norm_layer=nn.LayerNorm):
+    def __init__(self, dim, attn, mlp_ratio=4.0, drop=0.0, drop_path=0.0, act_layer=GELU,
+                 norm_layer=LayerNorm):
         super().__init__()
         self.pos_embed = DepthwiseConv2D(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = norm_layer(dim)
@@ -171,13 +172,13 @@ class PatchEmbed(nn.Layer):
         self.proj = nn.Sequential(
             nn.Conv2D(in_chans, hidden_dim, 3, stride=1, padding=1, bias_attr=False),
             nn.BatchNorm2D(hidden_dim),
-            nn.GELU(),
+            GELU(),
             nn.Conv2D(hidden_dim, hidden_dim * 2, 3, stride=2, padding=1, bias_attr=False),
             nn.BatchNorm2D(hidden_dim * 2),
-            nn.GELU(),
+            GELU(),
             nn.Conv2D(hidden_dim * 2, hidden_dim * 4, 3, stride=1, padding=1, bias_attr=False),
             nn.BatchNorm2D(hidden_dim * 4),
-            nn.GELU(),
+            GELU(),
             nn.Conv2D(hidden_dim * 4, embed_dim, 3, stride=2, padding=1, bias_attr=False),
         )
 
@@ -204,7 +205,7 @@ class Stage(nn.Layer):
     notebook's ``Dilatestage`` of ``DilateBlock``s); ``None``: global attention (its ``Globalstage``)."""
 
     def __init__(self, dim, depth, num_heads, mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop=0.0,
-                 attn_drop=0.0, drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, downsample=True,
+                 attn_drop=0.0, drop_path=0.0, act_layer=GELU, norm_layer=LayerNorm, downsample=True,
                  kernel_size=3, dilation=None):
         super().__init__()
         dpr = drop_path if isinstance(drop_path, (list, tuple)) else [drop_path] * depth
@@ -245,7 +246,7 @@ class DilateFormer(nn.Layer):
         self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
         self.img_size = None if img_size is None else to_2tuple(img_size)
         self.in_chans = in_chans
-        norm_layer = norm_layer or partial(nn.LayerNorm, epsilon=1e-6)
+        norm_layer = norm_layer or partial(LayerNorm, epsilon=1e-6)
 
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                       embed_dim=embed_dim)
@@ -260,7 +261,7 @@ class DilateFormer(nn.Layer):
             self.stages.append(Stage(kernel_size=kernel_size, dilation=dilation if dilate_attention[i] else None,
                                      **common))
         self.norm = norm_layer(self.num_features)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(partial(init_vit_weights, conv=True))
 
     def no_weight_decay(self):
@@ -271,7 +272,7 @@ class DilateFormer(nn.Layer):
 
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             init_vit_weights(self.head)
 

@@ -65,13 +65,13 @@ class DropPath(nn.Layer):
 class Mlp(nn.Layer):
     """fc1 -> act -> drop -> fc2 -> drop (the ViT MLP; keys ``fc1``/``fc2`` as in the notebooks)."""
 
-    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=None, drop=0.0):
         super().__init__()
         out_features = out_features or in_features
         hidden_features = hidden_features or in_features
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.fc1 = Linear(in_features, hidden_features)
+        self.act = (act_layer or GELU)()
+        self.fc2 = Linear(hidden_features, out_features)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
@@ -87,9 +87,9 @@ class Attention(nn.Layer):
         super().__init__()
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias_attr=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias_attr=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x):
@@ -116,6 +116,9 @@ class LayerNorm2d(nn.Layer):
         self.bias = self.create_parameter([num_channels], is_bias=True, default_initializer=_zeros)
 
     def forward(self, x):
+        y = kernels.layer_norm(x, self.weight, self.bias, self.eps, channels_first=True)
+        if y is not None:
+            return y
         # B, C, H, W -> B, H, W, C for the fused kernel, then back
         x = F.layer_norm(x.transpose([0, 2, 3, 1]), x.shape[1:2], self.weight, self.bias, self.eps)
         return x.transpose([0, 3, 1, 2])
@@ -196,6 +199,36 @@ class DepthwiseConv2D(Conv2D):
     def forward(self, x):
         y = kernels.depthwise_conv2d(self, x)
         return Conv2D.forward(self, x) if y is None else y
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same arguments, parameters ``weight`` [in, out] / ``bias`` [out], keys and maths). In dygraph
+    training on CPU, ``ppvit.kernels.linear`` computes it with the bias gradient as a matrix product.
+    Input [..., in] -> [..., out]."""
+
+    def forward(self, x):
+        y = kernels.linear(x, self.weight, self.bias)
+        return nn.Linear.forward(self, x) if y is None else y
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` (same arguments, parameters, keys and maths). Over one trailing axis in dygraph on CPU,
+    ``ppvit.kernels.layer_norm`` computes it (forward and backward) by ppvit's C loop. Any shape [..., C]."""
+
+    def forward(self, x):
+        y = None
+        if len(self._normalized_shape) == 1:
+            y = kernels.layer_norm(x, self.weight, self.bias, self._epsilon)
+        return nn.LayerNorm.forward(self, x) if y is None else y
+
+
+class GELU(nn.GELU):
+    """``nn.GELU`` (the exact erf form by default). In dygraph on CPU, ``ppvit.kernels.gelu`` computes the exact
+    form (forward and backward) by ppvit's C loop. Any shape."""
+
+    def forward(self, x):
+        y = None if self._approximate else kernels.gelu(x)
+        return nn.GELU.forward(self, x) if y is None else y
 
 
 class BatchNorm2D(nn.BatchNorm2D):

@@ -1,0 +1,292 @@
+/* ppvit's CPU kernels: exact GELU and LayerNorm (forward and backward) on contiguous float32 arrays.
+ *
+ * Plain C (no Paddle or Python headers), compiled on the user's machine at first use by ppvit/kernels/native.py
+ * and called through ctypes on the tensors' memory. Paddle's own CPU kernels for these ops are scalar loops
+ * (its GELU backward calls erf and exp per element); these loops vectorise (the exp below is a polynomial, the
+ * erf an erfc rational approximation with relative error < 1.2e-7) and split across OpenMP threads when built
+ * with OpenMP (linked against the OpenMP runtime Paddle already loaded, so one thread pool).
+ *
+ * GELU is the exact (erf) form: gelu(x) = x * Phi(x), Phi(x) = erfc(-x / sqrt(2)) / 2.
+ * LayerNorm normalises over a contiguous last axis ("rows", as nn.LayerNorm) or over the channel axis of a
+ * [B, C, S] array ("channels first", LayerNorm2d), with the variance of the centred values (two passes).
+ * Accuracy: the tests compare every function with Paddle's op, forward and gradients, to 1e-5.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define INV_SQRT2 0.70710678118654752f
+#define INV_SQRT_2PI 0.39894228040143268f
+
+/* exp(x) for x in float range, ~1 ulp (Cephes' expf polynomial); branch-free so that loops vectorise. */
+static inline float exp_v(float x) {
+    x = x < -87.0f ? -87.0f : x;  /* comparisons rather than fminf/fmaxf: they vectorise; NaN stays NaN */
+    x = x > 88.0f ? 88.0f : x;
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } s;
+    s.i = ((int32_t)n + 127) << 23;
+    return p * s.f;
+}
+
+/* Phi(x) = P(N(0,1) <= x) and the normal density at x. erfc from Numerical Recipes' erfcc (relative error
+ * < 1.2e-7 for every argument), so Phi keeps its relative accuracy in the left tail too. */
+static inline void phi_v(float x, float *cdf, float *pdf) {
+    float z = x * INV_SQRT2;
+    float az = fabsf(z);
+    float t = 1.0f / (1.0f + 0.5f * az);
+    float poly = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f +
+                 t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+    float half_erfc = 0.5f * t * exp_v(-az * az + poly);  /* erfc(|z|) / 2 */
+    *cdf = z >= 0.0f ? 1.0f - half_erfc : half_erfc;
+    *pdf = INV_SQRT_2PI * exp_v(-0.5f * x * x);
+}
+
+void ppvit_gelu_fwd(const float *x, float *y, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+        float cdf, pdf;
+        phi_v(x[i], &cdf, &pdf);
+        y[i] = x[i] * cdf;
+    }
+}
+
+/* dx = g * (Phi(x) + x * phi(x)) */
+void ppvit_gelu_bwd(const float *x, const float *g, float *dx, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+        float cdf, pdf;
+        phi_v(x[i], &cdf, &pdf);
+        dx[i] = g[i] * (cdf + x[i] * pdf);
+    }
+}
+
+/* ---- LayerNorm over the last axis: x [rows, C] ---- */
+void ppvit_ln_fwd(const float *x, const float *w, const float *b, float *y, float *mean, float *rstd,
+                  int64_t rows, int64_t C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        float s = 0.0f;
+        for (int64_t c = 0; c < C; ++c) s += xr[c];
+        float m = s / (float)C;
+        float v = 0.0f;
+        for (int64_t c = 0; c < C; ++c) { float d = xr[c] - m; v += d * d; }
+        float rs = 1.0f / sqrtf(v / (float)C + eps);
+        mean[r] = m;
+        rstd[r] = rs;
+        if (w && b) {
+            for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * rs * w[c] + b[c];
+        } else if (w) {
+            for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * rs * w[c];
+        } else {
+            for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * rs;
+        }
+    }
+}
+
+/* dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)), gw = g * w; dw = sum_rows g * xhat; db = sum_rows g.
+ * dw/db (C floats each, may be NULL) are summed per thread in `work` ([threads, 2, C], zeroed here) and added
+ * in a fixed order, so results do not depend on scheduling beyond the static partition. */
+void ppvit_ln_bwd(const float *x, const float *g, const float *w, const float *mean, const float *rstd,
+                  float *dx, float *dw, float *db, float *work, int64_t rows, int64_t C, int nthreads) {
+    memset(work, 0, sizeof(float) * (size_t)nthreads * 2 * (size_t)C);
+#pragma omp parallel num_threads(nthreads)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *pdw = work + (size_t)tid * 2 * C;
+        float *pdb = pdw + C;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *xr = x + r * C, *gr = g + r * C;
+            float *dxr = dx + r * C;
+            float m = mean[r], rs = rstd[r];
+            float a = 0.0f, cc = 0.0f;
+            for (int64_t c = 0; c < C; ++c) {
+                float xh = (xr[c] - m) * rs;
+                float gw = w ? gr[c] * w[c] : gr[c];
+                a += gw;
+                cc += gw * xh;
+                pdw[c] += gr[c] * xh;
+                pdb[c] += gr[c];
+            }
+            a /= (float)C;
+            cc /= (float)C;
+            for (int64_t c = 0; c < C; ++c) {
+                float xh = (xr[c] - m) * rs;
+                float gw = w ? gr[c] * w[c] : gr[c];
+                dxr[c] = rs * (gw - a - xh * cc);
+            }
+        }
+    }
+    if (dw) {
+        for (int64_t c = 0; c < C; ++c) dw[c] = 0.0f;
+        for (int t = 0; t < nthreads; ++t)
+            for (int64_t c = 0; c < C; ++c) dw[c] += work[(size_t)t * 2 * C + c];
+    }
+    if (db) {
+        for (int64_t c = 0; c < C; ++c) db[c] = 0.0f;
+        for (int t = 0; t < nthreads; ++t)
+            for (int64_t c = 0; c < C; ++c) db[c] += work[(size_t)t * 2 * C + C + c];
+    }
+}
+
+/* ---- LayerNorm over the channels of x [B, C, S] (S = H*W; LayerNorm2d) ----
+ * Each (b, s) is normalised over c; the loops run along s (contiguous) with per-position sums in `work`
+ * ([threads, 2, S]). */
+void ppvit_ln_cf_fwd(const float *x, const float *w, const float *b, float *y, float *mean, float *rstd,
+                     float *work, int64_t B, int64_t C, int64_t S, float eps, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t bi = 0; bi < B; ++bi) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *sum = work + (size_t)tid * 2 * S, *var = sum + S;
+        const float *xb = x + bi * C * S;
+        float *yb = y + bi * C * S, *mb = mean + bi * S, *rb = rstd + bi * S;
+        for (int64_t s = 0; s < S; ++s) { sum[s] = 0.0f; var[s] = 0.0f; }
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t s = 0; s < S; ++s) sum[s] += xb[c * S + s];
+        for (int64_t s = 0; s < S; ++s) mb[s] = sum[s] / (float)C;
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t s = 0; s < S; ++s) { float d = xb[c * S + s] - mb[s]; var[s] += d * d; }
+        for (int64_t s = 0; s < S; ++s) rb[s] = 1.0f / sqrtf(var[s] / (float)C + eps);
+        for (int64_t c = 0; c < C; ++c) {
+            float wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f;
+            for (int64_t s = 0; s < S; ++s) yb[c * S + s] = (xb[c * S + s] - mb[s]) * rb[s] * wc + bc;
+        }
+    }
+}
+
+/* work: [threads, 2, S] for the per-position sums, then [threads, 2, C] for dw/db. */
+void ppvit_ln_cf_bwd(const float *x, const float *g, const float *w, const float *mean, const float *rstd,
+                     float *dx, float *dw, float *db, float *work, int64_t B, int64_t C, int64_t S,
+                     int nthreads) {
+    float *wparam = work + (size_t)nthreads * 2 * S;
+    memset(wparam, 0, sizeof(float) * (size_t)nthreads * 2 * (size_t)C);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t bi = 0; bi < B; ++bi) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *a = work + (size_t)tid * 2 * S, *cc = a + S;
+        float *pdw = wparam + (size_t)tid * 2 * C, *pdb = pdw + C;
+        const float *xb = x + bi * C * S, *gb = g + bi * C * S, *mb = mean + bi * S, *rb = rstd + bi * S;
+        float *dxb = dx + bi * C * S;
+        for (int64_t s = 0; s < S; ++s) { a[s] = 0.0f; cc[s] = 0.0f; }
+        for (int64_t c = 0; c < C; ++c) {
+            float wc = w ? w[c] : 1.0f;
+            float sdw = 0.0f, sdb = 0.0f;
+            for (int64_t s = 0; s < S; ++s) {
+                float xh = (xb[c * S + s] - mb[s]) * rb[s];
+                float gv = gb[c * S + s];
+                a[s] += gv * wc;
+                cc[s] += gv * wc * xh;
+                sdw += gv * xh;
+                sdb += gv;
+            }
+            pdw[c] += sdw;
+            pdb[c] += sdb;
+        }
+        for (int64_t s = 0; s < S; ++s) { a[s] /= (float)C; cc[s] /= (float)C; }
+        for (int64_t c = 0; c < C; ++c) {
+            float wc = w ? w[c] : 1.0f;
+            for (int64_t s = 0; s < S; ++s) {
+                float xh = (xb[c * S + s] - mb[s]) * rb[s];
+                dxb[c * S + s] = rb[s] * (gb[c * S + s] * wc - a[s] - xh * cc[s]);
+            }
+        }
+    }
+    if (dw) {
+        for (int64_t c = 0; c < C; ++c) dw[c] = 0.0f;
+        for (int t = 0; t < nthreads; ++t)
+            for (int64_t c = 0; c < C; ++c) dw[c] += wparam[(size_t)t * 2 * C + c];
+    }
+    if (db) {
+        for (int64_t c = 0; c < C; ++c) db[c] = 0.0f;
+        for (int t = 0; t < nthreads; ++t)
+            for (int64_t c = 0; c < C; ++c) db[c] += wparam[(size_t)t * 2 * C + C + c];
+    }
+}
+
+/* ---- a per-head convex mix: out[b, h, i] = (1 - w[h]) * a[b, h, i] + w[h] * q[qb, h, i] ----
+ * a [B, H, L]; q [B, H, L] or [1, H, L] (q_batch 0: shared by every sample); ConViT's gated attention. */
+void ppvit_mix_fwd(const float *a, const float *q, const float *w, float *out, int64_t B, int64_t H, int64_t L,
+                   int q_batch) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h) {
+            const float *ab = a + (b * H + h) * L, *qb = q + ((q_batch ? b : 0) * H + h) * L;
+            float *ob = out + (b * H + h) * L;
+            float g = w[h], g1 = 1.0f - w[h];
+            for (int64_t i = 0; i < L; ++i) ob[i] = g1 * ab[i] + g * qb[i];
+        }
+}
+
+/* da = (1 - w) * d; dq = w * d (summed over b when q is shared); dw[h] = sum_{b,i} d * (q - a).
+ * work: [B, H] partial sums for dw. */
+void ppvit_mix_bwd(const float *d, const float *a, const float *q, const float *w, float *da, float *dq,
+                   float *dw, float *work, int64_t B, int64_t H, int64_t L, int q_batch) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h) {
+            const float *db_ = d + (b * H + h) * L, *ab = a + (b * H + h) * L;
+            const float *qb = q + ((q_batch ? b : 0) * H + h) * L;
+            float g1 = 1.0f - w[h], s = 0.0f;
+            float *dab = da ? da + (b * H + h) * L : NULL;
+            for (int64_t i = 0; i < L; ++i) s += db_[i] * (qb[i] - ab[i]);
+            if (dab)
+                for (int64_t i = 0; i < L; ++i) dab[i] = g1 * db_[i];
+            if (dq && q_batch) {
+                float *dqb = dq + (b * H + h) * L;
+                for (int64_t i = 0; i < L; ++i) dqb[i] = w[h] * db_[i];
+            }
+            work[b * H + h] = s;
+        }
+    if (dq && !q_batch) {  /* dq[h, i] = w[h] * sum_b d[b, h, i]: parallel over (h, i-chunks) */
+#pragma omp parallel for schedule(static)
+        for (int64_t h = 0; h < H; ++h) {
+            float *dqh = dq + h * L;
+            for (int64_t i = 0; i < L; ++i) dqh[i] = 0.0f;
+            for (int64_t b = 0; b < B; ++b) {
+                const float *db_ = d + (b * H + h) * L;
+                for (int64_t i = 0; i < L; ++i) dqh[i] += db_[i];
+            }
+            for (int64_t i = 0; i < L; ++i) dqh[i] *= w[h];
+        }
+    }
+    if (dw)
+        for (int64_t h = 0; h < H; ++h) {
+            float s = 0.0f;
+            for (int64_t b = 0; b < B; ++b) s += work[b * H + h];
+            dw[h] = s;
+        }
+}
+
+/* threads a parallel region may use (OMP_NUM_THREADS / omp_set_num_threads, as Paddle's MKL); 1 without OpenMP */
+int ppvit_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int ppvit_abi_version(void) { return 1; }

@@ -1,0 +1,188 @@
+"""ppvit's C kernels (ppvit/kernels/csrc, built at first use) against Paddle's own ops, forward and gradients, and
+what happens where they cannot be built."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from ppvit import kernels
+from ppvit.kernels import native, normact
+from ppvit.models.layers import LayerNorm2d
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RTOL = 1e-5
+
+
+def assert_close(got, want, what, rtol=RTOL):
+    err = float(np.abs(np.asarray(got) - np.asarray(want)).max()) / max(float(np.abs(want).max()), 1e-12)
+    assert err <= rtol, f"{what}: relative error {err:.2e} > {rtol:.0e}"
+
+
+def _grads(fn, inputs, seed=1):
+    """fn(*tensors) with a fixed random upstream gradient: [output, input grads...] as numpy."""
+    ts = [paddle.to_tensor(a, stop_gradient=False) for a in inputs]
+    y = fn(*ts)
+    g = np.random.default_rng(seed).standard_normal(y.shape).astype("float32")
+    paddle.autograd.backward([y], [paddle.to_tensor(g)])
+    return [y.numpy()] + [t.grad.numpy() for t in ts]
+
+
+def _compare(kernel, reference, inputs, what):
+    assert native.library() is not None, f"the C kernels did not build here: {native.why()}"
+    got = _grads(kernel, inputs)
+    with kernels.use_kernels(False):
+        want = _grads(reference, inputs)
+    names = ["output"] + [f"grad {i}" for i in range(len(inputs))]
+    for name, a, b in zip(names, got, want):
+        assert_close(a, b, f"{what} {name}")
+
+
+@pytest.fixture(autouse=True)
+def _kernels_on():
+    with kernels.use_kernels(True):
+        yield
+
+
+def test_gelu_matches_paddle_on_its_whole_range():
+    # tails, zero, and an odd length (the vector loops' remainders)
+    x = np.concatenate([np.linspace(-12, 12, 1001), [0.0, -0.0, 1e-8, -1e-8, 40.0, -40.0]]).astype("float32")
+    x = np.concatenate([x, np.random.default_rng(0).standard_normal(2 * 3 * 5 * 7).astype("float32")])
+    _compare(lambda t: normact.gelu(t), lambda t: F.gelu(t), [x.reshape(1, -1)], "gelu")
+    got = normact.gelu(paddle.to_tensor(x))  # no gradient wanted: the forward-only path
+    assert_close(got.numpy(), F.gelu(paddle.to_tensor(x)).numpy(), "gelu forward only")
+
+
+def test_gelu_treats_nan_and_infinity_as_paddle_does():
+    x = paddle.to_tensor(np.array([np.nan, np.inf, -np.inf, 1.0], "float32"))
+    got = normact.gelu(x).numpy()
+    with kernels.use_kernels(False):
+        want = F.gelu(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+    assert np.isnan(got[0]) and got[1] == np.inf
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7), (3, 96), (2, 3, 4, 33)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_last_axis_matches_paddle(shape, affine):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 3 + 1).astype("float32")
+    C = shape[-1]
+    if affine:
+        w, b = rng.standard_normal(C).astype("float32"), rng.standard_normal(C).astype("float32")
+        _compare(lambda t, wt, bt: normact.layer_norm(t, wt, bt, 1e-6),
+                 lambda t, wt, bt: F.layer_norm(t, [C], wt, bt, 1e-6), [x, w, b], f"layer_norm {shape}")
+    else:
+        _compare(lambda t: normact.layer_norm(t, None, None, 1e-5),
+                 lambda t: F.layer_norm(t, [C], None, None, 1e-5), [x], f"layer_norm {shape} no affine")
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 3, 5), (1, 16, 8, 8), (3, 5, 1, 1)])
+def test_layer_norm_channels_first_matches_layernorm2d(shape):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 2 - 1).astype("float32")
+    C = shape[1]
+    w, b = rng.standard_normal(C).astype("float32"), rng.standard_normal(C).astype("float32")
+
+    def reference(t, wt, bt):  # LayerNorm2d's Paddle path: channels last, F.layer_norm, back
+        return F.layer_norm(t.transpose([0, 2, 3, 1]), [C], wt, bt, 1e-6).transpose([0, 3, 1, 2])
+
+    _compare(lambda t, wt, bt: normact.layer_norm(t, wt, bt, 1e-6, channels_first=True), reference, [x, w, b],
+             f"layer_norm channels first {shape}")
+
+
+def test_layernorm2d_layer_is_the_same_with_kernels_on_and_off():
+    paddle.seed(0)
+    layer = LayerNorm2d(6)
+    layer.weight.set_value(paddle.linspace(0.5, 2.0, 6))
+    layer.bias.set_value(paddle.linspace(-1.0, 1.0, 6))
+    x = np.random.default_rng(2).standard_normal((2, 6, 5, 3)).astype("float32")
+    _compare(lambda t: layer(t), lambda t: layer(t), [x], "LayerNorm2d")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_paddle(bias):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 7)).astype("float32")
+    w = rng.standard_normal((7, 3)).astype("float32")
+    if bias:
+        b = rng.standard_normal(3).astype("float32")
+        _compare(lambda t, wt, bt: normact.linear(t, wt, bt), lambda t, wt, bt: F.linear(t, wt, bt), [x, w, b],
+                 "linear")
+    else:
+        _compare(lambda t, wt: normact.linear(t, wt), lambda t, wt: F.linear(t, wt), [x, w], "linear no bias")
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_mix_heads_matches_the_broadcast_expression(shared):
+    rng = np.random.default_rng(4)
+    a = rng.random((2, 3, 5, 5)).astype("float32")
+    q = rng.random((1 if shared else 2, 3, 5, 5)).astype("float32")
+    w = rng.random(3).astype("float32")
+
+    def reference(at, qt, wt):
+        wt = wt.reshape([1, 3, 1, 1])
+        return (1.0 - wt) * at + wt * qt
+
+    _compare(lambda at, qt, wt: normact.mix_heads(at, qt, wt), reference, [a, q, w], f"mix_heads shared={shared}")
+
+
+def test_kernels_off_or_static_return_none():
+    x = paddle.ones([2, 3])
+    with kernels.use_kernels(False):
+        assert normact.gelu(x) is None
+        assert normact.layer_norm(x, None, None, 1e-5) is None
+        assert normact.linear(x, paddle.ones([3, 2])) is None
+
+
+def _python(code, env):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600)
+
+
+def test_without_a_compiler_the_layers_run_paddles_ops_after_one_warning(tmp_path):
+    """No C compiler (an empty PATH, no CC): one RuntimeWarning naming the reason, then the same results."""
+    env = dict(os.environ, PATH=str(tmp_path), CC="", PPVIT_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=ROOT)
+    done = _python("""
+        import warnings
+        import numpy as np, paddle
+        from ppvit.kernels import native
+        from ppvit.models.layers import GELU, LayerNorm
+        x = paddle.to_tensor(np.linspace(-3, 3, 12, dtype="float32").reshape(3, 4), stop_gradient=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = LayerNorm(4)(GELU()(x))
+            y.sum().backward()
+            GELU()(x)
+        msgs = [str(w.message) for w in caught if "C kernels" in str(w.message)]
+        print(len(msgs), msgs[0] if msgs else "")
+        print(native.library() is None, float(y.abs().sum()))
+    """, env)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.strip().splitlines()[-2:]
+    assert first.startswith("1 ") and "no C compiler found" in first and "Paddle's own" in first, first
+    assert second.startswith("True"), second
+    assert not os.path.exists(tmp_path / "cache" / "kernels"), "nothing is built without a compiler"
+
+
+def test_build_is_cached_and_an_unwritable_cache_builds_for_the_process(tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(os.environ, PPVIT_CACHE_DIR=str(cache), PYTHONPATH=ROOT)
+    code = "from ppvit.kernels import native; lib = native.library(); print(lib._name if lib else native.why())"
+    first = _python(code, env)
+    assert first.returncode == 0 and first.stdout.strip().startswith(str(cache / "kernels")), first.stdout + first.stderr
+    built = first.stdout.strip()
+    mtime = os.path.getmtime(built)
+    again = _python(code, env)
+    assert again.stdout.strip() == built and os.path.getmtime(built) == mtime, "the cached build is reused"
+    assert not [f for f in os.listdir(os.path.dirname(built)) if f.startswith(".build-")], "no temporary left"
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    other = _python(code, dict(env, PPVIT_CACHE_DIR=str(blocked)))
+    assert other.returncode == 0 and "ppvit-kernels-" in other.stdout, other.stdout + other.stderr
