@@ -131,6 +131,14 @@ def test_mix_heads_matches_the_broadcast_expression(shared):
     _compare(lambda at, qt, wt: normact.mix_heads(at, qt, wt), reference, [a, q, w], f"mix_heads shared={shared}")
 
 
+def test_scale_channels_matches_the_broadcast_product():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 5, 3)).astype("float32")
+    gamma = rng.standard_normal(6).astype("float32")
+    _compare(lambda t, g: normact.scale_channels(t, g), lambda t, g: g.reshape([1, -1, 1, 1]) * t, [x, gamma],
+             "scale_channels")
+
+
 def test_kernels_off_or_static_return_none():
     x = paddle.ones([2, 3])
     with kernels.use_kernels(False):

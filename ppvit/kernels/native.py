@@ -43,6 +43,8 @@ _SIGNATURES = {
     "ppvit_ln_cf_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _int],
     "ppvit_mix_fwd": [_p, _p, _p, _p, _i64, _i64, _i64, _int],
     "ppvit_mix_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _int],
+    "ppvit_chscale_fwd": [_p, _p, _p, _i64, _i64, _i64],
+    "ppvit_chscale_bwd": [_p, _p, _p, _p, _p, _p, _i64, _i64, _i64],
     "ppvit_max_threads": [],
     "ppvit_abi_version": [],
 }

@@ -16,8 +16,13 @@ from . import native
 from .config import active, on_cpu_float32
 
 
-def _ptr(t):
-    return t.data_ptr() if t is not None else None
+def _call(name, *args):
+    """Call the C function ``name``: Paddle tensors and numpy arrays go as pointers to their memory (None as
+    NULL), numbers as they are. The argument tuple holds every buffer until the call returns, so no temporary's
+    memory can be freed under it."""
+    fn = getattr(native.library(), name)
+    return fn(*[a.data_ptr() if isinstance(a, paddle.Tensor) else a.ctypes.data if isinstance(a, np.ndarray)
+                else a for a in args])
 
 
 def _contiguous(t):
@@ -41,7 +46,7 @@ def _needs(*tensors):
 # ---------------------------------------------------------------------------------------------------------- GELU
 def _gelu_fwd(x):
     y = paddle.empty_like(x)
-    native.library().ppvit_gelu_fwd(_ptr(x), _ptr(y), x.size)
+    _call("ppvit_gelu_fwd", x, y, x.size)
     return y
 
 
@@ -57,7 +62,7 @@ class _GELU(paddle.autograd.PyLayer):
         (x,) = ctx.saved_tensor()
         grad = _contiguous(grad)
         dx = paddle.empty_like(x)
-        native.library().ppvit_gelu_bwd(_ptr(x), _ptr(grad), _ptr(dx), x.size)
+        _call("ppvit_gelu_bwd", x, grad, dx, x.size)
         return dx
 
 
@@ -71,25 +76,24 @@ def gelu(x):
 
 # ----------------------------------------------------------------------------------------------------- LayerNorm
 def _work(*sizes):
+    """Scratch memory for a C call (pass the array itself to ``_call``)."""
     return np.empty(int(np.prod(sizes)), dtype=np.float32)
 
 
 def _ln_forward(x, weight, bias, eps, channels_first):
     """(y, mean, rstd) of a contiguous x; mean/rstd per normalised vector."""
-    lib = native.library()
     y = paddle.empty_like(x)
     if channels_first:
         B, C, S = x.shape[0], x.shape[1], x.size // (x.shape[0] * x.shape[1])
         mean, rstd = paddle.empty([B * S]), paddle.empty([B * S])
-        n = lib.ppvit_max_threads()
+        n = _call("ppvit_max_threads")
         work = _work(n, 2, S)
-        lib.ppvit_ln_cf_fwd(_ptr(x), _ptr(weight), _ptr(bias), _ptr(y), _ptr(mean), _ptr(rstd), work.ctypes.data,
-                            B, C, S, eps, n)
+        _call("ppvit_ln_cf_fwd", x, weight, bias, y, mean, rstd, work, B, C, S, eps, n)
     else:
         C = x.shape[-1]
         rows = x.size // C
         mean, rstd = paddle.empty([rows]), paddle.empty([rows])
-        lib.ppvit_ln_fwd(_ptr(x), _ptr(weight), _ptr(bias), _ptr(y), _ptr(mean), _ptr(rstd), rows, C, eps)
+        _call("ppvit_ln_fwd", x, weight, bias, y, mean, rstd, rows, C, eps)
     return y, mean, rstd
 
 
@@ -109,21 +113,19 @@ class _LayerNorm(paddle.autograd.PyLayer):
     @staticmethod
     def backward(ctx, grad):
         x, weight, mean, rstd = ctx.saved_tensor()
-        lib, grad = native.library(), _contiguous(grad)
+        grad = _contiguous(grad)
         dx = paddle.empty_like(x)
         C = x.shape[1] if ctx.channels_first else x.shape[-1]
         dw = paddle.empty([C]) if ctx.has[0] else None
         db = paddle.empty([C]) if ctx.has[1] else None
-        n = lib.ppvit_max_threads()
+        n = _call("ppvit_max_threads")
         if ctx.channels_first:
             B, S = x.shape[0], x.size // (x.shape[0] * C)
             work = _work(n * 2 * S + n * 2 * C)
-            lib.ppvit_ln_cf_bwd(_ptr(x), _ptr(grad), _ptr(weight), _ptr(mean), _ptr(rstd), _ptr(dx), _ptr(dw),
-                                _ptr(db), work.ctypes.data, B, C, S, n)
+            _call("ppvit_ln_cf_bwd", x, grad, weight, mean, rstd, dx, dw, db, work, B, C, S, n)
         else:
             work = _work(n, 2, C)
-            lib.ppvit_ln_bwd(_ptr(x), _ptr(grad), _ptr(weight), _ptr(mean), _ptr(rstd), _ptr(dx), _ptr(dw),
-                             _ptr(db), work.ctypes.data, x.size // C, C, n)
+            _call("ppvit_ln_bwd", x, grad, weight, mean, rstd, dx, dw, db, work, x.size // C, C, n)
         grads = [dx if ctx.needs[0] else None]
         if ctx.has[0]:
             grads.append(dw.reshape(weight.shape) if ctx.needs[1] else None)
@@ -196,7 +198,7 @@ class _MixHeads(paddle.autograd.PyLayer):
         B, H = a.shape[0], a.shape[1]
         L = a.size // (B * H)
         out = paddle.empty_like(a)
-        native.library().ppvit_mix_fwd(_ptr(a), _ptr(q), _ptr(w), _ptr(out), B, H, L, int(q.shape[0] == B))
+        _call("ppvit_mix_fwd", a, q, w, out, B, H, L, int(q.shape[0] == B))
         ctx.save_for_backward(a, q, w)
         ctx.needs = _needs(a, q, w)
         return out
@@ -211,8 +213,7 @@ class _MixHeads(paddle.autograd.PyLayer):
         dq = paddle.empty_like(q) if ctx.needs[1] else None
         dw = paddle.empty_like(w) if ctx.needs[2] else None
         work = _work(B, H)
-        native.library().ppvit_mix_bwd(_ptr(grad), _ptr(a), _ptr(q), _ptr(w), _ptr(da), _ptr(dq), _ptr(dw),
-                                       work.ctypes.data, B, H, L, int(q.shape[0] == B))
+        _call("ppvit_mix_bwd", grad, a, q, w, da, dq, dw, work, B, H, L, int(q.shape[0] == B))
         return da, dq, dw
 
 
@@ -228,3 +229,38 @@ def mix_heads(a, q, w):
         return _MixHeads.apply(a, q, w)
     w = w.reshape([1, H] + [1] * (a.ndim - 2))
     return (1.0 - w) * a + w * q
+
+
+# ---------------------------------------------------------------------------------------- per-channel scale
+class _ScaleChannels(paddle.autograd.PyLayer):
+    @staticmethod
+    def forward(ctx, x, gamma):
+        x = _contiguous(x)
+        B, C = x.shape[0], x.shape[1]
+        y = paddle.empty_like(x)
+        _call("ppvit_chscale_fwd", x, gamma, y, B, C, x.size // (B * C))
+        ctx.save_for_backward(x, gamma)
+        ctx.needs = _needs(x, gamma)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, gamma = ctx.saved_tensor()
+        grad = _contiguous(grad)
+        B, C = x.shape[0], x.shape[1]
+        dx = paddle.empty_like(x) if ctx.needs[0] else None
+        dgamma = paddle.empty_like(gamma) if ctx.needs[1] else None
+        work = _work(B, C)
+        _call("ppvit_chscale_bwd", grad, x, gamma, dx, dgamma, work, B, C, x.size // (B * C))
+        return dx, dgamma
+
+
+@paddle.jit.not_to_static
+def scale_channels(x, gamma):
+    """``gamma.reshape([1, C, 1, 1]) * x`` for x [B, C, H, W] and gamma [C] (a layer scale in NCHW). Paddle's
+    broadcast multiply and the reduction in its backward are scalar loops on CPU; in dygraph on CPU float32 a C
+    loop computes it, elsewhere Paddle's ops."""
+    if _usable(x) and x.ndim == 4 and list(gamma.shape) == [x.shape[1]] and on_cpu_float32(gamma):
+        if _wants_grad(x, gamma):
+            return _ScaleChannels.apply(x, gamma)
+    return gamma.reshape([1, -1, 1, 1]) * x

@@ -17,6 +17,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ..kernels import scale_channels
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import (Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, LayerNorm2d, Linear, drop_path_rates,
@@ -97,7 +98,7 @@ class Block(nn.Layer):
             self.layer_scale_1 = self.layer_scale_2 = None
 
     def _scale(self, gamma, x):
-        return x if gamma is None else gamma.reshape([1, -1, 1, 1]) * x
+        return x if gamma is None else scale_channels(x, gamma)  # gamma [C] times each channel
 
     def forward(self, x):
         x = x + self.drop_path(self._scale(self.layer_scale_1, self.attn(x)))

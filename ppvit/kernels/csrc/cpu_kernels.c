@@ -280,6 +280,41 @@ void ppvit_mix_bwd(const float *d, const float *a, const float *q, const float *
         }
 }
 
+/* ---- per-channel scale: y[b, c, s] = x[b, c, s] * gamma[c] (layer scale in NCHW) ---- */
+void ppvit_chscale_fwd(const float *x, const float *gamma, float *y, int64_t B, int64_t C, int64_t S) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+            const float *xs = x + (b * C + c) * S;
+            float *ys = y + (b * C + c) * S;
+            float g = gamma[c];
+            for (int64_t s = 0; s < S; ++s) ys[s] = xs[s] * g;
+        }
+}
+
+/* dx = d * gamma[c]; dgamma[c] = sum_{b,s} d * x (partials per (b, c) in work [B, C]) */
+void ppvit_chscale_bwd(const float *d, const float *x, const float *gamma, float *dx, float *dgamma, float *work,
+                       int64_t B, int64_t C, int64_t S) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+            const float *ds = d + (b * C + c) * S, *xs = x + (b * C + c) * S;
+            float g = gamma[c], acc = 0.0f;
+            if (dx) {
+                float *dxs = dx + (b * C + c) * S;
+                for (int64_t s = 0; s < S; ++s) dxs[s] = ds[s] * g;
+            }
+            for (int64_t s = 0; s < S; ++s) acc += ds[s] * xs[s];
+            work[b * C + c] = acc;
+        }
+    if (dgamma)
+        for (int64_t c = 0; c < C; ++c) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < B; ++b) acc += work[b * C + c];
+            dgamma[c] = acc;
+        }
+}
+
 /* threads a parallel region may use (OMP_NUM_THREADS / omp_set_num_threads, as Paddle's MKL); 1 without OpenMP */
 int ppvit_max_threads(void) {
 #ifdef _OPENMP
