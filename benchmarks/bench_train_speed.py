@@ -75,6 +75,8 @@ LAYER_SHAPES = [
     (5, 16, 256, 64),  # convmixer_256_8
     (3, 56, 72, 4), (3, 28, 144, 4), (3, 14, 288, 4), (3, 7, 576, 4),  # dilateformer_t positional conv
     (7, 56, 64, 8), (7, 28, 128, 8), (7, 14, 256, 8), (7, 7, 512, 8),  # conv2former_n (official, kernel 7)
+    (3, 56, 256, 8), (3, 28, 512, 8), (3, 14, 1024, 8), (3, 7, 2048, 8),  # conv2former_n MLP pos
+    (3, 28, 384, 8), (3, 14, 768, 8),  # coatnet_0 MBConv
 ]
 
 

@@ -114,8 +114,11 @@ def test_refuses_non_depthwise_and_unknown_formulation():
 
 def test_rule_picks_each_formulation():
     """The shape rule is a table, not a constant: small maps, large kernels and small kernels differ."""
-    picks = {dw_kernels._select_formulation(h, h, k) for h, k in [(4, 11), (8, 11), (32, 11), (16, 5), (32, 3), (56, 3)]}
-    assert picks == set(DEPTHWISE_FORMULATIONS)
+    shapes = [(4, 11), (8, 11), (32, 11), (16, 5), (32, 3), (56, 3)]
+    assert {dw_kernels._select_formulation(h, h, k) for h, k in shapes} == {"toeplitz", "direct"}
+    # without ppvit's C loop (no compiler): the formulations in Paddle's ops
+    picks = {dw_kernels._select_formulation(h, h, k, direct=False) for h, k in shapes}
+    assert picks == set(DEPTHWISE_FORMULATIONS) - {"direct"}
     # tiny work stays on Paddle's kernel (fixed overheads dominate)
     assert dw_kernels._select_formulation(8, 8, 11, maps=2 * 4) == "plain"
     assert dw_kernels._select_formulation(8, 8, 11, maps=32 * 256) == "toeplitz"

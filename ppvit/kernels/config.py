@@ -12,7 +12,7 @@ import threading
 import paddle
 
 ENV_VAR = "PPVIT_KERNELS"
-DEPTHWISE_FORMULATIONS = ("plain", "toeplitz", "rows", "fft")
+DEPTHWISE_FORMULATIONS = ("plain", "toeplitz", "rows", "fft", "direct")
 
 _ON, _OFF = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 _process = {"enabled": None}  # None: not read from the environment yet

@@ -5,6 +5,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import _C_ops  # matmul by the op, not paddle.matmul: FlopCounter patches that
 
+from . import native
 from .config import active, forced_formulation, on_cpu_float32
 from .pointwise import add_bias
 
@@ -209,7 +210,46 @@ def _dw_fft(x, weight):
     return _FFTCorrelation.apply(x, weight)
 
 
-_FORMULATIONS = {"plain": _dw_plain, "toeplitz": _dw_toeplitz, "rows": _dw_rows, "fft": _dw_fft}
+class _DirectCorrelation(paddle.autograd.PyLayer):
+    """The correlation computed directly by ppvit's C loop (``native``): row loops along the width, planes across
+    threads. Backward: the gradient correlated with the 180-degree-rotated kernel (the same loop), and the
+    kernel's gradient as k*k dot products of shifted rows per channel."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        x = x if x.is_contiguous() else x.contiguous()
+        B, C, H, W = x.shape
+        k = weight.shape[-1]
+        y = paddle.empty_like(x)
+        native.call("ppvit_dw_fwd", x, weight, y, B * C, C, H, W, k, 0)
+        ctx.save_for_backward(x, weight)
+        ctx.needs = (not x.stop_gradient, not weight.stop_gradient)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensor()
+        grad = grad if grad.is_contiguous() else grad.contiguous()
+        B, C, H, W = x.shape
+        k = weight.shape[-1]
+        grad_x = grad_w = None
+        if ctx.needs[0]:
+            grad_x = paddle.empty_like(x)
+            native.call("ppvit_dw_fwd", grad, weight, grad_x, B * C, C, H, W, k, 1)
+        if ctx.needs[1]:
+            grad_w = paddle.empty_like(weight)
+            native.call("ppvit_dw_bwd_w", grad, x, grad_w, B, C, H, W, k)
+        return grad_x, grad_w
+
+
+def _dw_direct(x, weight):
+    if native.library() is None:  # forced, but no C compiler here: what the rule picks without it
+        return _FORMULATIONS[_select_formulation(*x.shape[2:], weight.shape[-1], direct=False)](x, weight)
+    return _DirectCorrelation.apply(x, weight)
+
+
+_FORMULATIONS = {"plain": _dw_plain, "toeplitz": _dw_toeplitz, "rows": _dw_rows, "fft": _dw_fft,
+                 "direct": _dw_direct}
 
 
 # below this many multiply-adds (B*C*H*W*k*k) Paddle's kernel is as fast as any formulation: the others cost
@@ -217,36 +257,44 @@ _FORMULATIONS = {"plain": _dw_plain, "toeplitz": _dw_toeplitz, "rows": _dw_rows,
 _MIN_MACS = 1 << 20
 
 
-def _select_formulation(h, w, k, maps=None):
+def _select_formulation(h, w, k, maps=None, direct=True):
     """The formulation measured fastest (forward + backward) on CPU for ``maps`` (batch x channels) h x w maps
-    and a k x k kernel (``maps=None``: ignore the size of the batch).
+    and a k x k kernel (``maps=None``: ignore the size of the batch; ``direct=False``: as if ppvit's C loop
+    could not be built here).
 
-    Measured with ``benchmarks/bench_train_speed.py --layer-sweep`` (2 cores, OMP_NUM_THREADS=2, Paddle 3.3,
-    the families' channel counts and training batches; forward + backward ms of one sweep on a shared
-    machine, so +-30%; "plain" is Paddle's kernel):
+    Measured with ``benchmarks/bench_train_speed.py --models --layer-sweep`` (2026-12-06, 2-core AMD EPYC,
+    OMP_NUM_THREADS=2, Paddle 3.3; the families' channel counts and training batches; forward + backward ms,
+    median of 3; "plain" is Paddle's kernel):
 
-    ========================  ======  ========  ======  ======
-    kernel, map, C, B          plain  toeplitz    rows     fft
-    ========================  ======  ========  ======  ======
-    11, 32x32, 64, 32           2681         -     769     460
-    11, 16x16, 128, 32          2290       360     281     348
-    11,  8x8, 256, 32           1910        59     104     213
-    11,  4x4, 512, 32            520        13      66     244
-     5, 16x16, 256, 64           969       717     666     983
-     3, 32x32, 128, 32           427         -     483    1007
-     3, 16x16, 256, 32           209       489     138     401
-     3,  8x8, 512, 32            227        71      77     240
-     3,  4x4, 1024, 32           359        25      55     192
-    ========================  ======  ========  ======  ======
+    ========================  ======  ========  ======  ======  ======
+    kernel, map, C, B          plain  toeplitz    rows     fft  direct
+    ========================  ======  ========  ======  ======  ======
+    11, 32x32, 64, 32            774      1127     282     198     123
+    11, 16x16, 128, 32           520        98     174     109      73
+    11,  8x8, 256, 32            259        12      24      61      67
+    11,  4x4, 512, 32            208         6      17      76      19
+     7, 56x56, 64, 8             246      6472     154      66      38
+     7, 14x14, 256, 8             70        91      15      23      16
+     7,  7x7, 512, 8              50         9      10      19      14
+     5, 16x16, 256, 64           467       233     287     328     131
+     3, 56x56, 256, 8            272     42161     368     330      54
+     3, 28x28, 384, 8            103      1930      63     101      30
+     3, 14x14, 1024, 8            70       184      41     121      24
+     3,  8x8, 512, 32            152        24      25     102      25
+     3,  7x7, 2048, 8             92        23      23      74      23
+    ========================  ======  ========  ======  ======  ======
 
     The matrix product wins while the map is small (H*W <= 64: the kernel covers most of it); beyond that the
-    FFT for large kernels (its cost does not grow with k), the banded rows for small kernels on maps up to
-    16 wide (their cost grows with W), and Paddle's own kernel for small kernels on larger maps.
+    direct C loop (``native``). Without it: the FFT for large kernels (its cost does not grow with k), the banded
+    rows for small kernels on maps up to 16 wide (their cost grows with W), and Paddle's own kernel for small
+    kernels on larger maps.
     """
     if maps is not None and maps * h * w * k * k < _MIN_MACS:
         return "plain"
     if h * w <= 64:
         return "toeplitz"
+    if direct and native.library() is not None:
+        return "direct"
     if k >= 7:
         return "fft"
     return "rows" if w <= 16 else "plain"

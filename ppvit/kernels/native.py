@@ -45,6 +45,8 @@ _SIGNATURES = {
     "ppvit_mix_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _int],
     "ppvit_chscale_fwd": [_p, _p, _p, _i64, _i64, _i64],
     "ppvit_chscale_bwd": [_p, _p, _p, _p, _p, _p, _i64, _i64, _i64],
+    "ppvit_dw_fwd": [_p, _p, _p, _i64, _i64, _i64, _i64, _i64, _int],
+    "ppvit_dw_bwd_w": [_p, _p, _p, _i64, _i64, _i64, _i64, _i64],
     "ppvit_max_threads": [],
     "ppvit_abi_version": [],
 }
@@ -175,6 +177,16 @@ def library():
                           f"Paddle's own (slower) CPU ops", RuntimeWarning, stacklevel=2)
         _state["tried"] = True
     return _state["lib"]
+
+
+def call(name, *args):
+    """Call the C function ``name`` of ``library()`` (which must not be None): Paddle tensors and numpy arrays go
+    as pointers to their memory (None as NULL), numbers as they are. The arguments are held until the call
+    returns, so no temporary's memory can be freed under it (as ``f(np.empty(n).ctypes.data)`` would)."""
+    import numpy as np
+    fn = getattr(library(), name)
+    return fn(*[a.data_ptr() if isinstance(a, paddle.Tensor) else a.ctypes.data if isinstance(a, np.ndarray)
+                else a for a in args])
 
 
 def why():

@@ -13,16 +13,8 @@ import paddle.nn.functional as F
 from paddle import _C_ops
 
 from . import native
+from .native import call as _call
 from .config import active, on_cpu_float32
-
-
-def _call(name, *args):
-    """Call the C function ``name``: Paddle tensors and numpy arrays go as pointers to their memory (None as
-    NULL), numbers as they are. The argument tuple holds every buffer until the call returns, so no temporary's
-    memory can be freed under it."""
-    fn = getattr(native.library(), name)
-    return fn(*[a.data_ptr() if isinstance(a, paddle.Tensor) else a.ctypes.data if isinstance(a, np.ndarray)
-                else a for a in args])
 
 
 def _contiguous(t):

@@ -315,6 +315,63 @@ void ppvit_chscale_bwd(const float *d, const float *x, const float *gamma, float
         }
 }
 
+/* ---- depthwise k x k correlation, stride 1, zero 'same' padding (p = k / 2), NCHW ----
+ * y[b, c] = sum_{i,j} w[c, i, j] * x[b, c, h - p + i, w - p + j]; with `flip` the kernel is rotated by 180
+ * degrees, which is the backward to the input (the gradient correlated with the flipped kernel). Row loops along
+ * the width vectorise; planes (b, c) split across threads. */
+void ppvit_dw_fwd(const float *x, const float *wt, float *y, int64_t BC, int64_t C, int64_t H, int64_t W,
+                  int64_t k, int flip) {
+    const int64_t p = k / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t bc = 0; bc < BC; ++bc) {
+        const float *xp = x + bc * H * W, *wk = wt + (bc % C) * k * k;
+        float *yp = y + bc * H * W;
+        for (int64_t oh = 0; oh < H; ++oh) {
+            float *yr = yp + oh * W;
+            for (int64_t ow = 0; ow < W; ++ow) yr[ow] = 0.0f;
+            for (int64_t i = 0; i < k; ++i) {
+                int64_t ih = oh - p + i;
+                if (ih < 0 || ih >= H) continue;
+                const float *xr = xp + ih * W;
+                for (int64_t j = 0; j < k; ++j) {
+                    int64_t dj = j - p;
+                    float wv = flip ? wk[(k - 1 - i) * k + (k - 1 - j)] : wk[i * k + j];
+                    int64_t lo = dj < 0 ? -dj : 0, hi = dj > 0 ? W - dj : W;
+                    const float *xs = xr + dj;
+                    for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow];
+                }
+            }
+        }
+    }
+}
+
+/* dw[c, i, j] = sum_b sum_{h,w} g[b, c, h, w] * x[b, c, h - p + i, w - p + j]; channels split across threads. */
+void ppvit_dw_bwd_w(const float *g, const float *x, float *dw, int64_t B, int64_t C, int64_t H, int64_t W,
+                    int64_t k) {
+    const int64_t p = k / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+        float *dk = dw + c * k * k;
+        for (int64_t t = 0; t < k * k; ++t) dk[t] = 0.0f;
+        for (int64_t b = 0; b < B; ++b) {
+            const float *gp = g + (b * C + c) * H * W, *xp = x + (b * C + c) * H * W;
+            for (int64_t i = 0; i < k; ++i) {
+                int64_t h_lo = p - i > 0 ? p - i : 0, h_hi = H + p - i < H ? H + p - i : H;
+                for (int64_t j = 0; j < k; ++j) {
+                    int64_t dj = j - p;
+                    int64_t lo = dj < 0 ? -dj : 0, hi = dj > 0 ? W - dj : W;
+                    float acc = 0.0f;
+                    for (int64_t oh = h_lo; oh < h_hi; ++oh) {
+                        const float *gr = gp + oh * W, *xs = xp + (oh - p + i) * W + dj;
+                        for (int64_t ow = lo; ow < hi; ++ow) acc += gr[ow] * xs[ow];
+                    }
+                    dk[i * k + j] += acc;
+                }
+            }
+        }
+    }
+}
+
 /* threads a parallel region may use (OMP_NUM_THREADS / omp_set_num_threads, as Paddle's MKL); 1 without OpenMP */
 int ppvit_max_threads(void) {
 #ifdef _OPENMP
