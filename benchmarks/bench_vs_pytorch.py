@@ -15,7 +15,7 @@ PyTorch runs in a process of its own (benchmarks/torch_train_worker.py) under ``
 ``PPVIT_TORCH_PYTHON``, a Python with torch and timm (it needs neither paddle nor ppvit), without the
 ``MKL_DEBUG_CPU_TYPE`` that ppvit sets for Paddle's MKL on AMD CPUs (unless it was set before this script
 started). Both sides use ``--threads`` threads (default 2). The two are timed in alternation, ``--repeats``
-rounds after one warm-up step each; medians are reported. Wall time gives images/s; the process CPU time per
+rounds after three warm-up steps each (Paddle's first steps grow its allocator's pools); medians are reported. Wall time gives images/s; the process CPU time per
 step (all threads; ppvit's process, PyTorch's worker) is printed too and is the steadier ratio when other
 processes share the cores. ``--quick``: 2 rounds, a smoke run at the full sizes.
 """
@@ -102,6 +102,9 @@ class PaddleTrainer:
         return time.perf_counter() - t0, time.process_time() - c0
 
 
+WARMUP = 3  # steps per side before timing
+
+
 def _median(values):
     values = sorted(values)
     n = len(values)
@@ -134,7 +137,7 @@ def main(argv=None):
     import paddle
     paddle.set_device("cpu")
     print(f"== training step, ppvit (Paddle {paddle.__version__}) vs PyTorch ({args.torch_python}), "
-          f"{args.threads} threads each, median of {repeats} alternating steps after 1 warm-up; "
+          f"{args.threads} threads each, median of {repeats} alternating steps after {WARMUP} warm-up; "
           f"MKL_DEBUG_CPU_TYPE={os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset')} for ppvit, "
           f"{torch_env.get('MKL_DEBUG_CPU_TYPE', 'unset')} for PyTorch", flush=True)
     rows = []
@@ -144,7 +147,8 @@ def main(argv=None):
         ours, theirs = PaddleTrainer(name, size, batch), TorchTrainer(args.torch_python, spec, torch_env)
         try:
             times = {"ppvit": [], "pytorch": []}
-            ours.step(), theirs.step()  # warm-up
+            for _ in range(WARMUP):
+                ours.step(), theirs.step()
             for _ in range(repeats):
                 times["ppvit"].append(ours.step())
                 times["pytorch"].append(theirs.step())

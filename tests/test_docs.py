@@ -30,7 +30,7 @@ from tests.conftest import ROOT
 LINKED = ("tools", "configs", "benchmarks", "scripts", "tests")
 QUICK_START = ("python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && "
                "ppvit train -c configs/quickstart.yaml")
-TEST_COMMAND = "python -m pytest -q tests"
+TEST_COMMAND = "python -m pytest -q -n 2 --dist loadfile tests"
 
 
 def pages():
