@@ -1,5 +1,5 @@
 """ConvMixer's export-time BatchNorm (convmixer_256_8 through the bf16 predictor): in a saved program
-``layers.BatchNorm2D`` is the same per-channel affine as a 1x1 depthwise conv, with no batch_norm op (oneDNN's
+``layers.PostActBatchNorm2D`` is the same per-channel affine as a 1x1 depthwise conv, with no batch_norm op (oneDNN's
 bf16 predictor ran batch_norm in fp32 between reorders); dygraph, training and checkpoints are unchanged."""
 import numpy as np
 import paddle
@@ -7,7 +7,7 @@ import pytest
 
 import ppvit
 from ppvit.deploy.rewrites import for_export
-from ppvit.models.layers import BatchNorm2D
+from ppvit.models.layers import PostActBatchNorm2D
 
 RTOL = 1e-5  # float32: max |static - dygraph| relative to max |dygraph|
 
@@ -43,7 +43,7 @@ def _saved(layer, tmp_path, shape):
 def test_batchnorm_static_is_the_same_affine(kwargs, tmp_path):
     paddle.seed(0)
     c = 6
-    layer = BatchNorm2D(c, **kwargs)
+    layer = PostActBatchNorm2D(c, **kwargs)
     plain = paddle.nn.BatchNorm2D(c, **kwargs)
     if layer.weight is not None:
         _perturb_bn(layer)
@@ -67,7 +67,7 @@ def test_batchnorm_static_is_the_same_affine(kwargs, tmp_path):
 def test_batchnorm_training_still_normalises_by_the_batch():
     """Training mode (dygraph) normalises with batch statistics and updates the running ones, as nn.BatchNorm2D."""
     paddle.seed(0)
-    layer, plain = BatchNorm2D(4), paddle.nn.BatchNorm2D(4)
+    layer, plain = PostActBatchNorm2D(4), paddle.nn.BatchNorm2D(4)
     x = paddle.randn([8, 4, 3, 3]) * 3 + 2
     np.testing.assert_allclose(layer(x).numpy(), plain(x).numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(layer._mean.numpy(), plain._mean.numpy(), rtol=0, atol=1e-7)

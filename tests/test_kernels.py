@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_FILES = ["layers.py", "conv2former.py", "convit.py", "coatnet.py", "convmixer.py", "dilateformer.py"]
 RTOL = 1e-5
 KERNEL_NAMES = ("pointwise", "depthwise", "shift", "bias", "gelu", "layer_norm", "linear", "mix_heads",
-                "scale_channels")
+                "scale_channels", "batch_norm")
 # a small ConViT: GPSA (the per-head mix) and MHSA blocks, LayerNorm, GELU, Linear
 SMALL_CONVIT = dict(img_size=16, patch_size=4, embed_dim=4, num_heads=4, depth=2, local_up_to_layer=1)
 
@@ -59,7 +59,8 @@ def calls(monkeypatch):
     monkeypatch.setattr(pointwise, "add_bias", counting("bias", pointwise.add_bias))
     monkeypatch.setattr(depthwise, "add_bias", pointwise.add_bias)
     for key, layer in (("gelu", normact._GELU), ("layer_norm", normact._LayerNorm), ("linear", normact._Linear),
-                       ("mix_heads", normact._MixHeads), ("scale_channels", normact._ScaleChannels)):
+                       ("mix_heads", normact._MixHeads), ("scale_channels", normact._ScaleChannels),
+                       ("batch_norm", normact._BatchNorm)):
         monkeypatch.setattr(layer, "apply", counting(key, layer.apply))
     return counts
 
@@ -95,9 +96,10 @@ def test_switch_turns_every_kernel_off_with_the_same_results(switch_off, calls, 
     monkeypatch.delenv(kernels.ENV_VAR, raising=False)
     paddle.seed(0)
     model = [ppvit.create_model("conv2former_n_cifar", **SMALL), ppvit.create_model("convit_tiny", **SMALL_CONVIT),
-             ppvit.create_model("conv2former_n", img_size=32, **SMALL)]  # the official block: a layer scale
-    for m in model:
-        m.eval()
+             ppvit.create_model("conv2former_n", img_size=32, **SMALL)]  # the official: layer scale, BatchNorm
+    for m in model[:2]:
+        m.eval()  # the notebook model has dropout
+    model[2].train()  # BatchNorm on batch statistics (the official model has no dropout; no drop path is set)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 16, 16)).astype("float32")
     qkv = [rng.standard_normal((5, 6, 2, 4)).astype("float32") for _ in range(3)]

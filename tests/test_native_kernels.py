@@ -194,3 +194,48 @@ def test_build_is_cached_and_an_unwritable_cache_builds_for_the_process(tmp_path
     blocked.write_text("not a folder")
     other = _python(code, dict(env, PPVIT_CACHE_DIR=str(blocked)))
     assert other.returncode == 0 and "ppvit-kernels-" in other.stdout, other.stdout + other.stderr
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_training_matches_paddle_with_running_statistics(affine):
+    """Outputs, gradients and the running mean/variance after two steps equal Paddle's BatchNorm2D's."""
+    from ppvit.models.layers import BatchNorm2D
+    rng = np.random.default_rng(6)
+    xs = [(rng.standard_normal((3, 5, 4, 7)) * 2 + 1).astype("float32") for _ in range(2)]
+    g = rng.standard_normal((3, 5, 4, 7)).astype("float32")
+    kwargs = {} if affine else dict(weight_attr=False, bias_attr=False)
+    results = []
+    for on in (True, False):
+        paddle.seed(0)
+        bn = BatchNorm2D(5, momentum=0.8, **kwargs)
+        if affine:
+            bn.weight.set_value(paddle.linspace(0.5, 1.5, 5))
+            bn.bias.set_value(paddle.linspace(-1.0, 1.0, 5))
+        bn.train()
+        out = []
+        with kernels.use_kernels(on):
+            for x in xs:
+                xt = paddle.to_tensor(x, stop_gradient=False)
+                y = bn(xt)
+                paddle.autograd.backward([y], [paddle.to_tensor(g)])
+                out += [y.numpy(), xt.grad.numpy()]
+        out += [bn._mean.numpy(), bn._variance.numpy()]
+        if affine:
+            out += [bn.weight.grad.numpy(), bn.bias.grad.numpy()]
+        results.append(out)
+    for i, (a, b) in enumerate(zip(*results)):
+        assert_close(a, b, f"batch_norm item {i}")
+
+
+def test_batch_norm_kernel_stays_out_of_eval_and_global_statistics():
+    from ppvit.models.layers import BatchNorm2D
+    bn = BatchNorm2D(3)
+    x = paddle.ones([2, 3, 2, 2])
+    x.stop_gradient = False
+    bn.eval()
+    assert normact.batch_norm(bn, x) is None
+    bn.train()
+    assert normact.batch_norm(bn, x) is not None
+    bn_global = BatchNorm2D(3, use_global_stats=True)
+    bn_global.train()
+    assert normact.batch_norm(bn_global, x) is None

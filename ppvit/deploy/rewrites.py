@@ -15,7 +15,7 @@ itself is untouched, so dygraph, training and checkpoints never see them):
 - ``DepthwiseConv2D``: Paddle's depthwise op with a kernel larger than twice the map cropped to the taps that
   reach it, and, for Conv2Former's modulation conv (no activation follows it), the bias added after the conv
   (``ExportDepthwiseConv2D``).
-- ``layers.BatchNorm2D`` in eval mode: the same per-channel affine as a 1x1 depthwise conv
+- ``layers.PostActBatchNorm2D`` in eval mode: the same per-channel affine as a 1x1 depthwise conv
   (``BatchNormAsDepthwiseConv``).
 - DilateFormer's ``DilateAttention``: its zero padding as the pad3d op (``ExportDilateAttention``).
 
@@ -31,7 +31,7 @@ import paddle.nn.functional as F
 
 from ..kernels.depthwise import same_padding_odd_kernel
 from ..models import conv2former, dilateformer
-from ..models.layers import BatchNorm2D, Conv2D, DepthwiseConv2D, LayerNorm2d
+from ..models.layers import Conv2D, DepthwiseConv2D, LayerNorm2d, PostActBatchNorm2D
 
 __all__ = ["AffineFoldedConv", "BatchNormAsDepthwiseConv", "ExportDepthwiseConv2D", "ExportDilateAttention",
            "NormalizeOnly", "affine_folds_into", "apply_rewrites", "conv_after_affine", "for_export"]
@@ -280,7 +280,7 @@ def _swapped(layer):
     """The export module that runs ``layer`` (a depthwise conv, BatchNorm or dilated attention), or None."""
     if isinstance(layer, DepthwiseConv2D) and same_padding_odd_kernel(layer):
         return ExportDepthwiseConv2D(layer)
-    if (isinstance(layer, BatchNorm2D) and not layer.training and layer._data_format == "NCHW"
+    if (isinstance(layer, PostActBatchNorm2D) and not layer.training and layer._data_format == "NCHW"
             and getattr(layer, "_use_global_stats", None) is not False):
         return BatchNormAsDepthwiseConv(layer)
     if isinstance(layer, dilateformer.DilateAttention):

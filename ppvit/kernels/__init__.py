@@ -4,9 +4,9 @@ dygraph inference), behind one switch.
 - ``depthwise_conv2d``: a depthwise conv by a Toeplitz or banded matmul or by FFTs (``depthwise``);
 - ``conv2d``: a 1x1 conv as a matmul, a conv's bias added in Paddle's fast broadcast layout (``pointwise``);
 - ``leading_slice``: a slice whose backward is a pad (``shift``);
-- ``gelu``, ``layer_norm``, ``mix_heads``, ``scale_channels``: exact GELU, LayerNorm (last axis or channels
-  first), ConViT's per-head mix of two attention maps and a per-channel (layer) scale of NCHW maps, by C loops
-  built on this machine at first use (``normact``, ``native``);
+- ``gelu``, ``layer_norm``, ``batch_norm``, ``mix_heads``, ``scale_channels``: exact GELU, LayerNorm (last
+  axis or channels first), BatchNorm in training, ConViT's per-head mix of two attention maps and a per-channel
+  (layer) scale of NCHW maps, by C loops built on this machine at first use (``normact``, ``native``);
 - ``linear``: a Linear whose bias gradient is a matrix product (``normact``).
 
 Each matches Paddle's own ops to float32 rounding, forward and gradients (tests/test_dwconv.py,
@@ -19,9 +19,9 @@ their export-time rewrites are ``ppvit.deploy.rewrites``. See docs/kernels.md.
 from .config import (DEPTHWISE_FORMULATIONS, ENV_VAR, depthwise_formulation, is_enabled, set_enabled,
                      use_kernels)
 from .depthwise import depthwise_conv2d
-from .normact import gelu, layer_norm, linear, mix_heads, scale_channels
+from .normact import batch_norm, gelu, layer_norm, linear, mix_heads, scale_channels
 from .pointwise import conv2d
 from .shift import leading_slice
 
-__all__ = ["DEPTHWISE_FORMULATIONS", "ENV_VAR", "conv2d", "depthwise_conv2d", "depthwise_formulation",
+__all__ = ["DEPTHWISE_FORMULATIONS", "ENV_VAR", "batch_norm", "conv2d", "depthwise_conv2d", "depthwise_formulation",
            "gelu", "is_enabled", "layer_norm", "leading_slice", "linear", "mix_heads", "scale_channels", "set_enabled", "use_kernels"]

@@ -47,6 +47,8 @@ _SIGNATURES = {
     "ppvit_chscale_bwd": [_p, _p, _p, _p, _p, _p, _i64, _i64, _i64],
     "ppvit_dw_fwd": [_p, _p, _p, _i64, _i64, _i64, _i64, _i64, _int],
     "ppvit_dw_bwd_w": [_p, _p, _p, _i64, _i64, _i64, _i64, _i64],
+    "ppvit_bn_fwd": [_p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _f],
+    "ppvit_bn_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64],
     "ppvit_max_threads": [],
     "ppvit_abi_version": [],
 }

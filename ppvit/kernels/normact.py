@@ -256,3 +256,52 @@ def scale_channels(x, gamma):
         if _wants_grad(x, gamma):
             return _ScaleChannels.apply(x, gamma)
     return gamma.reshape([1, -1, 1, 1]) * x
+
+
+# -------------------------------------------------------------------------------------- BatchNorm (training)
+class _BatchNorm(paddle.autograd.PyLayer):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        x = _contiguous(x)
+        B, C = x.shape[0], x.shape[1]
+        y = paddle.empty_like(x)
+        mean, var, invstd = paddle.empty([C]), paddle.empty([C]), paddle.empty([C])
+        _call("ppvit_bn_fwd", x, weight, bias, y, mean, var, invstd, B, C, x.size // (B * C), eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.needs = _needs(x, weight, bias)
+        ctx.has = (weight is not None, bias is not None)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, grad, *_statistics_grads):  # the statistics are not differentiable
+        x, weight, mean, invstd = ctx.saved_tensor()
+        grad = _contiguous(grad)
+        B, C = x.shape[0], x.shape[1]
+        dx = paddle.empty_like(x) if ctx.needs[0] else None
+        dw = paddle.empty([C]) if ctx.has[0] and ctx.needs[1] else None
+        db = paddle.empty([C]) if ctx.has[1] and ctx.needs[2] else None
+        _call("ppvit_bn_bwd", grad, x, weight, mean, invstd, dx, dw, db, B, C, x.size // (B * C))
+        grads = [dx]
+        if ctx.has[0]:
+            grads.append(dw)
+        if ctx.has[1]:
+            grads.append(db)
+        return tuple(grads)
+
+
+@paddle.jit.not_to_static
+def batch_norm(bn, x):
+    """``bn(x)`` for an ``nn.BatchNorm2D`` in training mode (batch statistics; NCHW) by ppvit's C loop, with its
+    running mean and variance updated as Paddle does (``momentum * running + (1 - momentum) * batch``, the
+    batch variance biased). None where it does not apply (eval mode or global statistics, kernels off, a static
+    graph, not CPU float32, NHWC, no gradient recorded), and the caller runs Paddle's op. x: [B, C, H, W]."""
+    if (not bn.training or bn._use_global_stats or bn._data_format != "NCHW" or x.ndim != 4 or not _usable(x)
+            or not _wants_grad(x, bn.weight, bn.bias)):
+        return None
+    y, mean, var = _BatchNorm.apply(x, bn.weight, bn.bias, float(bn._epsilon))
+    with paddle.no_grad():
+        m = float(bn._momentum)
+        bn._mean.set_value(bn._mean * m + mean * (1.0 - m))
+        bn._variance.set_value(bn._variance * m + var * (1.0 - m))
+    return y

@@ -24,8 +24,8 @@ import paddle.nn as nn
 
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
-from .layers import (Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, Linear, check_input_size, drop_path_rates,
-                     to_2tuple)
+from .layers import (BatchNorm2D, Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, Linear, check_input_size,
+                     drop_path_rates, to_2tuple)
 from .pos_embed import resize_rel_pos_bias_table
 from .registry import ModelCfg, register_model
 
@@ -37,7 +37,7 @@ def conv_3x3_bn(in_c, out_c, image_size=None, downsample=False, drop_path=0.0):
     stride = 2 if downsample else 1
     return nn.Sequential(
         nn.Conv2D(in_c, out_c, 3, stride, 1, bias_attr=False),
-        nn.BatchNorm2D(out_c),
+        BatchNorm2D(out_c),
         GELU(),
     )
 
@@ -77,18 +77,18 @@ class MBConv(nn.Layer):
         self.block = nn.Sequential(
             ("expand_conv", nn.Sequential(
                 Conv2D(in_c, hidden_dim, 1, stride, 0, bias_attr=False),
-                nn.BatchNorm2D(hidden_dim),
+                BatchNorm2D(hidden_dim),
                 GELU(),
             )),
             ("dw_conv", nn.Sequential(
                 DepthwiseConv2D(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim, bias_attr=False),
-                nn.BatchNorm2D(hidden_dim),
+                BatchNorm2D(hidden_dim),
                 GELU(),
             )),
             ("se", SE(in_c, hidden_dim)),
             ("pro_conv", nn.Sequential(
                 Conv2D(hidden_dim, out_c, 1, 1, 0, bias_attr=False),
-                nn.BatchNorm2D(out_c),
+                BatchNorm2D(out_c),
             )),
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()

@@ -20,8 +20,8 @@ from ..constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..kernels import scale_channels
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
-from .layers import (Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, LayerNorm2d, Linear, drop_path_rates,
-                     init_vit_weights, to_2tuple, trunc_normal_, zeros_)
+from .layers import (BatchNorm2D, Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, LayerNorm2d, Linear,
+                     drop_path_rates, init_vit_weights, to_2tuple, trunc_normal_, zeros_)
 from .registry import ModelCfg, register_model
 
 __all__ = ["Conv2Former", "Conv2FormerCifar", "TORCH_KEY_MAP", "checkpoint_filter_fn"]
@@ -256,10 +256,10 @@ class Conv2Former(nn.Layer):
         stem = nn.Sequential(
             nn.Conv2D(in_chans, half, 3, stride=2, padding=1, bias_attr=False),
             GELU(),
-            nn.BatchNorm2D(half),
+            BatchNorm2D(half),
             nn.Conv2D(half, half, 3, stride=1, padding=1, bias_attr=False),
             GELU(),
-            nn.BatchNorm2D(half),
+            BatchNorm2D(half),
             nn.Conv2D(half, dims[0], 2, stride=2, bias_attr=False),
         )
         self.downsample_layers = nn.LayerList([stem] + [

@@ -12,7 +12,7 @@ checkpoints convert by renaming. ``checkpoint_filter_fn`` also reads timm's layo
 the classifier) are ppvit's additions: no parameters, default 0. Any input size works (at least one patch);
 ``img_size`` is the nominal size only.
 
-Its BatchNorms are ``layers.BatchNorm2D`` (``nn.BatchNorm2D``), which exports run as the same per-channel
+Its BatchNorms are ``layers.PostActBatchNorm2D`` (``nn.BatchNorm2D``), which exports run as the same per-channel
 affine in a 1x1 depthwise conv (``ppvit.deploy.rewrites``), which oneDNN's bf16 predictor keeps in bf16 (its
 batch_norm runs in fp32 between reorders, and a BN after GELU fuses into nothing).
 """
@@ -25,7 +25,8 @@ import paddle.nn.functional as F
 from ..io import unwrap_state_dict
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
-from .layers import BatchNorm2D, Conv2D, DepthwiseConv2D, DropPath, GELU, Linear, drop_path_rates, to_2tuple
+from .layers import (Conv2D, DepthwiseConv2D, DropPath, GELU, Linear, PostActBatchNorm2D, drop_path_rates,
+                     to_2tuple)
 from .registry import ModelCfg, register_model
 
 __all__ = ["ConvMixer", "checkpoint_filter_fn", "torch_key_map"]
@@ -55,18 +56,18 @@ class ConvMixer(nn.Sequential):
                 Residual(nn.Sequential(
                     DepthwiseConv2D(dim, dim, kernel_size, groups=dim, padding="same"),
                     act_layer(),
-                    BatchNorm2D(dim),
+                    PostActBatchNorm2D(dim),
                 ), drop_path=dpr[i]),
                 Conv2D(dim, dim, 1),
                 act_layer(),
-                BatchNorm2D(dim),
+                PostActBatchNorm2D(dim),
             )
             for i in range(depth)
         ]
         super().__init__(
             Conv2D(in_chans, dim, patch_size, stride=patch_size),
             act_layer(),
-            BatchNorm2D(dim),
+            PostActBatchNorm2D(dim),
             *blocks,
             nn.AdaptiveAvgPool2D(1),
             nn.Flatten(),

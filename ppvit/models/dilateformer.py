@@ -15,8 +15,8 @@ import paddle.nn.functional as F
 from ..kernels import leading_slice
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
-from .layers import (Attention, Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, Linear, Mlp, check_input_size,
-                     drop_path_rates, init_vit_weights, to_2tuple)
+from .layers import (Attention, BatchNorm2D, Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, Linear, Mlp,
+                     check_input_size, drop_path_rates, init_vit_weights, to_2tuple)
 from .registry import ModelCfg, register_model
 
 __all__ = ["DilateFormer", "dilate_attention"]
@@ -171,13 +171,13 @@ class PatchEmbed(nn.Layer):
         self.patch_size = (patch_size, patch_size)  # the stem is fixed at stride 4; kept for the signature
         self.proj = nn.Sequential(
             nn.Conv2D(in_chans, hidden_dim, 3, stride=1, padding=1, bias_attr=False),
-            nn.BatchNorm2D(hidden_dim),
+            BatchNorm2D(hidden_dim),
             GELU(),
             nn.Conv2D(hidden_dim, hidden_dim * 2, 3, stride=2, padding=1, bias_attr=False),
-            nn.BatchNorm2D(hidden_dim * 2),
+            BatchNorm2D(hidden_dim * 2),
             GELU(),
             nn.Conv2D(hidden_dim * 2, hidden_dim * 4, 3, stride=1, padding=1, bias_attr=False),
-            nn.BatchNorm2D(hidden_dim * 4),
+            BatchNorm2D(hidden_dim * 4),
             GELU(),
             nn.Conv2D(hidden_dim * 4, embed_dim, 3, stride=2, padding=1, bias_attr=False),
         )

@@ -233,6 +233,15 @@ class GELU(nn.GELU):
 
 class BatchNorm2D(nn.BatchNorm2D):
     """``nn.BatchNorm2D`` (same arguments, parameters ``weight``/``bias``/``_mean``/``_variance``, state_dict keys
-    and forward). Input and output [B, C, H, W]. A distinct class so that exports can tell it apart:
-    ``ppvit.deploy.rewrites`` runs it in exported programs as the same per-channel affine in a 1x1 depthwise conv
-    (where it follows an activation, as in ConvMixer, no fuse pass folds a BatchNorm into a conv)."""
+    and maths). Input and output [B, C, H, W]. In dygraph training on CPU, ``ppvit.kernels.batch_norm`` computes
+    it (batch statistics, forward and backward, the running statistics updated as Paddle does) by a C loop."""
+
+    def forward(self, x):
+        y = kernels.batch_norm(self, x)
+        return nn.BatchNorm2D.forward(self, x) if y is None else y
+
+
+class PostActBatchNorm2D(BatchNorm2D):
+    """A ``BatchNorm2D`` that follows an activation (ConvMixer's conv -> GELU -> BN), where no fuse pass folds it
+    into a conv: ``ppvit.deploy.rewrites`` runs it in exported programs as the same per-channel affine in a 1x1
+    depthwise conv. Same arguments, parameters, keys and maths as ``nn.BatchNorm2D``."""

@@ -372,6 +372,66 @@ void ppvit_dw_bwd_w(const float *g, const float *x, float *dw, int64_t B, int64_
     }
 }
 
+/* ---- BatchNorm in training, NCHW: statistics over (b, s) per channel ----
+ * mean[c], var[c] (biased: what normalises, and what Paddle's running variance averages), invstd[c];
+ * y = (x - mean) * invstd * w + b. Channels split across threads. */
+void ppvit_bn_fwd(const float *x, const float *w, const float *bias, float *y, float *mean, float *var,
+                  float *invstd, int64_t B, int64_t C, int64_t S, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+        float s = 0.0f;
+        for (int64_t b = 0; b < B; ++b) {
+            const float *xs = x + (b * C + c) * S;
+            float acc = 0.0f;
+            for (int64_t i = 0; i < S; ++i) acc += xs[i];
+            s += acc;
+        }
+        float m = s / (float)(B * S), v = 0.0f;
+        for (int64_t b = 0; b < B; ++b) {
+            const float *xs = x + (b * C + c) * S;
+            float acc = 0.0f;
+            for (int64_t i = 0; i < S; ++i) { float d = xs[i] - m; acc += d * d; }
+            v += acc;
+        }
+        v /= (float)(B * S);
+        float is = 1.0f / sqrtf(v + eps);
+        mean[c] = m; var[c] = v; invstd[c] = is;
+        float scale = (w ? w[c] : 1.0f) * is, shift = (bias ? bias[c] : 0.0f) - m * scale;
+        for (int64_t b = 0; b < B; ++b) {
+            const float *xs = x + (b * C + c) * S;
+            float *ys = y + (b * C + c) * S;
+            for (int64_t i = 0; i < S; ++i) ys[i] = xs[i] * scale + shift;
+        }
+    }
+}
+
+/* db = sum g; dw = sum g * xhat; dx = w * invstd * (g - db / N - xhat * dw / N), N = B * S. */
+void ppvit_bn_bwd(const float *g, const float *x, const float *w, const float *mean, const float *invstd,
+                  float *dx, float *dw, float *db, int64_t B, int64_t C, int64_t S) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+        float m = mean[c], is = invstd[c], sg = 0.0f, sgx = 0.0f;
+        for (int64_t b = 0; b < B; ++b) {
+            const float *gs = g + (b * C + c) * S, *xs = x + (b * C + c) * S;
+            float a1 = 0.0f, a2 = 0.0f;
+            for (int64_t i = 0; i < S; ++i) { a1 += gs[i]; a2 += gs[i] * (xs[i] - m); }
+            sg += a1; sgx += a2;
+        }
+        float sgxh = sgx * is;  /* sum g * xhat */
+        if (db) db[c] = sg;
+        if (dw) dw[c] = sgxh;
+        if (dx) {
+            float n = (float)(B * S), k = (w ? w[c] : 1.0f) * is;
+            float mg = sg / n, mgx = sgxh / n;
+            for (int64_t b = 0; b < B; ++b) {
+                const float *gs = g + (b * C + c) * S, *xs = x + (b * C + c) * S;
+                float *dxs = dx + (b * C + c) * S;
+                for (int64_t i = 0; i < S; ++i) dxs[i] = k * (gs[i] - mg - (xs[i] - m) * is * mgx);
+            }
+        }
+    }
+}
+
 /* threads a parallel region may use (OMP_NUM_THREADS / omp_set_num_threads, as Paddle's MKL); 1 without OpenMP */
 int ppvit_max_threads(void) {
 #ifdef _OPENMP
