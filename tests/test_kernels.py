@@ -10,7 +10,8 @@ import pytest
 import ppvit
 from ppvit import kernels
 from ppvit.kernels import config, depthwise, normact, pointwise, shift
-from ppvit.models.dilateformer import dilate_attention
+from ppvit.kernels import attention
+from ppvit.models.dilateformer import dilate_attention, pad_hw
 
 # a small Conv2Former: 1x1 convs, 11x11 and 3x3 depthwise convs, biases
 SMALL = dict(depths=(1, 1, 1, 1), dims=(8, 16, 16, 16))
@@ -18,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_FILES = ["layers.py", "conv2former.py", "convit.py", "coatnet.py", "convmixer.py", "dilateformer.py"]
 RTOL = 1e-5
 KERNEL_NAMES = ("pointwise", "depthwise", "shift", "bias", "gelu", "layer_norm", "linear", "mix_heads",
-                "scale_channels", "batch_norm")
+                "scale_channels", "batch_norm", "dilated_attention")
 # a small ConViT: GPSA (the per-head mix) and MHSA blocks, LayerNorm, GELU, Linear
 SMALL_CONVIT = dict(img_size=16, patch_size=4, embed_dim=4, num_heads=4, depth=2, local_up_to_layer=1)
 
@@ -60,7 +61,7 @@ def calls(monkeypatch):
     monkeypatch.setattr(depthwise, "add_bias", pointwise.add_bias)
     for key, layer in (("gelu", normact._GELU), ("layer_norm", normact._LayerNorm), ("linear", normact._Linear),
                        ("mix_heads", normact._MixHeads), ("scale_channels", normact._ScaleChannels),
-                       ("batch_norm", normact._BatchNorm)):
+                       ("batch_norm", normact._BatchNorm), ("dilated_attention", attention._DilatedAttention)):
         monkeypatch.setattr(layer, "apply", counting(key, layer.apply))
     return counts
 
@@ -78,7 +79,9 @@ def _run_one(model, x):
 
 
 def _attention(q, k, v):
-    return dilate_attention(q, k, v, head_dim=4, dilation=2, kernel_size=3)
+    # the C loop (dilated_attention), and the formulation in Paddle's ops that a given ``pad`` keeps (shift)
+    return (dilate_attention(q, k, v, head_dim=4, dilation=2, kernel_size=3)
+            + dilate_attention(q, k, v, head_dim=4, dilation=2, kernel_size=3, pad=pad_hw))
 
 
 def _run_attention(qkv):

@@ -139,6 +139,24 @@ def test_scale_channels_matches_the_broadcast_product():
              "scale_channels")
 
 
+@pytest.mark.parametrize("geometry", [(5, 6, 2, 3, 1, 3), (7, 5, 3, 2, 2, 3), (6, 6, 1, 4, 3, 3), (9, 7, 2, 2, 1, 5)],
+                         ids=lambda g: "H{}W{}B{}heads{}dil{}k{}".format(*g))
+def test_dilated_attention_matches_the_formulation_in_paddles_ops(geometry):
+    """The C loop against models.dilateformer.dilate_attention in Paddle's ops (itself tested against the
+    notebook's Unfold code in tests/test_dilateformer*.py), windows reaching past every border included."""
+    from ppvit.models.dilateformer import dilate_attention
+    H, W, B, heads, dilation, ks = geometry
+    hd = 4
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((H, W, B, heads * hd)).astype("float32") for _ in range(3))
+
+    def run(qt, kt, vt):
+        return dilate_attention(qt, kt, vt, hd, dilation, ks)
+
+    assert_close(_grads(run, [q, k, v])[0], _grads(run, [q, k, v])[0], "deterministic")
+    _compare(run, run, [q, k, v], f"dilated attention {geometry}")
+
+
 def test_kernels_off_or_static_return_none():
     x = paddle.ones([2, 3])
     with kernels.use_kernels(False):

@@ -7,7 +7,9 @@ dygraph inference), behind one switch.
 - ``gelu``, ``layer_norm``, ``batch_norm``, ``mix_heads``, ``scale_channels``: exact GELU, LayerNorm (last
   axis or channels first), BatchNorm in training, ConViT's per-head mix of two attention maps and a per-channel
   (layer) scale of NCHW maps, by C loops built on this machine at first use (``normact``, ``native``);
-- ``linear``: a Linear whose bias gradient is a matrix product (``normact``).
+- ``linear``: a Linear whose bias gradient is a matrix product (``normact``);
+- ``dilated_attention``: DilateFormer's sliding-window attention, scores, softmax and weighted sum in one C loop
+  (``attention``).
 
 Each matches Paddle's own ops to float32 rounding, forward and gradients (tests/test_dwconv.py,
 tests/test_kernels.py). The model layers (``ppvit.models.layers.Conv2D``/``DepthwiseConv2D``, DilateFormer's
@@ -16,6 +18,7 @@ attention) ask these functions, which return None (or the plain op) wherever the
 ``paddle.jit.to_static``), devices and dtypes other than CPU float32. Exported programs hold Paddle's own ops;
 their export-time rewrites are ``ppvit.deploy.rewrites``. See docs/kernels.md.
 """
+from .attention import dilated_attention
 from .config import (DEPTHWISE_FORMULATIONS, ENV_VAR, depthwise_formulation, is_enabled, set_enabled,
                      use_kernels)
 from .depthwise import depthwise_conv2d
@@ -24,4 +27,5 @@ from .pointwise import conv2d
 from .shift import leading_slice
 
 __all__ = ["DEPTHWISE_FORMULATIONS", "ENV_VAR", "batch_norm", "conv2d", "depthwise_conv2d", "depthwise_formulation",
-           "gelu", "is_enabled", "layer_norm", "leading_slice", "linear", "mix_heads", "scale_channels", "set_enabled", "use_kernels"]
+           "dilated_attention", "gelu", "is_enabled", "layer_norm", "leading_slice", "linear", "mix_heads",
+           "scale_channels", "set_enabled", "use_kernels"]

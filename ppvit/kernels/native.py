@@ -49,6 +49,8 @@ _SIGNATURES = {
     "ppvit_dw_bwd_w": [_p, _p, _p, _i64, _i64, _i64, _i64, _i64],
     "ppvit_bn_fwd": [_p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _f],
     "ppvit_bn_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64],
+    "ppvit_dilate_fwd": [_p, _p, _p, _p, _p, _i64, _i64, _i64, _i64, _i64, _i64, _f],
+    "ppvit_dilate_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _i64, _i64, _i64, _f],
     "ppvit_max_threads": [],
     "ppvit_abi_version": [],
 }

@@ -432,6 +432,94 @@ void ppvit_bn_bwd(const float *g, const float *x, const float *w, const float *m
     }
 }
 
+/* ---- DilateFormer's sliding-window dilated attention on spatial-major [H, W, BH, hd] tensors ----
+ * Query (h, w) attends to the ks*ks keys at (h + dil*(i - c), w + dil*(j - c)), c = (ks - 1) / 2; a key outside
+ * the map is a zero vector (score 0, value 0), as the notebook's nn.Unfold with zero padding.
+ * attn [H*W, BH, ks*ks] keeps the softmax weights for the backward. ks*ks <= 64. */
+#define DIL_MAXK 64
+void ppvit_dilate_fwd(const float *q, const float *k, const float *v, float *out, float *attn, int64_t H,
+                      int64_t W, int64_t BH, int64_t hd, int64_t ks, int64_t dil, float scale) {
+    const int64_t K = ks * ks, c = (ks - 1) / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t pos = 0; pos < H * W; ++pos) {
+        int64_t h = pos / W, w = pos % W;
+        for (int64_t bh = 0; bh < BH; ++bh) {
+            const float *qv = q + (pos * BH + bh) * hd;
+            float s[DIL_MAXK], mx = -INFINITY, sum = 0.0f;
+            int64_t nb[DIL_MAXK];
+            for (int64_t t = 0; t < K; ++t) {
+                int64_t hh = h + dil * (t / ks - c), ww = w + dil * (t % ks - c);
+                float sc = 0.0f;
+                nb[t] = -1;
+                if (hh >= 0 && hh < H && ww >= 0 && ww < W) {
+                    nb[t] = hh * W + ww;
+                    const float *kv = k + (nb[t] * BH + bh) * hd;
+                    for (int64_t e = 0; e < hd; ++e) sc += qv[e] * kv[e];
+                    sc *= scale;
+                }
+                s[t] = sc;
+                mx = sc > mx ? sc : mx;
+            }
+            for (int64_t t = 0; t < K; ++t) { s[t] = expf(s[t] - mx); sum += s[t]; }
+            float *ov = out + (pos * BH + bh) * hd, *av = attn + (pos * BH + bh) * K;
+            for (int64_t e = 0; e < hd; ++e) ov[e] = 0.0f;
+            for (int64_t t = 0; t < K; ++t) {
+                float a = s[t] / sum;
+                av[t] = a;
+                if (nb[t] < 0) continue;
+                const float *vv = v + (nb[t] * BH + bh) * hd;
+                for (int64_t e = 0; e < hd; ++e) ov[e] += a * vv[e];
+            }
+        }
+    }
+}
+
+/* Gradients of dilate_fwd; columns bh split across threads (every write of a thread is in its own columns). */
+void ppvit_dilate_bwd(const float *q, const float *k, const float *v, const float *attn, const float *dout,
+                      float *dq, float *dk, float *dv, int64_t H, int64_t W, int64_t BH, int64_t hd, int64_t ks,
+                      int64_t dil, float scale) {
+    const int64_t K = ks * ks, c = (ks - 1) / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t bh = 0; bh < BH; ++bh) {
+        for (int64_t pos = 0; pos < H * W; ++pos) {
+            float *dkv = dk + (pos * BH + bh) * hd, *dvv = dv + (pos * BH + bh) * hd;
+            for (int64_t e = 0; e < hd; ++e) { dkv[e] = 0.0f; dvv[e] = 0.0f; }
+        }
+        for (int64_t pos = 0; pos < H * W; ++pos) {
+            int64_t h = pos / W, w = pos % W;
+            const float *qv = q + (pos * BH + bh) * hd, *gv = dout + (pos * BH + bh) * hd;
+            const float *av = attn + (pos * BH + bh) * K;
+            float da[DIL_MAXK], dot = 0.0f;
+            int64_t nb[DIL_MAXK];
+            for (int64_t t = 0; t < K; ++t) {
+                int64_t hh = h + dil * (t / ks - c), ww = w + dil * (t % ks - c);
+                float d = 0.0f;
+                nb[t] = -1;
+                if (hh >= 0 && hh < H && ww >= 0 && ww < W) {
+                    nb[t] = hh * W + ww;
+                    const float *vv = v + (nb[t] * BH + bh) * hd;
+                    for (int64_t e = 0; e < hd; ++e) d += gv[e] * vv[e];
+                }
+                da[t] = d;
+                dot += av[t] * d;
+            }
+            float *dqv = dq + (pos * BH + bh) * hd;
+            for (int64_t e = 0; e < hd; ++e) dqv[e] = 0.0f;
+            for (int64_t t = 0; t < K; ++t) {
+                if (nb[t] < 0) continue;
+                float ds = av[t] * (da[t] - dot) * scale;
+                const float *kv = k + (nb[t] * BH + bh) * hd;
+                float *dkn = dk + (nb[t] * BH + bh) * hd, *dvn = dv + (nb[t] * BH + bh) * hd;
+                for (int64_t e = 0; e < hd; ++e) {
+                    dqv[e] += ds * kv[e];
+                    dkn[e] += ds * qv[e];
+                    dvn[e] += av[t] * gv[e];
+                }
+            }
+        }
+    }
+}
+
 /* threads a parallel region may use (OMP_NUM_THREADS / omp_set_num_threads, as Paddle's MKL); 1 without OpenMP */
 int ppvit_max_threads(void) {
 #ifdef _OPENMP
