@@ -71,6 +71,12 @@ def _script(name):
     return module
 
 
+# the official DilateFormer's arguments (scripts/make_fixtures_convert.Dilateformer) for ppvit's models
+DILATEFORMER_ARCHS = {
+    "dilateformer_t": dict(embed_dim=72, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
+}
+
+
 def torch_spec(name, model, size):
     """The PyTorch re-implementation of ``model`` as ``benchmarks/torch_worker.py`` builds it: ``{"script",
     "cls", "args", "kwargs", "state"}`` with ``model``'s weights, or (None, why)."""
@@ -91,6 +97,9 @@ def torch_spec(name, model, size):
         act = torch.nn.ReLU if "768_32" in name else torch.nn.GELU
         spec = {"script": "make_fixtures_coatnet_convmixer", "cls": "ConvMixer",
                 "args": (dim, depth, kernel, patch, model.num_classes, act), "kwargs": {}}
+    elif name in DILATEFORMER_ARCHS:
+        spec = {"script": "make_fixtures_convert", "cls": "Dilateformer", "args": (), "kwargs": dict(
+            img_size=size, num_classes=model.num_classes, **DILATEFORMER_ARCHS[name])}
     else:
         return None, f"no PyTorch re-implementation of {name} in scripts/"
     module = _script(spec["script"])
