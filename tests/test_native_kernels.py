@@ -157,6 +157,25 @@ def test_dilated_attention_matches_the_formulation_in_paddles_ops(geometry):
     _compare(run, run, [q, k, v], f"dilated attention {geometry}")
 
 
+def test_statistics_stay_float32_whatever_paddles_default_dtype():
+    """The buffers the C loops write are float32 even when Paddle's default dtype is float64 (else a float64
+    buffer holding float32 values would give silently wrong gradients)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 6)).astype("float32")
+    w, b = rng.standard_normal(6).astype("float32"), rng.standard_normal(6).astype("float32")
+    previous = paddle.get_default_dtype()
+    paddle.set_default_dtype("float64")
+    try:
+        _compare(lambda t, wt, bt: normact.layer_norm(t, wt, bt, 1e-6),
+                 lambda t, wt, bt: F.layer_norm(t, [6], wt, bt, 1e-6), [x, w, b], "layer_norm, default float64")
+    finally:
+        paddle.set_default_dtype(previous)
+
+
+def test_empty_inputs_take_paddles_ops():
+    assert normact.gelu(paddle.zeros([0, 3])) is None
+
+
 def test_kernels_off_or_static_return_none():
     x = paddle.ones([2, 3])
     with kernels.use_kernels(False):
@@ -201,7 +220,8 @@ def test_build_is_cached_and_an_unwritable_cache_builds_for_the_process(tmp_path
     env = dict(os.environ, PPVIT_CACHE_DIR=str(cache), PYTHONPATH=ROOT)
     code = "from ppvit.kernels import native; lib = native.library(); print(lib._name if lib else native.why())"
     first = _python(code, env)
-    assert first.returncode == 0 and first.stdout.strip().startswith(str(cache / "kernels")), first.stdout + first.stderr
+    assert first.returncode == 0 and first.stdout.strip().startswith(str(cache / "kernels")), \
+        first.stdout + first.stderr
     built = first.stdout.strip()
     mtime = os.path.getmtime(built)
     again = _python(code, env)

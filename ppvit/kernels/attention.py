@@ -20,7 +20,7 @@ class _DilatedAttention(paddle.autograd.PyLayer):
         bh = B * (d // head_dim)
         q, k, v = (t.contiguous() for t in (q, k, v))  # [H, W, B, d] = [H*W, B*heads, head_dim]
         out = paddle.empty_like(q)
-        attn = paddle.empty([H * W, bh, kernel_size * kernel_size])
+        attn = paddle.empty([H * W, bh, kernel_size * kernel_size], dtype="float32")
         native.call("ppvit_dilate_fwd", q, k, v, out, attn, H, W, bh, head_dim, kernel_size, dilation, scale)
         ctx.save_for_backward(q, k, v, attn)
         ctx.geometry = (H, W, bh, head_dim, kernel_size, dilation, scale)
@@ -40,7 +40,7 @@ def dilated_attention(q, k, v, head_dim, dilation, kernel_size, scale):
     """``models.dilateformer.dilate_attention`` without attention dropout (q, k, v: [H, W, B, heads * head_dim]
     -> [H, W, B, heads * head_dim]) by the C loop, or None where it does not apply (kernels off, a static graph,
     not CPU float32, no C library, a window over ``MAX_WINDOW`` keys)."""
-    if not (active() and all(on_cpu_float32(t) for t in (q, k, v)) and kernel_size % 2 == 1
+    if not (active() and all(on_cpu_float32(t) for t in (q, k, v)) and q.size > 0 and kernel_size % 2 == 1
             and kernel_size * kernel_size <= MAX_WINDOW and q.shape == k.shape == v.shape and q.ndim == 4
             and q.shape[-1] % head_dim == 0 and native.library() is not None):
         return None

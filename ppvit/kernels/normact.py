@@ -1,11 +1,12 @@
-"""GELU and LayerNorm by ppvit's C kernels, and Linear with its bias gradient as a matrix product (dygraph, CPU
-float32).
+"""GELU, LayerNorm, BatchNorm (training), ConViT's per-head mix and a per-channel scale by ppvit's C kernels, and
+Linear with its bias gradient as a matrix product (dygraph, CPU float32).
 
 Paddle's CPU kernels for these are scalar loops: on a 1576 x 768 activation (ConViT-Ti's MLP at batch 8) its
 GELU forward + backward, LayerNorm forward + backward and bias add + backward take several times PyTorch's time,
-and they sum to a large share of a training step in every family. ``native`` builds the C loops; the functions
-here return None (the caller then runs Paddle's op) wherever they do not apply: kernels off, a static graph,
-not CPU float32, or no C library on this machine.
+and they sum to a large share of a training step in every family. Every buffer a C loop writes is float32 (the
+inputs are checked to be, and the statistics are allocated so whatever Paddle's default dtype). ``native``
+builds the C loops; the functions here return None (the caller then runs Paddle's op) wherever they do not
+apply: kernels off, a static graph, not CPU float32, or no C library on this machine.
 """
 import numpy as np
 import paddle
@@ -22,7 +23,7 @@ def _contiguous(t):
 
 
 def _usable(x):
-    return active() and on_cpu_float32(x) and native.library() is not None
+    return active() and on_cpu_float32(x) and x.size > 0 and native.library() is not None
 
 
 def _wants_grad(*tensors):
@@ -77,14 +78,14 @@ def _ln_forward(x, weight, bias, eps, channels_first):
     y = paddle.empty_like(x)
     if channels_first:
         B, C, S = x.shape[0], x.shape[1], x.size // (x.shape[0] * x.shape[1])
-        mean, rstd = paddle.empty([B * S]), paddle.empty([B * S])
+        mean, rstd = paddle.empty([B * S], dtype="float32"), paddle.empty([B * S], dtype="float32")
         n = _call("ppvit_max_threads")
         work = _work(n, 2, S)
         _call("ppvit_ln_cf_fwd", x, weight, bias, y, mean, rstd, work, B, C, S, eps, n)
     else:
         C = x.shape[-1]
         rows = x.size // C
-        mean, rstd = paddle.empty([rows]), paddle.empty([rows])
+        mean, rstd = paddle.empty([rows], dtype="float32"), paddle.empty([rows], dtype="float32")
         _call("ppvit_ln_fwd", x, weight, bias, y, mean, rstd, rows, C, eps)
     return y, mean, rstd
 
@@ -108,8 +109,8 @@ class _LayerNorm(paddle.autograd.PyLayer):
         grad = _contiguous(grad)
         dx = paddle.empty_like(x)
         C = x.shape[1] if ctx.channels_first else x.shape[-1]
-        dw = paddle.empty([C]) if ctx.has[0] else None
-        db = paddle.empty([C]) if ctx.has[1] else None
+        dw = paddle.empty([C], dtype="float32") if ctx.has[0] else None
+        db = paddle.empty([C], dtype="float32") if ctx.has[1] else None
         n = _call("ppvit_max_threads")
         if ctx.channels_first:
             B, S = x.shape[0], x.size // (x.shape[0] * C)
@@ -265,7 +266,7 @@ class _BatchNorm(paddle.autograd.PyLayer):
         x = _contiguous(x)
         B, C = x.shape[0], x.shape[1]
         y = paddle.empty_like(x)
-        mean, var, invstd = paddle.empty([C]), paddle.empty([C]), paddle.empty([C])
+        mean, var, invstd = (paddle.empty([C], dtype="float32") for _ in range(3))
         _call("ppvit_bn_fwd", x, weight, bias, y, mean, var, invstd, B, C, x.size // (B * C), eps)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.needs = _needs(x, weight, bias)
@@ -279,8 +280,8 @@ class _BatchNorm(paddle.autograd.PyLayer):
         grad = _contiguous(grad)
         B, C = x.shape[0], x.shape[1]
         dx = paddle.empty_like(x) if ctx.needs[0] else None
-        dw = paddle.empty([C]) if ctx.has[0] and ctx.needs[1] else None
-        db = paddle.empty([C]) if ctx.has[1] and ctx.needs[2] else None
+        dw = paddle.empty([C], dtype="float32") if ctx.has[0] and ctx.needs[1] else None
+        db = paddle.empty([C], dtype="float32") if ctx.has[1] and ctx.needs[2] else None
         _call("ppvit_bn_bwd", grad, x, weight, mean, invstd, dx, dw, db, B, C, x.size // (B * C))
         grads = [dx]
         if ctx.has[0]:
@@ -297,7 +298,8 @@ def batch_norm(bn, x):
     batch variance biased). None where it does not apply (eval mode or global statistics, kernels off, a static
     graph, not CPU float32, NHWC, no gradient recorded), and the caller runs Paddle's op. x: [B, C, H, W]."""
     if (not bn.training or bn._use_global_stats or bn._data_format != "NCHW" or x.ndim != 4 or not _usable(x)
-            or not _wants_grad(x, bn.weight, bn.bias)):
+            or not _wants_grad(x, bn.weight, bn.bias)
+            or any(p is not None and not on_cpu_float32(p) for p in (bn.weight, bn.bias, bn._mean, bn._variance))):
         return None
     y, mean, var = _BatchNorm.apply(x, bn.weight, bn.bias, float(bn._epsilon))
     with paddle.no_grad():
