@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from ..utils.quiet import cpu_flags
+
 logger = logging.getLogger("ppvit")
 
 PADDLE, PADDLE_BF16, ONNXRUNTIME = "paddle", "paddle_bf16", "onnxruntime"
@@ -45,18 +47,6 @@ def default_threads():
     """``OMP_NUM_THREADS`` when the user set it, else every core this process may use."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     return int(env) if env.isdigit() and int(env) > 0 else cpu_count()
-
-
-def cpu_flags():
-    """The CPU feature flags of /proc/cpuinfo (an empty set where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def bf16_support():

@@ -36,10 +36,13 @@ class _DilatedAttention(paddle.autograd.PyLayer):
 
 
 @paddle.jit.not_to_static
-def dilated_attention(q, k, v, head_dim, dilation, kernel_size, scale):
-    """``models.dilateformer.dilate_attention`` without attention dropout (q, k, v: [H, W, B, heads * head_dim]
-    -> [H, W, B, heads * head_dim]) by the C loop, or None where it does not apply (kernels off, a static graph,
-    not CPU float32, no C library, a window over ``MAX_WINDOW`` keys)."""
+def dilated_attention(q, k, v, head_dim, dilation, kernel_size, scale, attn_drop=None, pad=None):
+    """``models.dilateformer.dilate_attention`` (q, k, v: [H, W, B, heads * head_dim] -> [H, W, B, heads *
+    head_dim]) by the C loop, or None where it does not apply (an active attention dropout, a padding function
+    given (exports), kernels off, a static graph, not CPU float32, no C library, a window over ``MAX_WINDOW``
+    keys)."""
+    if pad is not None or (attn_drop is not None and attn_drop.training and attn_drop.p > 0):
+        return None
     if not (active() and all(on_cpu_float32(t) for t in (q, k, v)) and q.size > 0 and kernel_size % 2 == 1
             and kernel_size * kernel_size <= MAX_WINDOW and q.shape == k.shape == v.shape and q.ndim == 4
             and q.shape[-1] % head_dim == 0 and native.library() is not None):

@@ -27,6 +27,8 @@ import warnings
 
 import paddle
 
+from ..utils.quiet import cpu_flags
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "cpu_kernels.c")
 ABI_VERSION = 1
 _LIB_NAME = "libppvit_cpu.so"
@@ -54,18 +56,6 @@ _SIGNATURES = {
     "ppvit_max_threads": [],
     "ppvit_abi_version": [],
 }
-
-
-def cpu_flags():
-    """The CPU feature flags /proc/cpuinfo lists (a set; empty where there is no /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _compiler():
@@ -196,12 +186,6 @@ def call(name, *args):
 def why():
     """Why ``library()`` is None (a message), or None when it loaded or was not tried yet."""
     return _state["why"]
-
-
-def threads():
-    """Threads the C kernels' parallel loops may use (1 without OpenMP; 0 when the library is absent)."""
-    lib = library()
-    return lib.ppvit_max_threads() if lib is not None else 0
 
 
 if __name__ == "__main__":  # python -m ppvit.kernels.native: build now and say where

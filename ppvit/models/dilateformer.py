@@ -45,10 +45,9 @@ def dilate_attention(q, k, v, head_dim, dilation=1, kernel_size=3, scale=None, a
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     H, W, _, d = q.shape  # batch stays -1 in reshapes so that a dynamic batch exports
     scale = scale or head_dim ** -0.5
-    if pad is None and (attn_drop is None or not attn_drop.training or attn_drop.p == 0):
-        out = dilated_attention(q, k, v, head_dim, dilation, kernel_size, scale)  # one C loop, where it applies
-        if out is not None:
-            return out
+    out = dilated_attention(q, k, v, head_dim, dilation, kernel_size, scale, attn_drop, pad)  # where it applies
+    if out is not None:
+        return out
     pad = pad_hw if pad is None else pad
     p = dilation * (kernel_size - 1) // 2
     Wp = W + 2 * p

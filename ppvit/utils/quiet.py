@@ -36,16 +36,26 @@ PADDLE_IMPORT_NOTICES = ("No ccache found", "OMP_NUM_THREADS set to", "PLEASE US
 PADDLE_LOG_LEVEL = "1"
 
 
-def cpu_vendor():
-    """The CPU's vendor string from /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``, ...), or "" elsewhere."""
+def _cpuinfo_field(name):
+    """The value of the first ``name`` line of /proc/cpuinfo (stripped), or "" where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
+
+
+def cpu_vendor():
+    """The CPU's vendor string from /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``, ...), or "" elsewhere."""
+    return _cpuinfo_field("vendor_id")
+
+
+def cpu_flags():
+    """The CPU feature flags /proc/cpuinfo lists (a set; empty where there is no /proc/cpuinfo)."""
+    return set(_cpuinfo_field("flags").split())
 
 
 def tune_cpu_math():

@@ -53,6 +53,18 @@ static inline void phi_v(float x, float *cdf, float *pdf) {
     *pdf = INV_SQRT_2PI * exp_v(-0.5f * x * x);
 }
 
+/* dw[c] and db[c] (either may be NULL) from per-thread partials laid out [threads, 2, C] (dw's, then db's),
+ * added in thread order. */
+static void sum_partials(const float *partials, float *dw, float *db, int64_t C, int nthreads) {
+    for (int k = 0; k < 2; ++k) {
+        float *out = k == 0 ? dw : db;
+        if (!out) continue;
+        for (int64_t c = 0; c < C; ++c) out[c] = 0.0f;
+        for (int t = 0; t < nthreads; ++t)
+            for (int64_t c = 0; c < C; ++c) out[c] += partials[((size_t)t * 2 + k) * C + c];
+    }
+}
+
 void ppvit_gelu_fwd(const float *x, float *y, int64_t n) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
@@ -134,16 +146,7 @@ void ppvit_ln_bwd(const float *x, const float *g, const float *w, const float *m
             }
         }
     }
-    if (dw) {
-        for (int64_t c = 0; c < C; ++c) dw[c] = 0.0f;
-        for (int t = 0; t < nthreads; ++t)
-            for (int64_t c = 0; c < C; ++c) dw[c] += work[(size_t)t * 2 * C + c];
-    }
-    if (db) {
-        for (int64_t c = 0; c < C; ++c) db[c] = 0.0f;
-        for (int t = 0; t < nthreads; ++t)
-            for (int64_t c = 0; c < C; ++c) db[c] += work[(size_t)t * 2 * C + C + c];
-    }
+    sum_partials(work, dw, db, C, nthreads);
 }
 
 /* ---- LayerNorm over the channels of x [B, C, S] (S = H*W; LayerNorm2d) ----
@@ -214,16 +217,7 @@ void ppvit_ln_cf_bwd(const float *x, const float *g, const float *w, const float
             }
         }
     }
-    if (dw) {
-        for (int64_t c = 0; c < C; ++c) dw[c] = 0.0f;
-        for (int t = 0; t < nthreads; ++t)
-            for (int64_t c = 0; c < C; ++c) dw[c] += wparam[(size_t)t * 2 * C + c];
-    }
-    if (db) {
-        for (int64_t c = 0; c < C; ++c) db[c] = 0.0f;
-        for (int t = 0; t < nthreads; ++t)
-            for (int64_t c = 0; c < C; ++c) db[c] += wparam[(size_t)t * 2 * C + C + c];
-    }
+    sum_partials(wparam, dw, db, C, nthreads);
 }
 
 /* ---- a per-head convex mix: out[b, h, i] = (1 - w[h]) * a[b, h, i] + w[h] * q[qb, h, i] ----
