@@ -14,7 +14,7 @@ scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on t
 PyTorch user runs it; it times its forward pass on request, so its rounds interleave with the others), and
 ``... +malloc`` in this process. PyTorch comes from ``--torch-python`` / ``PPVIT_TORCH_PYTHON``
 (benchmarks/torch_python.py) when the running Python has no torch. Creating a CPU backend tunes glibc's
-malloc for the whole process (``ppvit.deploy.backends.keep_freed_memory``: freed activations reused, not
+malloc for the whole process (``ppvit.utils.quiet.keep_freed_memory``: freed activations reused, not
 re-faulted), so PyTorch in this process runs with ppvit's tuning: its best case, not what its users get by
 default. Every path runs once per
 round, in turn, after warm-up, so a load change on a shared machine hits all alike, with a pause before each
@@ -128,7 +128,7 @@ def _worker():
 
 def torch_paths(spec):
     """PyTorch eager fp32 and bf16 autocast on ``spec``'s model in this process (which has ppvit's malloc
-    tuning, ``ppvit.deploy.backends.keep_freed_memory``: PyTorch's best case)."""
+    tuning, ``ppvit.utils.quiet.keep_freed_memory``: PyTorch's best case)."""
     torch = _torch()
     ref = _worker().build(spec)
 

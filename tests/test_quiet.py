@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import paddle
+import pytest
 
 import ppvit
 from ppvit.utils import drop_stderr_lines
@@ -46,3 +47,43 @@ def test_export_prints_no_paddle_notice(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "quickstart" / "inference" / "inference.pdiparams").is_file()
     assert EXPORT_NOTICE not in proc.stderr + proc.stdout, proc.stderr
+
+
+_FAULTS_SCRIPT = """
+import resource, sys
+import numpy as np
+import ppvit  # tunes malloc (utils.quiet.tune_cpu_math -> keep_freed_memory); nothing else is called
+def run():  # three 8 MiB activations written and freed, as a training step or a predictor run does
+    a = [np.ones(1 << 21, dtype=np.float32) for _ in range(3)]
+    del a
+run()
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    run()
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 10
+from ppvit.utils.quiet import keep_freed_memory
+print(keep_freed_memory(), faults)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or __import__("platform").libc_ver()[0] != "glibc",
+                    reason="malloc tuning is glibc-only")
+def test_import_keeps_freed_memory_so_reallocation_does_not_fault():
+    """``import ppvit`` tunes glibc so freed activations are reused (dygraph training and the CPU predictors):
+    without it, each freed block goes back to the kernel and every new one is faulted in page by page (~1000
+    faults per 24 MiB here). The user's own malloc settings are left alone."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(extra_env):
+        env = {**os.environ, "PYTHONPATH": root, **extra_env}
+        for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+            if k not in extra_env:
+                env.pop(k, None)
+        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True, text=True,
+                             check=True).stdout.split()
+        return out[-2] == "True", float(out[-1])
+
+    tuned, faults = run({})
+    assert tuned and faults < 50, (tuned, faults)
+    tuned, faults = run({"MALLOC_TRIM_THRESHOLD_": "4096"})  # the user's choice: not overridden
+    assert not tuned and faults > 500, (tuned, faults)

@@ -8,9 +8,9 @@ Names (the ``backend`` argument, ``Infer.backend`` etc., and the keys of the exp
   (``bf16_support``); elsewhere oneDNN emulates bf16 and it is slower than fp32, so it is not offered.
 - ``onnxruntime``: ONNX Runtime's CPU execution provider on ``<prefix>.onnx``, fp32.
 
-Creating a CPU ``PaddleBackend`` tunes glibc's malloc for the process once (``keep_freed_memory``): Paddle
-Inference mallocs and frees its activations on every run, and with glibc's defaults each was a fresh,
-page-faulted mmap, which cost more than half of a small model's bf16 forward.
+Creating a CPU ``PaddleBackend`` makes sure glibc's malloc keeps freed memory (``utils.quiet.keep_freed_memory``,
+which ``import ppvit`` already calls): Paddle Inference mallocs and frees its activations on every run, and with
+glibc's defaults each was a fresh, page-faulted mmap, which cost more than half of a small model's bf16 forward.
 
 int8 is not offered: measured on this project's models, static int8 ONNX was slower than fp32 (ONNX Runtime
 has no fast int8 depthwise/large-kernel convolutions) and needs calibration data to stay accurate.
@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from ..utils.quiet import cpu_flags
+from ..utils.quiet import cpu_flags, keep_freed_memory
 
 logger = logging.getLogger("ppvit")
 
@@ -66,43 +66,6 @@ def bf16_support():
     if fast:
         return True, "native bf16 (" + (", ".join(native) or "Paddle's check") + ")"
     return False, "this CPU has no native bf16 (avx512_bf16/AMX), so oneDNN's bf16 would be slower than fp32"
-
-
-# glibc malloc: blocks up to 32 MiB from the heap (not a fresh mmap each), and up to 256 MiB of freed heap kept
-MALLOC_MMAP_THRESHOLD = 32 << 20
-MALLOC_TRIM_THRESHOLD = 256 << 20
-_malloc_tuned = []
-
-
-def keep_freed_memory():
-    """Let glibc reuse freed activation memory instead of returning it to the kernel; once per process.
-
-    Paddle Inference (CPU) allocates a run's activations with malloc and frees them after it. A batch-64
-    activation of these models is 4-16 MB, above glibc's mmap threshold (128 KiB, raised only by what the
-    process happened to free before), so each one was a fresh mmap, zero-filled page by page on first write,
-    and unmapped at free: convmixer_256_8's bf16 predictor took ~60,000 page faults per batch and ran at
-    ~300 images/s in a fresh process, ~850 with this (measured, 2 cores; fp32 ~180 -> ~450). Sets
-    ``M_MMAP_THRESHOLD`` to 32 MiB (glibc's maximum) and ``M_TRIM_THRESHOLD`` to 256 MiB: at most that much
-    freed memory stays with the process. Returns True when set; a no-op (False) off glibc, or when the user
-    tuned malloc through ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``/``GLIBC_TUNABLES``.
-    """
-    if _malloc_tuned:
-        return _malloc_tuned[0]
-    ok = False
-    if not any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
-        try:
-            import ctypes
-
-            mallopt = ctypes.CDLL(None).mallopt  # glibc only: AttributeError/OSError elsewhere
-            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-            ok = bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)) and bool(
-                mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
-        except (AttributeError, OSError):
-            ok = False
-    logger.debug("malloc thresholds %s", "set" if ok else "left alone")
-    _malloc_tuned.append(ok)
-    return ok
 
 
 def program_ops(program_file):
