@@ -8,8 +8,8 @@ the same model, weights and batch, in one run; and the time of a 1000-sample LIM
 Paths timed per model (``NAME:SIZE:BATCH``): Paddle dygraph; the export's backends (``paddle`` = Paddle
 Inference fp32 + oneDNN, ``paddle_bf16``, ``onnxruntime`` fp32) where export verified them; ``auto`` =
 ``export_model`` + ``Predictor`` with default arguments (what users get); and where PyTorch is installed and
-a PyTorch re-implementation exists (ConViT and ConViT's timm layout, ConvMixer; from
-scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on the same weights, twice:
+a PyTorch re-implementation exists (ConViT and ConViT's timm layout, ConvMixer, DilateFormer, CoAtNet-0,
+Conv2Former-N; from scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.autocast`` bf16 on the same weights, twice:
 ``pytorch fp32``/``bf16`` in a process of its own (benchmarks/torch_worker.py: torch and the model only, as a
 PyTorch user runs it; it times its forward pass on request, so its rounds interleave with the others), and
 ``... +malloc`` in this process. PyTorch comes from ``--torch-python`` / ``PPVIT_TORCH_PYTHON``
@@ -77,9 +77,20 @@ DILATEFORMER_ARCHS = {
 }
 
 
+# models whose PyTorch side (scripts/<script>.<cls>) has ppvit's converter (the cfg's checkpoint_filter_fn): the
+# PyTorch model keeps its random weights and ``model`` is given them, converted
+CONVERTED_ARCHS = {
+    "coatnet_0": ("make_fixtures_coatnet_convmixer", "CoAtNet", lambda size, n: dict(  # source 003's
+        image_size=[size, size], num_blocks=[2, 2, 3, 5, 2], channels=[64, 96, 192, 384, 768], num_classes=n)),
+    "conv2former_n": ("make_fixtures_conv2former", "Conv2Former", lambda size, n: dict(  # the official code
+        kernel_size=7, dims=[64, 128, 256, 512], depths=[2, 2, 8, 2], num_classes=n)),
+}
+
+
 def torch_spec(name, model, size):
     """The PyTorch re-implementation of ``model`` as ``benchmarks/torch_worker.py`` builds it: ``{"script",
-    "cls", "args", "kwargs", "state"}`` with ``model``'s weights, or (None, why)."""
+    "cls", "args", "kwargs", "state"}`` with ``model``'s weights (for ``CONVERTED_ARCHS``, ``model`` is given
+    the PyTorch model's weights instead), or (None, why). Call it before exporting ``model``."""
     torch = _torch()
     if torch is None:
         return None, "PyTorch: " + torch_python.MISSING
@@ -100,6 +111,13 @@ def torch_spec(name, model, size):
     elif name in DILATEFORMER_ARCHS:
         spec = {"script": "make_fixtures_convert", "cls": "Dilateformer", "args": (), "kwargs": dict(
             img_size=size, num_classes=model.num_classes, **DILATEFORMER_ARCHS[name])}
+    elif name in CONVERTED_ARCHS:  # PyTorch's random weights into ``model`` through ppvit's converter
+        script, cls, kwargs = CONVERTED_ARCHS[name]
+        spec = {"script": script, "cls": cls, "args": (), "kwargs": kwargs(size, model.num_classes)}
+        ref = getattr(_script(script), cls)(**spec["kwargs"])
+        state = ref.state_dict()
+        model.set_state_dict(ppvit.get_model_cfg(name).checkpoint_filter_fn({k: v.numpy() for k, v in state.items()}))
+        return spec | {"state": state}, None
     else:
         return None, f"no PyTorch re-implementation of {name} in scripts/"
     module = _script(spec["script"])
@@ -205,6 +223,7 @@ def bench_model(name, size, batch, rounds, warmup, folder):
     paddle.seed(0)
     model = ppvit.create_model(name, num_classes=10, img_size=size)
     model.eval()
+    spec, why = torch_spec(name, model, size)  # may set model's weights: before the export
     prefix = os.path.join(folder, name)
     t = time.perf_counter()
     info = export_model(model, prefix, size, {"model": name})  # default arguments: verify + time every backend
@@ -221,7 +240,6 @@ def bench_model(name, size, batch, rounds, warmup, folder):
             paths[backend] = Predictor(prefix, device="cpu", backend=backend)
     auto = Predictor(prefix)  # default arguments, as users call it
     paths["auto"] = auto
-    spec, why = torch_spec(name, model, size)
     proc = None
     try:
         if spec is not None:

@@ -9,7 +9,7 @@ import pytest
 
 import ppvit
 from ppvit import kernels
-from ppvit.kernels import config, depthwise, normact, pointwise, shift
+from ppvit.kernels import config, depthwise, normact, pointwise, shift, strided
 from ppvit.kernels import attention
 from ppvit.models.dilateformer import dilate_attention, pad_hw
 
@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_FILES = ["layers.py", "conv2former.py", "convit.py", "coatnet.py", "convmixer.py", "dilateformer.py"]
 RTOL = 1e-5
 KERNEL_NAMES = ("pointwise", "depthwise", "shift", "bias", "gelu", "layer_norm", "linear", "mix_heads",
-                "scale_channels", "batch_norm", "dilated_attention")
+                "scale_channels", "batch_norm", "dilated_attention", "permute")
 # a small ConViT: GPSA (the per-head mix) and MHSA blocks, LayerNorm, GELU, Linear
 SMALL_CONVIT = dict(img_size=16, patch_size=4, embed_dim=4, num_heads=4, depth=2, local_up_to_layer=1)
 
@@ -61,7 +61,8 @@ def calls(monkeypatch):
     monkeypatch.setattr(depthwise, "add_bias", pointwise.add_bias)
     for key, layer in (("gelu", normact._GELU), ("layer_norm", normact._LayerNorm), ("linear", normact._Linear),
                        ("mix_heads", normact._MixHeads), ("scale_channels", normact._ScaleChannels),
-                       ("batch_norm", normact._BatchNorm), ("dilated_attention", attention._DilatedAttention)):
+                       ("batch_norm", normact._BatchNorm), ("dilated_attention", attention._DilatedAttention),
+                       ("permute", strided._Permute)):
         monkeypatch.setattr(layer, "apply", counting(key, layer.apply))
     return counts
 

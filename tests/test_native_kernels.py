@@ -1,5 +1,6 @@
 """ppvit's C kernels (ppvit/kernels/csrc, built at first use) against Paddle's own ops, forward and gradients, and
 what happens where they cannot be built."""
+import itertools
 import os
 import subprocess
 import sys
@@ -182,6 +183,7 @@ def test_kernels_off_or_static_return_none():
         assert normact.gelu(x) is None
         assert normact.layer_norm(x, None, None, 1e-5) is None
         assert normact.linear(x, paddle.ones([3, 2])) is None
+        assert kernels.permute(x, [1, 0]) is None
 
 
 def _python(code, env):
@@ -277,3 +279,55 @@ def test_batch_norm_kernel_stays_out_of_eval_and_global_statistics():
     bn_global = BatchNorm2D(3, use_global_stats=True)
     bn_global.train()
     assert normact.batch_norm(bn_global, x) is None
+
+
+# shapes for permute: odd sizes around the 8 x 8 register transpose and the 32 x 32 tiles, size-1 axes, 5-d
+PERMUTE_SHAPES = [(3, 37, 45), (2, 9, 17, 5), (2, 3, 2, 4, 6), (5, 1, 33, 2), (40, 3), (1, 8, 8)]
+
+
+@pytest.mark.parametrize("shape", PERMUTE_SHAPES, ids=str)
+def test_permute_is_paddles_transpose_bit_for_bit(shape):
+    """Every permutation, of a contiguous tensor and of a strided view (a reversed transpose): the values and the
+    gradient (the inverse permutation of the upstream gradient) equal Paddle's transpose exactly, and the result
+    is contiguous."""
+    assert native.library() is not None, f"the C kernels did not build here: {native.why()}"
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(shape).astype("float32")
+    reverse = list(reversed(range(len(shape))))
+    for perm in itertools.permutations(range(len(shape))):
+        for view in (False, True):
+            x = paddle.to_tensor(a, stop_gradient=False)
+            src = x.transpose(reverse) if view else x
+            y = kernels.permute(src, perm)
+            assert y.is_contiguous()
+            want = (a.transpose(reverse) if view else a).transpose(perm)
+            assert np.array_equal(y.numpy(), want), (shape, perm, view)
+            g = rng.standard_normal(want.shape).astype("float32")
+            paddle.autograd.backward([y], [paddle.to_tensor(g)])
+            with kernels.use_kernels(False):
+                x2 = paddle.to_tensor(a, stop_gradient=False)
+                ref = (x2.transpose(reverse) if view else x2).transpose(list(perm))
+                paddle.autograd.backward([ref], [paddle.to_tensor(g)])
+            assert np.array_equal(x.grad.numpy(), x2.grad.numpy()), (shape, perm, view)
+
+
+def test_contiguous_copies_every_kind_of_view_exactly():
+    """``kernels.strided.contiguous`` (the kernels' inputs and upstream gradients) on a slice, an unbind's part, a
+    transpose of a slice and a size-1 axis: Paddle's values, contiguous; a contiguous tensor is returned as is."""
+    from ppvit.kernels.strided import contiguous
+
+    a = np.random.default_rng(1).standard_normal((4, 6, 3, 10)).astype("float32")
+    x = paddle.to_tensor(a)
+    views = {"slice": (x[:, 1:5], a[:, 1:5]), "unbind": (x.unbind(2)[1], a[:, :, 1]),
+             "transposed slice": (x[:, :, :, 2:9].transpose([3, 0, 2, 1]), a[:, :, :, 2:9].transpose(3, 0, 2, 1)),
+             "size-1 axis": (x[:, 2:3].transpose([1, 3, 0, 2]), a[:, 2:3].transpose(1, 3, 0, 2))}
+    for what, (view, want) in views.items():
+        assert not view.is_contiguous(), what
+        got = contiguous(view)
+        assert got.is_contiguous() and np.array_equal(got.numpy(), want), what
+    assert contiguous(x) is x
+
+
+def test_permute_refuses_what_is_not_a_permutation():
+    with pytest.raises(ValueError, match="not a permutation"):
+        kernels.permute(paddle.ones([2, 3]), [0, 0])

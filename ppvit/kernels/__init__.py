@@ -8,6 +8,8 @@ dygraph inference), behind one switch.
   axis or channels first), BatchNorm in training, ConViT's per-head mix of two attention maps and a per-channel
   (layer) scale of NCHW maps, by C loops built on this machine at first use (``normact``, ``native``);
 - ``linear``: a Linear whose bias gradient is a matrix product (``normact``);
+- ``permute``: a transpose made contiguous by one C copy, forward and backward (attention's head split and
+  merge; Paddle copies strided views with a slow generic kernel) (``strided``);
 - ``dilated_attention``: DilateFormer's sliding-window attention, scores, softmax and weighted sum in one C loop
   (``attention``).
 
@@ -25,7 +27,8 @@ from .depthwise import depthwise_conv2d
 from .normact import batch_norm, gelu, layer_norm, linear, mix_heads, scale_channels
 from .pointwise import conv2d
 from .shift import leading_slice
+from .strided import permute
 
 __all__ = ["DEPTHWISE_FORMULATIONS", "ENV_VAR", "batch_norm", "conv2d", "depthwise_conv2d", "depthwise_formulation",
            "dilated_attention", "gelu", "is_enabled", "layer_norm", "leading_slice", "linear", "mix_heads",
-           "scale_channels", "set_enabled", "use_kernels"]
+           "permute", "scale_channels", "set_enabled", "use_kernels"]

@@ -9,6 +9,7 @@ import paddle
 
 from . import native
 from .config import active, on_cpu_float32
+from .strided import contiguous
 
 MAX_WINDOW = 64  # kernel_size ** 2 the C loop holds on its stack
 
@@ -18,7 +19,7 @@ class _DilatedAttention(paddle.autograd.PyLayer):
     def forward(ctx, q, k, v, head_dim, dilation, kernel_size, scale):
         H, W, B, d = q.shape
         bh = B * (d // head_dim)
-        q, k, v = (t.contiguous() for t in (q, k, v))  # [H, W, B, d] = [H*W, B*heads, head_dim]
+        q, k, v = (contiguous(t) for t in (q, k, v))  # [H, W, B, d] = [H*W, B*heads, head_dim]
         out = paddle.empty_like(q)
         attn = paddle.empty([H * W, bh, kernel_size * kernel_size], dtype="float32")
         native.call("ppvit_dilate_fwd", q, k, v, out, attn, H, W, bh, head_dim, kernel_size, dilation, scale)
@@ -29,7 +30,7 @@ class _DilatedAttention(paddle.autograd.PyLayer):
     @staticmethod
     def backward(ctx, grad):
         q, k, v, attn = ctx.saved_tensor()
-        grad = grad if grad.is_contiguous() else grad.contiguous()
+        grad = contiguous(grad)
         dq, dk, dv = paddle.empty_like(q), paddle.empty_like(k), paddle.empty_like(v)
         native.call("ppvit_dilate_bwd", q, k, v, attn, grad, dq, dk, dv, *ctx.geometry)
         return dq, dk, dv

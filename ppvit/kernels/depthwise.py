@@ -8,6 +8,7 @@ from paddle import _C_ops  # matmul by the op, not paddle.matmul: FlopCounter pa
 from . import native
 from .config import active, forced_formulation, on_cpu_float32
 from .pointwise import add_bias
+from .strided import contiguous
 
 # Paddle's dygraph depthwise conv on CPU is a naive loop (an 11x11 kernel on 64x64x32x32 is ~80x slower than
 # PyTorch's), while its matmul and FFT kernels are fast (MKL). ``DepthwiseConv2D`` keeps nn.Conv2D's
@@ -217,7 +218,7 @@ class _DirectCorrelation(paddle.autograd.PyLayer):
 
     @staticmethod
     def forward(ctx, x, weight):
-        x = x if x.is_contiguous() else x.contiguous()
+        x = contiguous(x)
         B, C, H, W = x.shape
         k = weight.shape[-1]
         y = paddle.empty_like(x)
@@ -229,7 +230,7 @@ class _DirectCorrelation(paddle.autograd.PyLayer):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensor()
-        grad = grad if grad.is_contiguous() else grad.contiguous()
+        grad = contiguous(grad)
         B, C, H, W = x.shape
         k = weight.shape[-1]
         grad_x = grad_w = None

@@ -30,7 +30,7 @@ import paddle
 from ..utils.quiet import cpu_flags
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "cpu_kernels.c")
-ABI_VERSION = 1
+ABI_VERSION = 2
 _LIB_NAME = "libppvit_cpu.so"
 _lock = threading.Lock()
 _state = {"tried": False, "lib": None, "why": None}
@@ -53,6 +53,7 @@ _SIGNATURES = {
     "ppvit_bn_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64],
     "ppvit_dilate_fwd": [_p, _p, _p, _p, _p, _i64, _i64, _i64, _i64, _i64, _i64, _f],
     "ppvit_dilate_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _i64, _i64, _i64, _f],
+    "ppvit_strided_copy": [_p, _p, _int, _p, _p],
     "ppvit_max_threads": [],
     "ppvit_abi_version": [],
 }

@@ -16,10 +16,7 @@ from paddle import _C_ops
 from . import native
 from .native import call as _call
 from .config import active, on_cpu_float32
-
-
-def _contiguous(t):
-    return t if t.is_contiguous() else t.contiguous()
+from .strided import contiguous as _contiguous
 
 
 def _usable(x):

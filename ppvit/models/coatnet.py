@@ -25,7 +25,7 @@ import paddle.nn as nn
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import (BatchNorm2D, Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, Linear, check_input_size,
-                     drop_path_rates, to_2tuple)
+                     drop_path_rates, permute, to_2tuple)
 from .pos_embed import resize_rel_pos_bias_table
 from .registry import ModelCfg, register_model
 
@@ -132,16 +132,16 @@ class Attention(nn.Layer):
     def relative_bias(self):
         n = self.ih * self.iw
         bias = paddle.index_select(self.relative_bias_table, self.relative_index)  # N*N, heads
-        return bias.reshape([n, n, self.heads]).transpose([2, 0, 1]).unsqueeze(0)  # 1, heads, N, N
+        return permute(bias.reshape([n, n, self.heads]), [2, 0, 1]).unsqueeze(0)  # 1, heads, N, N
 
     def forward(self, x):
         # B, N, 3*heads*d -> 3, B, heads, N, d (reshape's 0 copies a dimension: B is unknown when exporting)
-        qkv = self.qkv(x).reshape([0, 0, 3, self.heads, -1]).transpose([2, 0, 3, 1, 4])
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        # unbind rather than three slices: its backward is one stack, theirs three zero-filled copies
+        q, k, v = permute(self.qkv(x).reshape([0, 0, 3, self.heads, -1]), [2, 0, 3, 1, 4]).unbind(0)
         dots = paddle.matmul(q, k, transpose_y=True) * self.scale  # B, heads, N, N
         attn = self.attend(dots + self.relative_bias())
         out = paddle.matmul(attn, v)  # B, heads, N, d
-        out = out.transpose([0, 2, 1, 3]).reshape([0, 0, -1])  # B, N, heads*d
+        out = permute(out, [0, 2, 1, 3]).reshape([0, 0, -1])  # B, N, heads*d
         return self.proj(out)
 
 
@@ -161,11 +161,11 @@ class FFN(nn.Layer):
 
 
 def _tokens(x):
-    return x.flatten(2).transpose([0, 2, 1])  # B, C, H, W -> B, H*W, C
+    return permute(x.flatten(2), [0, 2, 1])  # B, C, H, W -> B, H*W, C
 
 
 def _feature_map(x, h, w):
-    return x.transpose([0, 2, 1]).reshape([0, -1, h, w])  # B, H*W, C -> B, C, H, W
+    return permute(x, [0, 2, 1]).reshape([0, -1, h, w])  # B, H*W, C -> B, C, H, W
 
 
 class Transformer(nn.Layer):

@@ -27,7 +27,7 @@ from .features import feature_take_indices, format_map
 from ..kernels import mix_heads
 from .helpers import apply_key_map
 from .layers import (Attention, Conv2D, DropPath, GELU, LayerNorm, Linear, Mlp, check_input_size, drop_path_rates,
-                     init_vit_weights, to_2tuple, trunc_normal_)
+                     init_vit_weights, permute, to_2tuple, trunc_normal_)
 from .pos_embed import resample_abs_pos_embed
 from .registry import ModelCfg, register_model
 
@@ -59,7 +59,7 @@ class PatchEmbed(nn.Layer):
     def forward(self, x):
         check_input_size(x, self.img_size, "ConViT")  # pos_embed and the GPSA offsets fix the grid
         x = self.proj(x)  # B, C, gh, gw
-        return x.flatten(2).transpose([0, 2, 1])  # B, N, C
+        return permute(x.flatten(2), [0, 2, 1])  # B, N, C
 
 
 class GPSA(nn.Layer):
@@ -105,11 +105,11 @@ class GPSA(nn.Layer):
             raise ValueError(f"GPSA was built for {self.rel_indices.shape[1]} tokens, got {N}")
         qk = self.qk(x).reshape([B, N, 2, self.num_heads, C // self.num_heads])
         # 2, B, heads, N, head_dim -> q, k (unbind: its backward is one stack; two slices' backwards are slow)
-        q, k = qk.transpose([2, 0, 3, 1, 4]).unbind(0)
+        q, k = permute(qk, [2, 0, 3, 1, 4]).unbind(0)
         # scaling q (B.N.C values) rather than the scores (B.heads.N.N) is the same product, cheaper
         patch_score = F.softmax(paddle.matmul(q * self.scale, k, transpose_y=True), axis=-1)  # B, heads, N, N
         # the same for every sample: project the offsets once and broadcast over the batch
-        pos_score = self.pos_proj(self.rel_indices).transpose([0, 3, 1, 2])  # 1, heads, N, N
+        pos_score = permute(self.pos_proj(self.rel_indices), [0, 3, 1, 2])  # 1, heads, N, N
         pos_score = F.softmax(pos_score, axis=-1)
         gate = F.sigmoid(self.gating_param)  # heads
         attn = mix_heads(patch_score, pos_score, gate)  # (1 - gate) * patch_score + gate * pos_score, per head
@@ -120,8 +120,8 @@ class GPSA(nn.Layer):
     def forward(self, x):
         B, N, C = x.shape
         attn = self.get_attention(x)
-        v = self.v(x).reshape([B, N, self.num_heads, C // self.num_heads]).transpose([0, 2, 1, 3])
-        x = (attn @ v).transpose([0, 2, 1, 3]).reshape([B, N, C])  # B, N, C
+        v = permute(self.v(x).reshape([B, N, self.num_heads, C // self.num_heads]), [0, 2, 1, 3])
+        x = permute(attn @ v, [0, 2, 1, 3]).reshape([B, N, C])  # B, N, C
         return self.proj_drop(self.proj(x))
 
 

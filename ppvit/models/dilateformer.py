@@ -16,7 +16,7 @@ from ..kernels import dilated_attention, leading_slice
 from .features import feature_take_indices, format_map
 from .helpers import apply_key_map
 from .layers import (Attention, BatchNorm2D, Conv2D, DepthwiseConv2D, DropPath, GELU, LayerNorm, Linear, Mlp,
-                     check_input_size, drop_path_rates, init_vit_weights, to_2tuple)
+                     check_input_size, drop_path_rates, init_vit_weights, permute, to_2tuple)
 from .registry import ModelCfg, register_model
 
 __all__ = ["DilateFormer", "dilate_attention"]
@@ -115,7 +115,7 @@ class MultiDilatelocalAttention(nn.Layer):
     def forward(self, x):
         _, H, W, C = x.shape
         # spatial-major so that every shifted neighbourhood is a contiguous view (see dilate_attention)
-        x = x.transpose([1, 2, 0, 3]).reshape([H * W, -1, C])  # HW, B, C
+        x = permute(x, [1, 2, 0, 3]).reshape([H * W, -1, C])  # HW, B, C
         # the 1x1 conv is a linear over channels: no NCHW round trip. A matmul against the [3C, C] weight
         # (transpose_y), not F.linear with weight.t(): Paddle 3.3's oneDNN rejects the latter on a 4-D input.
         # 3-D operands here and in proj: Paddle Inference runs a 4-D fc on its plain (slow) kernel
@@ -129,7 +129,7 @@ class MultiDilatelocalAttention(nn.Layer):
                 for g, attn in enumerate(self.dilate_attention)]  # each H, W, B, C/n
         # group-major channels, as the notebook's output; concat, never a write into the input
         x = self.proj_drop(self.proj(paddle.concat(outs, axis=-1).reshape([H * W, -1, C])))  # HW, B, C
-        return x.transpose([1, 0, 2]).reshape([-1, H, W, C])  # B, H, W, C
+        return permute(x, [1, 0, 2]).reshape([-1, H, W, C])  # B, H, W, C
 
 
 class GlobalAttention(Attention):
@@ -159,10 +159,10 @@ class Block(nn.Layer):
         _, C, H, W = x.shape
         # tokens [B, HW, C] rather than a [B, H, W, C] map around the MLP: Paddle Inference runs a 4-D fc
         # on its plain CPU kernel instead of oneDNN's (several times slower)
-        x = x.flatten(2).transpose([0, 2, 1])  # B, HW, C
+        x = permute(x.flatten(2), [0, 2, 1])  # B, HW, C
         x = x + self.drop_path(self.attn(self.norm1(x).reshape([-1, H, W, C])).reshape([-1, H * W, C]))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x.transpose([0, 2, 1]).reshape([-1, C, H, W])  # B, C, H, W
+        return permute(x, [0, 2, 1]).reshape([-1, C, H, W])  # B, C, H, W
 
 
 class PatchEmbed(nn.Layer):
@@ -283,7 +283,7 @@ class DilateFormer(nn.Layer):
         x = self.patch_embed(x)
         for stage in self.stages:
             x = stage(x)
-        x = self.norm(x.flatten(2).transpose([0, 2, 1]))  # B, L, C
+        x = self.norm(permute(x.flatten(2), [0, 2, 1]))  # B, L, C
         return x.mean(axis=1)  # B, C (the notebook's AdaptiveAvgPool1D over tokens)
 
     def forward_head(self, x, pre_logits=False):

@@ -40,6 +40,15 @@ def init_vit_weights(m, conv=False):
             _zeros(m.bias)
 
 
+def permute(x, perm):
+    """``x.transpose(perm)``. In dygraph on a CPU float32 tensor the result is contiguous, made by one C copy
+    forward and backward (``kernels.permute``), where Paddle's transpose returns a strided view that the next
+    reshape, matmul or gradient copies with a slow generic kernel; elsewhere (a static graph or export, another
+    device or dtype, kernels off) Paddle's ``transpose``. The same values either way."""
+    y = kernels.permute(x, perm)
+    return x.transpose(perm) if y is None else y
+
+
 def drop_path(x, drop_prob=0.0, training=False):
     """Stochastic depth per sample (the notebooks' ``drop_path``, same math)."""
     if drop_prob == 0.0 or not training:
@@ -95,11 +104,11 @@ class Attention(nn.Layer):
     def forward(self, x):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape([-1, N, 3, self.num_heads, C // self.num_heads])
-        q, k, v = qkv.transpose([2, 0, 3, 1, 4]).unbind(0)  # each B, heads, N, head_dim
+        q, k, v = permute(qkv, [2, 0, 3, 1, 4]).unbind(0)  # each B, heads, N, head_dim
         # scaling q (B.N.C values) rather than the scores (B.heads.N.N) is the same product, cheaper
         attn = F.softmax(paddle.matmul(q * self.scale, k, transpose_y=True), axis=-1)  # B, heads, N, N
         attn = self.attn_drop(attn)
-        x = (attn @ v).transpose([0, 2, 1, 3]).reshape([-1, N, C])
+        x = permute(attn @ v, [0, 2, 1, 3]).reshape([-1, N, C])
         return self.proj_drop(self.proj(x))
 
 

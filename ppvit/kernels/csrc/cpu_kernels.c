@@ -514,6 +514,84 @@ void ppvit_dilate_bwd(const float *q, const float *k, const float *v, const floa
     }
 }
 
+/* y (contiguous, shape[0..ndim)) = the strided view of x: y[i0, ..., i_{n-1}] = x[sum_k i_k * strides[k]] (strides
+ * in elements, any sign-free layout: a transpose, a slice, an unbind's part). The caller merges dimensions that
+ * are contiguous together, so ndim is small. Three loops: rows copied whole when the last stride is 1; 32 x 32
+ * tiles when the last two dimensions are a transpose (the second-to-last stride is 1); an element gather
+ * otherwise. Pure data movement: y holds x's values bit for bit. */
+#define PERMUTE_TILE 32
+#ifdef __AVX__
+#include <immintrin.h>
+/* dst[j * ds + i] = src[i * ss + j] for i, j < 8: the classic 8 x 8 transpose in AVX registers. */
+static inline void transpose8x8(const float *src, int64_t ss, float *dst, int64_t ds) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ss), r2 = _mm256_loadu_ps(src + 2 * ss),
+           r3 = _mm256_loadu_ps(src + 3 * ss), r4 = _mm256_loadu_ps(src + 4 * ss), r5 = _mm256_loadu_ps(src + 5 * ss),
+           r6 = _mm256_loadu_ps(src + 6 * ss), r7 = _mm256_loadu_ps(src + 7 * ss);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+           u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
+           u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2)),
+           u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+static inline int64_t strided_offset(int64_t o, int nd, const int64_t *shape, const int64_t *strides) {
+    int64_t off = 0;
+    for (int d = nd - 1; d >= 0; --d) {
+        int64_t i = o % shape[d];
+        o /= shape[d];
+        off += i * strides[d];
+    }
+    return off;
+}
+
+void ppvit_strided_copy(const float *x, float *y, int ndim, const int64_t *shape, const int64_t *strides) {
+    if (ndim == 0) { y[0] = x[0]; return; }
+    int64_t n_last = shape[ndim - 1], s_last = strides[ndim - 1];
+    if (ndim >= 2 && s_last != 1 && strides[ndim - 2] == 1) {
+        int64_t R = shape[ndim - 2], C = n_last, outer = 1;
+        for (int d = 0; d < ndim - 2; ++d) outer *= shape[d];
+        int64_t tr = (R + PERMUTE_TILE - 1) / PERMUTE_TILE, tc = (C + PERMUTE_TILE - 1) / PERMUTE_TILE;
+#pragma omp parallel for schedule(static)
+        for (int64_t t = 0; t < outer * tr * tc; ++t) {
+            int64_t o = t / (tr * tc), r0 = (t / tc) % tr * PERMUTE_TILE, c0 = t % tc * PERMUTE_TILE;
+            const float *xo = x + strided_offset(o, ndim - 2, shape, strides);
+            float *yo = y + o * R * C;
+            int64_t r1 = r0 + PERMUTE_TILE < R ? r0 + PERMUTE_TILE : R, c1 = c0 + PERMUTE_TILE < C ? c0 + PERMUTE_TILE : C;
+            int64_t r8 = r0, c8 = c0;
+#ifdef __AVX__
+            r8 = r0 + (r1 - r0) / 8 * 8;
+            c8 = c0 + (c1 - c0) / 8 * 8;
+            for (int64_t r = r0; r < r8; r += 8)
+                for (int64_t c = c0; c < c8; c += 8) transpose8x8(xo + r + c * s_last, s_last, yo + r * C + c, C);
+            for (int64_t r = r0; r < r8; ++r)  /* the columns past the last full 8 */
+                for (int64_t c = c8; c < c1; ++c) yo[r * C + c] = xo[r + c * s_last];
+#endif
+            for (int64_t r = r8; r < r1; ++r)  /* the rows past the last full 8 (all rows without AVX) */
+                for (int64_t c = c0; c < c1; ++c) yo[r * C + c] = xo[r + c * s_last];
+        }
+        return;
+    }
+    int64_t rows = 1;
+    for (int d = 0; d < ndim - 1; ++d) rows *= shape[d];
+#pragma omp parallel for schedule(static) if (rows * n_last > 16384)
+    for (int64_t o = 0; o < rows; ++o) {
+        const float *xo = x + strided_offset(o, ndim - 1, shape, strides);
+        float *yo = y + o * n_last;
+        if (s_last == 1) memcpy(yo, xo, (size_t)n_last * sizeof(float));
+        else for (int64_t j = 0; j < n_last; ++j) yo[j] = xo[j * s_last];
+    }
+}
+
 /* threads a parallel region may use (OMP_NUM_THREADS / omp_set_num_threads, as Paddle's MKL); 1 without OpenMP */
 int ppvit_max_threads(void) {
 #ifdef _OPENMP
@@ -523,4 +601,4 @@ int ppvit_max_threads(void) {
 #endif
 }
 
-int ppvit_abi_version(void) { return 1; }
+int ppvit_abi_version(void) { return 2; }
