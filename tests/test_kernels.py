@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_FILES = ["layers.py", "conv2former.py", "convit.py", "coatnet.py", "convmixer.py", "dilateformer.py"]
 RTOL = 1e-5
 KERNEL_NAMES = ("pointwise", "depthwise", "shift", "bias", "gelu", "layer_norm", "linear", "mix_heads",
-                "scale_channels", "batch_norm", "dilated_attention", "permute")
+                "scale_channels", "batch_norm", "dilated_attention", "permute", "channel_bias")
 # a small ConViT: GPSA (the per-head mix) and MHSA blocks, LayerNorm, GELU, Linear
 SMALL_CONVIT = dict(img_size=16, patch_size=4, embed_dim=4, num_heads=4, depth=2, local_up_to_layer=1)
 
@@ -62,7 +62,7 @@ def calls(monkeypatch):
     for key, layer in (("gelu", normact._GELU), ("layer_norm", normact._LayerNorm), ("linear", normact._Linear),
                        ("mix_heads", normact._MixHeads), ("scale_channels", normact._ScaleChannels),
                        ("batch_norm", normact._BatchNorm), ("dilated_attention", attention._DilatedAttention),
-                       ("permute", strided._Permute)):
+                       ("permute", strided._Permute), ("channel_bias", normact._AddBias)):
         monkeypatch.setattr(layer, "apply", counting(key, layer.apply))
     return counts
 
@@ -129,8 +129,8 @@ def test_switch_turns_every_kernel_off_with_the_same_results(switch_off, calls, 
         off = _run(model, x), _run_attention(qkv)
     assert not kernels.is_enabled() or switch_off == "use_kernels"
     assert calls == dict.fromkeys(KERNEL_NAMES, 0), calls
-    for got, want in zip(on[0] + on[1], off[0] + off[1]):
-        assert_close(got, want, f"kernels on vs off ({switch_off})")
+    for i, (got, want) in enumerate(zip(on[0] + on[1], off[0] + off[1])):
+        assert_close(got, want, f"kernels on vs off ({switch_off}) #{i} of {len(on[0])}+{len(on[1])} {np.shape(want)}")
 
 
 def test_malformed_environment_switch_is_refused(monkeypatch):

@@ -132,6 +132,14 @@ def test_mix_heads_matches_the_broadcast_expression(shared):
     _compare(lambda at, qt, wt: normact.mix_heads(at, qt, wt), reference, [a, q, w], f"mix_heads shared={shared}")
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (3, 8, 33)], ids=str)
+def test_channel_bias_matches_the_broadcast_sum(shape):
+    rng = np.random.default_rng(4)
+    x, b = rng.standard_normal(shape).astype("float32"), rng.standard_normal(shape[1]).astype("float32")
+    ones = [1] * (len(shape) - 2)
+    _compare(normact.add_channel_bias, lambda x, b: x + b.reshape([1, -1] + ones), [x, b], "channel bias")
+
+
 def test_scale_channels_matches_the_broadcast_product():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 6, 5, 3)).astype("float32")
@@ -331,3 +339,26 @@ def test_contiguous_copies_every_kind_of_view_exactly():
 def test_permute_refuses_what_is_not_a_permutation():
     with pytest.raises(ValueError, match="not a permutation"):
         kernels.permute(paddle.ones([2, 3]), [0, 0])
+
+
+def test_kernels_take_strided_views_with_their_gradients():
+    """Every kernel that copies a strided input to contiguous memory first (a transposed view, as attention and
+    token layouts hand them) still returns that input's gradient: outputs and gradients as Paddle's ops."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((2, 4, 3, 5)).astype("float32")  # viewed as [2, 3, 4, 5] (channels 3)
+    c3 = rng.standard_normal(3).astype("float32")
+    c5 = rng.standard_normal(5).astype("float32")
+    view = [0, 2, 1, 3]
+    cases = {  # name: (kernel, reference), each f(view of x, per-channel parameter)
+        "gelu": (lambda v, p: normact.gelu(v) * p.sum(), lambda v, p: F.gelu(v) * p.sum()),
+        "layer_norm": (lambda v, p: normact.layer_norm(v, p, None, 1e-5),
+                       lambda v, p: F.layer_norm(v, [5], p, None, 1e-5)),
+        "channel_bias": (lambda v, p: normact.add_channel_bias(v, p), lambda v, p: v + p.reshape([1, 3, 1, 1])),
+        "scale_channels": (lambda v, p: normact.scale_channels(v, p), lambda v, p: v * p.reshape([1, 3, 1, 1])),
+        "permute": (lambda v, p: kernels.permute(v, [3, 1, 0, 2]) * p.sum(),
+                    lambda v, p: v.transpose([3, 1, 0, 2]) * p.sum()),
+    }
+    for name, (kernel, reference) in cases.items():
+        p = c5 if name == "layer_norm" else c3
+        _compare(lambda x, w: kernel(x.transpose(view), w), lambda x, w: reference(x.transpose(view), w), [a, p],
+                 f"{name} on a transposed view")

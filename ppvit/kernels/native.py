@@ -45,6 +45,8 @@ _SIGNATURES = {
     "ppvit_ln_cf_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _int],
     "ppvit_mix_fwd": [_p, _p, _p, _p, _i64, _i64, _i64, _int],
     "ppvit_mix_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _int],
+    "ppvit_bias_fwd": [_p, _p, _p, _i64, _i64, _i64],
+    "ppvit_bias_bwd": [_p, _p, _i64, _i64, _i64],
     "ppvit_chscale_fwd": [_p, _p, _p, _i64, _i64, _i64],
     "ppvit_chscale_bwd": [_p, _p, _p, _p, _p, _p, _i64, _i64, _i64],
     "ppvit_dw_fwd": [_p, _p, _p, _i64, _i64, _i64, _i64, _i64, _int],

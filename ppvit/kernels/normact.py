@@ -221,6 +221,41 @@ def mix_heads(a, q, w):
     return (1.0 - w) * a + w * q
 
 
+# ----------------------------------------------------------------------------------------- per-channel bias
+class _AddBias(paddle.autograd.PyLayer):
+    """y = x + bias per channel (x [B, C, ...], bias [C]); backward: dx = g itself, dbias = g summed over the
+    batch and the positions (Paddle's broadcast-add backward copies g and reduces in a scalar loop)."""
+
+    @staticmethod
+    def forward(ctx, x, bias):
+        ctx.needs = _needs(x, bias)
+        x = _contiguous(x)
+        B, C = x.shape[0], x.shape[1]
+        y = paddle.empty_like(x)
+        _call("ppvit_bias_fwd", x, bias, y, B, C, x.size // (B * C))
+        ctx.geometry = (B, C, x.size // (B * C))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        dbias = None
+        if ctx.needs[1]:
+            grad = _contiguous(grad)
+            dbias = paddle.empty([ctx.geometry[1]], dtype="float32")
+            _call("ppvit_bias_bwd", grad, dbias, *ctx.geometry)
+        return (grad if ctx.needs[0] else None), dbias
+
+
+@paddle.jit.not_to_static
+def add_channel_bias(x, bias):
+    """``x + bias`` per channel for x [B, C, ...] and bias [C] by the C loop, forward and backward, in dygraph on
+    CPU float32 when a gradient is wanted; None otherwise (the caller adds it with Paddle's ops)."""
+    if (_usable(x) and x.ndim >= 2 and list(bias.shape) == [x.shape[1]] and on_cpu_float32(bias)
+            and _wants_grad(x, bias)):
+        return _AddBias.apply(x, bias)
+    return None
+
+
 # ---------------------------------------------------------------------------------------- per-channel scale
 class _ScaleChannels(paddle.autograd.PyLayer):
     @staticmethod

@@ -5,6 +5,7 @@ import paddle.nn.functional as F
 from paddle import _C_ops  # matmul by the op, not paddle.matmul: FlopCounter patches that
 
 from .config import active, on_cpu_float32
+from .normact import add_channel_bias
 
 
 class _PointwiseConv(paddle.autograd.PyLayer):
@@ -44,9 +45,13 @@ def add_bias(conv, y):
     """``y + conv.bias`` per channel, as [B, C, H*W] + [C, 1] rather than nn.Conv2D's [B, C, H, W] + [1, C, 1, 1]:
     the same additions, but Paddle's CPU kernel takes its fast path for the first layout and a general broadcast
     loop (~15x slower, measured) for the second, which made the bias add of the 1x1 convs ~15% of a Conv2Former
-    training step. y: [B, C, H, W]."""
+    training step. When a gradient is wanted (training), ``normact.add_channel_bias`` adds it instead: Paddle's
+    backward of either layout copies the gradient and reduces the bias's in a scalar loop. y: [B, C, H, W]."""
     if conv.bias is None:
         return y
+    z = add_channel_bias(y, conv.bias)  # in training: the C loop, whose backward is one reduction
+    if z is not None:
+        return z
     B, C, H, W = y.shape
     return (y.reshape([B, C, H * W]) + conv.bias.reshape([C, 1])).reshape([B, C, H, W])
 

@@ -49,12 +49,15 @@ def _usable(x):
 
 def contiguous(t):
     """``t.contiguous()`` (any strided view: a transpose, a slice, an unbind's part), by the C copy for a CPU
-    float32 tensor in dygraph, Paddle's otherwise. Not recorded by autograd: for tensors inside a backward."""
+    float32 tensor in dygraph, Paddle's otherwise. Not recorded by autograd (for the kernels' forwards and
+    backwards, which run outside it); the copy keeps t's ``stop_gradient``."""
     if t.is_contiguous():
         return t
     if not _usable(t):
         return t.contiguous()
-    return _copy(t, list(t.shape), list(t.strides))
+    out = _copy(t, list(t.shape), list(t.strides))
+    out.stop_gradient = t.stop_gradient  # as Paddle's: the PyLayers read it to know which gradients to return
+    return out
 
 
 def _permuted(t, perm):

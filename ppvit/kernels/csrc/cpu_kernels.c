@@ -275,6 +275,33 @@ void ppvit_mix_bwd(const float *d, const float *a, const float *q, const float *
 }
 
 /* ---- per-channel scale: y[b, c, s] = x[b, c, s] * gamma[c] (layer scale in NCHW) ---- */
+/* y = x + bias per channel of a [B, C, S] array; its backward: dbias[c] = the sum of g over B and S (each
+ * channel summed by one thread, in b-then-s order). */
+void ppvit_bias_fwd(const float *x, const float *bias, float *y, int64_t B, int64_t C, int64_t S) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+            const float *xs = x + (b * C + c) * S;
+            float *ys = y + (b * C + c) * S;
+            float v = bias[c];
+            for (int64_t s = 0; s < S; ++s) ys[s] = xs[s] + v;
+        }
+}
+
+void ppvit_bias_bwd(const float *g, float *dbias, int64_t B, int64_t C, int64_t S) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+        double total = 0.0;
+        for (int64_t b = 0; b < B; ++b) {
+            const float *gs = g + (b * C + c) * S;
+            float acc = 0.0f;
+            for (int64_t s = 0; s < S; ++s) acc += gs[s];
+            total += acc;
+        }
+        dbias[c] = (float)total;
+    }
+}
+
 void ppvit_chscale_fwd(const float *x, const float *gamma, float *y, int64_t B, int64_t C, int64_t S) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
