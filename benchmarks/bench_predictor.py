@@ -310,6 +310,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None, help=f"untimed rounds first (default {WARMUP})")
     p.add_argument("--lime-samples", type=int, default=1000, help="LIME perturbed samples")
     p.add_argument("--lime-runs", type=int, default=5, help="LIME explanations timed (median)")
+    p.add_argument("--json", metavar="PATH", help="also write the model table there (images/s per path, the auto "
+                   "backend, the largest difference to dygraph; a list, one per model)")
     torch_python.add_argument(p)
     lime = p.add_mutually_exclusive_group()
     lime.add_argument("--no-lime", action="store_true", help="skip the LIME timing")
@@ -374,6 +376,11 @@ def main(argv=None):
             print(f"LIME, {args.lime_samples} samples, conv2former_n_cifar 32x32 through Predictor() ({backend}): "
                   f"{secs:.2f} s median of {', '.join(f'{t:.2f}' for t in times)}; forward batches "
                   f"{', '.join(f'{v:.0f}' for v in speeds)} images/s ({images} distinct images per run)")
+    if args.json:
+        import json
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump([{k: r[k] for k in ("name", "size", "batch", "speeds", "diffs", "auto", "torch")} for r in results],
+                      f, indent=1)
     if torch is not None:
         print("\nauto (export_model + Predictor, default arguments) against PyTorch, same batch, same run:")
         for r in results:

@@ -111,12 +111,34 @@ def _median(values):
     return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
+def time_family(family, repeats, threads, python, env):
+    """One family's training step, ppvit's and PyTorch's (``python``, run with ``env``) alternating, after
+    ``WARMUP`` steps each: ``{"name", "size", "batch", "params": (ppvit, PyTorch), "wall": {side: median s},
+    "cpu": {side: median CPU s}}`` with sides ``ppvit`` and ``pytorch``."""
+    name, size, batch, spec = FAMILIES[family]
+    spec = dict(spec, size=size, batch=batch, classes=10, threads=threads)
+    ours, theirs = PaddleTrainer(name, size, batch), TorchTrainer(python, spec, env)
+    try:
+        times = {"ppvit": [], "pytorch": []}
+        for _ in range(WARMUP):
+            ours.step(), theirs.step()
+        for _ in range(repeats):
+            times["ppvit"].append(ours.step())
+            times["pytorch"].append(theirs.step())
+    finally:
+        theirs.close()
+    return {"name": name, "size": size, "batch": batch, "params": (ours.params, theirs.params),
+            "wall": {k: _median([t[0] for t in v]) for k, v in times.items()},
+            "cpu": {k: _median([t[1] for t in v]) for k, v in times.items()}}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per side (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each side (default 2)")
     parser.add_argument("--quick", action="store_true", help="2 timed steps per side: a smoke run")
+    parser.add_argument("--json", metavar="PATH", help="also write the results there (a list, one per family)")
     torch_python.add_argument(parser, help=f"a Python with torch and timm, which runs the PyTorch side in a process "
                               f"of its own (default: ${torch_python.ENV}; required)")
     args = parser.parse_args(argv)
@@ -140,30 +162,21 @@ def main(argv=None):
           f"{args.threads} threads each, median of {repeats} alternating steps after {WARMUP} warm-up; "
           f"MKL_DEBUG_CPU_TYPE={os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset')} for ppvit, "
           f"{torch_env.get('MKL_DEBUG_CPU_TYPE', 'unset')} for PyTorch", flush=True)
-    rows = []
+    rows, results = [], []
     for family in args.families:
-        name, size, batch, spec = FAMILIES[family]
-        spec = dict(spec, size=size, batch=batch, classes=10, threads=args.threads)
-        ours, theirs = PaddleTrainer(name, size, batch), TorchTrainer(args.torch_python, spec, torch_env)
-        try:
-            times = {"ppvit": [], "pytorch": []}
-            for _ in range(WARMUP):
-                ours.step(), theirs.step()
-            for _ in range(repeats):
-                times["ppvit"].append(ours.step())
-                times["pytorch"].append(theirs.step())
-        finally:
-            theirs.close()
-        wall = {k: _median([t[0] for t in v]) for k, v in times.items()}
-        cpu = {k: _median([t[1] for t in v]) for k, v in times.items()}
-        print(f"{name} ({size}x{size}, batch {batch}; params ppvit {ours.params:,} / PyTorch {theirs.params:,}):")
+        r = time_family(family, repeats, args.threads, args.torch_python, torch_env)
+        results.append(dict(r, family=family, threads=args.threads))
+        name, size, batch, wall, cpu = r["name"], r["size"], r["batch"], r["wall"], r["cpu"]
+        print(f"{name} ({size}x{size}, batch {batch}; params ppvit {r['params'][0]:,} / PyTorch {r['params'][1]:,}):")
         for side in ("ppvit", "pytorch"):
             print(f"  {side:8s} {batch / wall[side]:8.2f} img/s  {wall[side] * 1e3:8.0f} ms/step  "
                   f"{cpu[side]:7.2f} CPU s/step")
         ratio_wall, ratio_cpu = wall["pytorch"] / wall["ppvit"], cpu["pytorch"] / cpu["ppvit"]
         print(f"  ppvit / PyTorch: {ratio_wall:.2f}x the speed by wall time, {ratio_cpu:.2f}x by CPU time", flush=True)
         rows.append((name, size, batch, wall, cpu, ratio_wall, ratio_cpu))
-        del ours
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
     print(f"== summary (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; with other processes, "
           "trust the CPU-time ratio)")
     print("| model (input, batch) | ppvit img/s | PyTorch img/s | ratio (wall) | ppvit CPU s/step | "

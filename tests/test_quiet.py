@@ -87,3 +87,13 @@ def test_import_keeps_freed_memory_so_reallocation_does_not_fault():
     assert tuned and faults < 50, (tuned, faults)
     tuned, faults = run({"MALLOC_TRIM_THRESHOLD_": "4096"})  # the user's choice: not overridden
     assert not tuned and faults > 500, (tuned, faults)
+
+
+@pytest.mark.parametrize("script", ["bench_cpu_speed.py", "bench_vs_pytorch.py"])
+def test_pytorch_only_benchmarks_refuse_without_pytorch(script):
+    """The comparisons that are nothing without PyTorch stop at once with what to give (docs/benchmarks.md)."""
+    env = {k: v for k, v in os.environ.items() if k != "PPVIT_TORCH_PYTHON"}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "--torch-python" in proc.stderr and "PPVIT_TORCH_PYTHON" in proc.stderr, proc.stderr
