@@ -35,13 +35,13 @@ DEPLOY = {"convmixer": ("convmixer_256_8", 32, 64), "convit": ("convit_tiny", 22
 
 
 def _run(script, args, env):
-    """Run benchmarks/<script> with ``args`` + ``--json``, its report passed through; returns its JSON."""
+    """Run benchmarks/<script> with ``args`` + ``--json``, its report passed through; returns its JSON, or raises
+    RuntimeError when the script fails."""
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "result.json")
         proc = subprocess.run([sys.executable, os.path.join(BENCH, script)] + args + ["--json", out], env=env)
         if proc.returncode != 0:
-            raise SystemExit(f"error: {script} {' '.join(args)} failed (exit code {proc.returncode}; its report is "
-                             "above)")
+            raise RuntimeError(f"{script} {' '.join(args)} failed (exit code {proc.returncode}; its report is above)")
         with open(out, encoding="utf-8") as f:
             return json.load(f)
 
@@ -66,13 +66,18 @@ def main(argv=None):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=ROOT + (os.pathsep + path if path else ""))
     deploy_opts = [o for flag, value in (("-n", args.rounds), ("--warmup", args.warmup)) if value is not None
                    for o in (flag, str(value))]
-    rows = []
+    rows, failed = [], []
     for family in args.families:
         name, size, batch = DEPLOY[family]
-        d = _run("bench_predictor.py", ["-m", f"{name}:{size}:{batch}", "--no-lime", "--torch-python",
-                                        args.torch_python] + deploy_opts, env)[0]
-        t = _run("bench_vs_pytorch.py", ["--families", family, "--repeats", str(args.repeats), "--threads",
-                                         str(threads), "--torch-python", args.torch_python], env)[0]
+        try:
+            d = _run("bench_predictor.py", ["-m", f"{name}:{size}:{batch}", "--no-lime", "--torch-python",
+                                            args.torch_python] + deploy_opts, env)[0]
+            t = _run("bench_vs_pytorch.py", ["--families", family, "--repeats", str(args.repeats), "--threads",
+                                             str(threads), "--torch-python", args.torch_python], env)[0]
+        except RuntimeError as e:  # the other families still run and are reported
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            failed.append(family)
+            continue
         rows.append((d, t))
     print(f"\n== summary, {threads} threads each (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print("| model (input) | deploy batch | ppvit auto img/s | PyTorch fp32 | PyTorch bf16 | auto / fp32 | "
@@ -87,6 +92,9 @@ def main(argv=None):
               f"{fp32 or float('nan'):.1f} | {bf16 or float('nan'):.1f} | {ratios} | {t['batch']} | "
               f"{train['ppvit']:.2f} | {train['pytorch']:.2f} | {train['ppvit'] / train['pytorch']:.2f}x / "
               f"{t['cpu']['pytorch'] / t['cpu']['ppvit']:.2f}x |")
+    if failed:
+        print(f"error: not measured: {', '.join(failed)} (see above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,7 +13,7 @@ Conv2Former-N; from scripts/make_fixtures_*.py), PyTorch eager fp32 and ``torch.
 ``pytorch fp32``/``bf16`` in a process of its own (benchmarks/torch_worker.py: torch and the model only, as a
 PyTorch user runs it; it times its forward pass on request, so its rounds interleave with the others), and
 ``... +malloc`` in this process. PyTorch comes from ``--torch-python`` / ``PPVIT_TORCH_PYTHON``
-(benchmarks/torch_python.py) when the running Python has no torch. Creating a CPU backend tunes glibc's
+(benchmarks/torch_python.py) when the running Python has no torch. ``import ppvit`` tunes glibc's
 malloc for the whole process (``ppvit.utils.quiet.keep_freed_memory``: freed activations reused, not
 re-faulted), so PyTorch in this process runs with ppvit's tuning: its best case, not what its users get by
 default. Every path runs once per

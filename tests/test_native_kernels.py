@@ -362,3 +362,18 @@ def test_kernels_take_strided_views_with_their_gradients():
         p = c5 if name == "layer_norm" else c3
         _compare(lambda x, w: kernel(x.transpose(view), w), lambda x, w: reference(x.transpose(view), w), [a, p],
                  f"{name} on a transposed view")
+
+
+def test_channel_bias_gradient_is_not_shared_with_the_upstream_gradient():
+    """The bias kernel's input gradient is a tensor of its own: Paddle adds a second branch's gradient for x into
+    the first one it receives, in place, and the retained gradient of the output must not change with it."""
+    b = paddle.to_tensor(np.arange(3, dtype="float32"), stop_gradient=False)
+    a = paddle.to_tensor(np.ones((2, 3, 4), dtype="float32"), stop_gradient=False)
+    x = a * 1
+    y = normact.add_channel_bias(x, b)
+    assert y is not None
+    y.retain_grads()
+    (y.sum() + (x * 3).sum()).backward()
+    assert np.array_equal(y.grad.numpy(), np.ones((2, 3, 4), dtype="float32"))
+    assert np.array_equal(a.grad.numpy(), np.full((2, 3, 4), 4, dtype="float32"))
+    assert np.array_equal(b.grad.numpy(), np.full(3, 8, dtype="float32"))

@@ -223,8 +223,8 @@ def mix_heads(a, q, w):
 
 # ----------------------------------------------------------------------------------------- per-channel bias
 class _AddBias(paddle.autograd.PyLayer):
-    """y = x + bias per channel (x [B, C, ...], bias [C]); backward: dx = g itself, dbias = g summed over the
-    batch and the positions (Paddle's broadcast-add backward copies g and reduces in a scalar loop)."""
+    """y = x + bias per channel (x [B, C, ...], bias [C]); backward: dx = a copy of g, dbias = g summed over the
+    batch and the positions in one pass (Paddle's broadcast-add backward reduces it in a scalar loop)."""
 
     @staticmethod
     def forward(ctx, x, bias):
@@ -238,12 +238,15 @@ class _AddBias(paddle.autograd.PyLayer):
 
     @staticmethod
     def backward(ctx, grad):
+        g = _contiguous(grad)
         dbias = None
         if ctx.needs[1]:
-            grad = _contiguous(grad)
             dbias = paddle.empty([ctx.geometry[1]], dtype="float32")
-            _call("ppvit_bias_bwd", grad, dbias, *ctx.geometry)
-        return (grad if ctx.needs[0] else None), dbias
+            _call("ppvit_bias_bwd", g, dbias, *ctx.geometry)
+        # dx is g's values in a tensor of its own: Paddle may add another branch's gradient into the first one it
+        # receives for x, in place, and the upstream gradient (retain_grads, hooks) must not see that
+        dx = (g if g is not grad else paddle.assign(g)) if ctx.needs[0] else None
+        return dx, dbias
 
 
 @paddle.jit.not_to_static

@@ -75,12 +75,12 @@ def keep_freed_memory():
     addition 20 -> 1.5 ms). ``import ppvit`` calls this (``tune_cpu_math``). Sets
     ``M_MMAP_THRESHOLD`` to 32 MiB (glibc's maximum) and ``M_TRIM_THRESHOLD`` to 256 MiB: at most that much
     freed memory stays with the process. Returns True when set; a no-op (False) off glibc, or when the user
-    tuned malloc through ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``/``GLIBC_TUNABLES``.
+    tuned malloc through any ``MALLOC_*_`` variable or ``GLIBC_TUNABLES``.
     """
     if _malloc_tuned:
         return _malloc_tuned[0]
     ok = False
-    if not any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
+    if not any((k.startswith("MALLOC_") and k.endswith("_")) or k == "GLIBC_TUNABLES" for k in os.environ):
         try:
             import ctypes
 
