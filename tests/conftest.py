@@ -15,6 +15,14 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 paddle.set_device("cpu")
 
+# pytest-xdist runs test files in parallel processes, and several of them start paddle.distributed.launch jobs:
+# each worker's jobs get their own ranks' ports and gloo port (PADDLE_START_PORT / PADDLE_GLOO_PORT, which the
+# launcher reads as --start_port / --gloo_port), so two jobs started at once never bind the same ones
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
+    os.environ.setdefault("PADDLE_START_PORT", str(21000 + 100 * int(_WORKER[2:])))
+    os.environ.setdefault("PADDLE_GLOO_PORT", str(23000 + 100 * int(_WORKER[2:])))
+
 
 @pytest.fixture(autouse=True)
 def _seed():
