@@ -30,7 +30,7 @@ import paddle
 from ..utils.quiet import cpu_flags
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "cpu_kernels.c")
-ABI_VERSION = 2
+ABI_VERSION = 3
 _LIB_NAME = "libppvit_cpu.so"
 _lock = threading.Lock()
 _state = {"tried": False, "lib": None, "why": None}
@@ -46,7 +46,7 @@ _SIGNATURES = {
     "ppvit_mix_fwd": [_p, _p, _p, _p, _i64, _i64, _i64, _int],
     "ppvit_mix_bwd": [_p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64, _int],
     "ppvit_bias_fwd": [_p, _p, _p, _i64, _i64, _i64],
-    "ppvit_bias_bwd": [_p, _p, _i64, _i64, _i64],
+    "ppvit_bias_bwd": [_p, _p, _p, _i64, _i64, _i64],
     "ppvit_chscale_fwd": [_p, _p, _p, _i64, _i64, _i64],
     "ppvit_chscale_bwd": [_p, _p, _p, _p, _p, _p, _i64, _i64, _i64],
     "ppvit_dw_fwd": [_p, _p, _p, _i64, _i64, _i64, _i64, _i64, _int],

@@ -239,13 +239,13 @@ class _AddBias(paddle.autograd.PyLayer):
     @staticmethod
     def backward(ctx, grad):
         g = _contiguous(grad)
-        dbias = None
-        if ctx.needs[1]:
-            dbias = paddle.empty([ctx.geometry[1]], dtype="float32")
-            _call("ppvit_bias_bwd", g, dbias, *ctx.geometry)
         # dx is g's values in a tensor of its own: Paddle may add another branch's gradient into the first one it
-        # receives for x, in place, and the upstream gradient (retain_grads, hooks) must not see that
-        dx = (g if g is not grad else paddle.assign(g)) if ctx.needs[0] else None
+        # receives for x, in place, and the upstream gradient (retain_grads, hooks) must not see that. The copy
+        # is made in the same pass as the bias's sum.
+        dx = paddle.empty_like(g) if ctx.needs[0] else None
+        dbias = paddle.empty([ctx.geometry[1]], dtype="float32") if ctx.needs[1] else None
+        if dx is not None or dbias is not None:
+            _call("ppvit_bias_bwd", g, dx, dbias, *ctx.geometry)
         return dx, dbias
 
 

@@ -275,8 +275,8 @@ void ppvit_mix_bwd(const float *d, const float *a, const float *q, const float *
 }
 
 /* ---- per-channel scale: y[b, c, s] = x[b, c, s] * gamma[c] (layer scale in NCHW) ---- */
-/* y = x + bias per channel of a [B, C, S] array; its backward: dbias[c] = the sum of g over B and S (each
- * channel summed by one thread, in b-then-s order). */
+/* y = x + bias per channel of a [B, C, S] array; its backward in one pass over g: dx = a copy of g (NULL: none)
+ * and dbias[c] = the sum of g over B and S (NULL: none; each channel summed by one thread, in b-then-s order). */
 void ppvit_bias_fwd(const float *x, const float *bias, float *y, int64_t B, int64_t C, int64_t S) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b)
@@ -288,17 +288,19 @@ void ppvit_bias_fwd(const float *x, const float *bias, float *y, int64_t B, int6
         }
 }
 
-void ppvit_bias_bwd(const float *g, float *dbias, int64_t B, int64_t C, int64_t S) {
+void ppvit_bias_bwd(const float *g, float *dx, float *dbias, int64_t B, int64_t C, int64_t S) {
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < C; ++c) {
         double total = 0.0;
         for (int64_t b = 0; b < B; ++b) {
             const float *gs = g + (b * C + c) * S;
+            if (dx) memcpy(dx + (b * C + c) * S, gs, (size_t)S * sizeof(float));
+            if (!dbias) continue;
             float acc = 0.0f;
             for (int64_t s = 0; s < S; ++s) acc += gs[s];
             total += acc;
         }
-        dbias[c] = (float)total;
+        if (dbias) dbias[c] = (float)total;
     }
 }
 
@@ -628,4 +630,4 @@ int ppvit_max_threads(void) {
 #endif
 }
 
-int ppvit_abi_version(void) { return 2; }
+int ppvit_abi_version(void) { return 3; }
