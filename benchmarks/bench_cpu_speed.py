@@ -3,7 +3,7 @@
     python benchmarks/bench_cpu_speed.py --torch-python .venv-torch/bin/python
     python benchmarks/bench_cpu_speed.py --torch-python .venv-torch/bin/python --families dilateformer -n 5
 
-Per family (the model, input and batches of ``DEPLOY`` and ``bench_vs_pytorch.FAMILIES``), two processes:
+Per family (the model, input and training batch of ``bench_vs_pytorch.FAMILIES``), two processes:
 
 - deploy, ``bench_predictor.py -m NAME:SIZE:BATCH --no-lime``: ``export_model`` + ``Predictor`` with default
   arguments (``auto``: the backend the export measured fastest) against PyTorch eager fp32 and bf16 autocast
@@ -25,13 +25,14 @@ import sys
 import tempfile
 
 import torch_python  # benchmarks/ (this script's folder) is first on sys.path
+from bench_vs_pytorch import FAMILIES  # imports neither paddle nor torch
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-# family -> (model, input side, deploy batch); the training batch is bench_vs_pytorch.FAMILIES'
-DEPLOY = {"convmixer": ("convmixer_256_8", 32, 64), "convit": ("convit_tiny", 224, 16),
-          "coatnet": ("coatnet_0", 224, 16), "dilateformer": ("dilateformer_t", 224, 16),
-          "conv2former": ("conv2former_n", 224, 16)}
+# the deploy batch: bench_predictor's default (64 up to 64x64 inputs, else 16); model, input and training batch
+# are bench_vs_pytorch.FAMILIES'
+def deploy_batch(size):
+    return 64 if size <= 64 else 16
 
 
 def _run(script, args, env):
@@ -48,7 +49,7 @@ def _run(script, args, env):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--families", nargs="+", default=list(DEPLOY), choices=list(DEPLOY))
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("-n", "--rounds", type=int, default=None, help="deploy: timed rounds (bench_predictor's default)")
     p.add_argument("--warmup", type=int, default=None, help="deploy: untimed rounds first (bench_predictor's default)")
     p.add_argument("--repeats", type=int, default=5, help="train: timed steps per side (median; default 5)")
@@ -68,7 +69,8 @@ def main(argv=None):
                    for o in (flag, str(value))]
     rows, failed = [], []
     for family in args.families:
-        name, size, batch = DEPLOY[family]
+        name, size = FAMILIES[family][:2]
+        batch = deploy_batch(size)
         try:
             d = _run("bench_predictor.py", ["-m", f"{name}:{size}:{batch}", "--no-lime", "--torch-python",
                                             args.torch_python] + deploy_opts, env)[0]
